@@ -1,0 +1,455 @@
+//! A held lock: its state machine and the renewal task.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backend::HeldLock;
+use crate::error::{Error, ErrorKind, Result};
+use crate::name::LockName;
+use crate::options::LockMode;
+use crate::telemetry;
+use crate::token::{FencingToken, OwnerId};
+
+/// Where a lease is in its life.
+///
+/// `Held → Jeopardy → Lost`, `Jeopardy → Held` when a renewal succeeds again, and
+/// `Held | Jeopardy → Released`. `Lost` and `Released` are final.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaseState {
+    /// The lock is held and the last renewal (or the grant) succeeded.
+    Held,
+    /// A renewal failed or the connection dropped; the lock may still be held until the local
+    /// deadline. Finish or checkpoint quickly.
+    Jeopardy,
+    /// The lease is gone: the local deadline passed, or the backend said the lock is no longer
+    /// ours. Stop touching the protected resource.
+    Lost,
+    /// `release()` gave the lock up.
+    Released,
+}
+
+impl LeaseState {
+    /// Lost or Released: no further transition happens.
+    pub fn is_final(self) -> bool {
+        matches!(self, LeaseState::Lost | LeaseState::Released)
+    }
+}
+
+impl fmt::Display for LeaseState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LeaseState::Held => "held",
+            LeaseState::Jeopardy => "jeopardy",
+            LeaseState::Lost => "lost",
+            LeaseState::Released => "released",
+        })
+    }
+}
+
+struct SignalShared {
+    backend: &'static str,
+    state: watch::Sender<LeaseState>,
+    reason: StdMutex<Option<String>>,
+}
+
+/// The handle through which a backend reports what it sees happen to a held lock.
+///
+/// Transitions only go forward (see [`LeaseState`]); a call that would go back is ignored,
+/// so backends may call these freely from connection tasks.
+#[derive(Clone)]
+pub struct LeaseSignal {
+    shared: Arc<SignalShared>,
+}
+
+impl fmt::Debug for LeaseSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseSignal")
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl LeaseSignal {
+    /// A signal in state `Held`.
+    pub fn new(backend: &'static str) -> Self {
+        LeaseSignal {
+            shared: Arc::new(SignalShared {
+                backend,
+                state: watch::Sender::new(LeaseState::Held),
+                reason: StdMutex::new(None),
+            }),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> LeaseState {
+        *self.shared.state.borrow()
+    }
+
+    /// The renewal failed or the connection dropped (`Held → Jeopardy`).
+    pub fn jeopardy(&self, reason: impl fmt::Display) {
+        let changed = self.shared.state.send_if_modified(|state| {
+            if *state == LeaseState::Held {
+                *state = LeaseState::Jeopardy;
+                true
+            } else {
+                false
+            }
+        });
+        if changed {
+            tracing::warn!(backend = self.shared.backend, %reason, "distlock lease in jeopardy");
+        }
+    }
+
+    /// A renewal succeeded again (`Jeopardy → Held`).
+    pub fn recovered(&self) {
+        self.shared.state.send_if_modified(|state| {
+            if *state == LeaseState::Jeopardy {
+                *state = LeaseState::Held;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The lock is gone (`Held | Jeopardy → Lost`). The first reason is kept.
+    pub fn lost(&self, reason: impl fmt::Display) {
+        let reason = reason.to_string();
+        let changed = self.shared.state.send_if_modified(|state| {
+            if state.is_final() {
+                false
+            } else {
+                *self.shared.reason.lock().unwrap() = Some(reason.clone());
+                *state = LeaseState::Lost;
+                true
+            }
+        });
+        if changed {
+            telemetry::lease_lost(self.shared.backend);
+            tracing::warn!(backend = self.shared.backend, %reason, "distlock lease lost");
+        }
+    }
+
+    fn released(&self) {
+        self.shared.state.send_if_modified(|state| {
+            if state.is_final() {
+                false
+            } else {
+                *state = LeaseState::Released;
+                true
+            }
+        });
+    }
+
+    fn subscribe(&self) -> watch::Receiver<LeaseState> {
+        self.shared.state.subscribe()
+    }
+
+    fn lost_reason(&self) -> String {
+        self.shared
+            .reason
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| "the lease was lost".to_owned())
+    }
+}
+
+/// The margin taken off every lease deadline for clock drift between client and server:
+/// 1% of the TTL plus 2 ms, as Redlock does.
+pub fn drift_margin(ttl: Duration) -> Duration {
+    ttl / 100 + Duration::from_millis(2)
+}
+
+struct Inner {
+    name: LockName,
+    backend: &'static str,
+    mode: LockMode,
+    owner: OwnerId,
+    token: FencingToken,
+    ttl: Duration,
+    held: Box<dyn HeldLock>,
+    signal: LeaseSignal,
+    acquired_at: Instant,
+    renewal: StdMutex<Option<JoinHandle<()>>>,
+    release_gate: tokio::sync::Mutex<()>,
+}
+
+impl Inner {
+    fn stop_renewal(&self) -> Option<JoinHandle<()>> {
+        let handle = self.renewal.lock().unwrap().take()?;
+        handle.abort();
+        Some(handle)
+    }
+
+    fn lost_error(&self) -> Error {
+        Error::new(ErrorKind::Lost, self.backend, self.signal.lost_reason()).with_lock(&self.name)
+    }
+}
+
+/// A held lock.
+///
+/// The lease is renewed in the background at a third of its TTL until [`release`](Self::release)
+/// is called. Watch [`lost`](Self::lost) while working: it resolves *before* the lease can have
+/// expired on the server, because the local deadline counts from the time each renewal was sent
+/// and subtracts a drift margin.
+///
+/// # Drop
+///
+/// Dropping a lease without calling `release()` stops its renewal and releases it in the
+/// background when a Tokio runtime is available. Without a runtime the backend gives the lock
+/// up if it can do so synchronously (the file backend closes its descriptor); otherwise the
+/// lock lasts until its TTL runs out on the server.
+pub struct Lease {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("backend", &self.inner.backend)
+            .field("name", &self.inner.name)
+            .field("mode", &self.inner.mode)
+            .field("owner", &self.inner.owner)
+            .field("token", &self.inner.token)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Lease {
+    /// Wraps a lock the backend granted and starts renewing it. Called by [`Locks`](crate::Locks).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        name: LockName,
+        backend: &'static str,
+        mode: LockMode,
+        owner: OwnerId,
+        ttl: Duration,
+        held: Box<dyn HeldLock>,
+        signal: LeaseSignal,
+    ) -> Lease {
+        let inner = Arc::new(Inner {
+            name,
+            backend,
+            mode,
+            owner,
+            token: held.token(),
+            ttl,
+            held,
+            signal,
+            acquired_at: Instant::now(),
+            renewal: StdMutex::new(None),
+            release_gate: tokio::sync::Mutex::new(()),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let handle = runtime.spawn(renew_until_final(Arc::clone(&inner)));
+            *inner.renewal.lock().unwrap() = Some(handle);
+        }
+        Lease { inner }
+    }
+
+    /// The lock name.
+    pub fn name(&self) -> &LockName {
+        &self.inner.name
+    }
+
+    /// The backend holding the lock.
+    pub fn backend(&self) -> &'static str {
+        self.inner.backend
+    }
+
+    /// How the lock is held.
+    pub fn mode(&self) -> LockMode {
+        self.inner.mode
+    }
+
+    /// This acquisition's random owner id.
+    pub fn owner(&self) -> OwnerId {
+        self.inner.owner
+    }
+
+    /// The fencing token: pass it to the protected resource with every write.
+    pub fn token(&self) -> FencingToken {
+        self.inner.token
+    }
+
+    /// The lease's TTL.
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// The current state.
+    pub fn state(&self) -> LeaseState {
+        self.inner.signal.state()
+    }
+
+    /// Whether the lock is still ours (`Held` or `Jeopardy`).
+    pub fn is_held(&self) -> bool {
+        matches!(self.state(), LeaseState::Held | LeaseState::Jeopardy)
+    }
+
+    /// A receiver that sees every state transition.
+    pub fn watch(&self) -> watch::Receiver<LeaseState> {
+        self.inner.signal.subscribe()
+    }
+
+    /// Returns `Err(Lost)` if the lease has been lost, `Ok(())` while it is held or after release.
+    pub fn check(&self) -> Result<()> {
+        if self.state() == LeaseState::Lost {
+            Err(self.inner.lost_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Resolves with a [`Lost`](ErrorKind::Lost) error when the lease is lost. Never resolves if
+    /// the lease is released first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the returned future only watches the state, so it can be used in
+    /// `tokio::select!` and dropped at any time. It does not borrow the lease.
+    pub fn lost(&self) -> impl Future<Output = Error> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        let mut states = inner.signal.subscribe();
+        async move {
+            loop {
+                let state = *states.borrow_and_update();
+                match state {
+                    LeaseState::Lost => return inner.lost_error(),
+                    LeaseState::Released => std::future::pending::<()>().await,
+                    LeaseState::Held | LeaseState::Jeopardy => {}
+                }
+                if states.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
+    /// Gives the lock up. Renewal is stopped before the backend is asked, so no renewal can
+    /// race the release. Idempotent: a second call returns `Ok(())`. The backend only deletes
+    /// the lock if this owner still holds it, so a late release never frees a newer holder.
+    ///
+    /// Returns a [`Lost`](ErrorKind::Lost) error if the lease was lost before it was released.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped before it completes, the lease is left unreleased (renewal may
+    /// have been stopped) and dropping the `Lease` releases it in the background.
+    pub async fn release(&self) -> Result<()> {
+        let _gate = self.inner.release_gate.lock().await;
+        match self.state() {
+            LeaseState::Released => return Ok(()),
+            LeaseState::Lost => {
+                if let Some(handle) = self.inner.stop_renewal() {
+                    let _ = handle.await;
+                }
+                return Err(self.inner.lost_error());
+            }
+            LeaseState::Held | LeaseState::Jeopardy => {}
+        }
+        if let Some(handle) = self.inner.stop_renewal() {
+            let _ = handle.await;
+        }
+        let result = self.inner.held.release().await;
+        // The state may have moved to Lost while we were releasing; report it.
+        self.inner.signal.released();
+        telemetry::hold_time(self.inner.backend, self.inner.acquired_at.elapsed());
+        match result {
+            Ok(()) if self.state() == LeaseState::Lost => Err(self.inner.lost_error()),
+            other => other.map_err(|e| e.with_lock(&self.inner.name)),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.state().is_final() {
+            self.inner.stop_renewal();
+            return;
+        }
+        self.inner.stop_renewal();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let inner = Arc::clone(&self.inner);
+            runtime.spawn(async move {
+                if let Err(error) = inner.held.release().await {
+                    tracing::warn!(backend = inner.backend, lock = ?inner.name, %error,
+                        "distlock background release of a dropped lease failed");
+                }
+                inner.signal.released();
+                telemetry::hold_time(inner.backend, inner.acquired_at.elapsed());
+            });
+        }
+    }
+}
+
+/// Renews every ttl/3 until the lease is released or lost. Never re-acquires: a renewal that
+/// finds the lock gone ends the lease.
+async fn renew_until_final(inner: Arc<Inner>) {
+    let ttl = inner.ttl;
+    let period = ttl / 3;
+    let retry = (period / 4).max(Duration::from_millis(5));
+    let margin = drift_margin(ttl);
+    let mut deadline = inner.held.granted_at().map(|sent| sent + ttl - margin);
+    let mut states = inner.signal.subscribe();
+    let mut next = Instant::now() + period;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = sleep_until_deadline(deadline) => {
+                inner.signal.lost("the lease deadline passed before a renewal succeeded");
+                break;
+            }
+            _ = states.wait_for(|s| s.is_final()) => break,
+        }
+        let sent = Instant::now();
+        let outcome = tokio::select! {
+            outcome = inner.held.renew(ttl) => Some(outcome),
+            _ = sleep_until_deadline(deadline) => None,
+        };
+        match outcome {
+            None => {
+                inner
+                    .signal
+                    .lost("the lease deadline passed while a renewal was in flight");
+                break;
+            }
+            Some(Ok(())) => {
+                if deadline.is_some() {
+                    deadline = Some(sent + ttl - margin);
+                }
+                inner.signal.recovered();
+                next = sent + period;
+            }
+            Some(Err(error)) if error.is_lost() => {
+                inner.signal.lost(error.message());
+                break;
+            }
+            Some(Err(error)) => {
+                inner.signal.jeopardy(format!("renewal failed: {error}"));
+                next = Instant::now() + retry;
+            }
+        }
+    }
+    if inner.signal.state() == LeaseState::Lost {
+        // Owner-checked, so harmless if the lock is already someone else's; frees whatever the
+        // backend still keeps for us (a file descriptor, a session).
+        let _ = inner.held.release().await;
+    }
+}
+
+async fn sleep_until_deadline(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,35 @@
+//! The core of [distlock](https://docs.rs/distlock): lock names, options, leases with renewal
+//! and loss signalling, fencing tokens, errors, and the small [`Backend`] trait that each
+//! backend crate implements.
+//!
+//! Applications depend on the `distlock` facade crate; backend authors depend on this one.
+//!
+//! With the `conformance` feature this crate also carries the conformance suite that every
+//! backend runs against a real server (see [`conformance`]).
+
+mod backend;
+mod client;
+mod error;
+mod inspect;
+mod lease;
+mod name;
+mod options;
+pub mod telemetry;
+mod token;
+mod url;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use backend::{Backend, BoxFuture, Capabilities, HeldLock};
+pub use client::{LockBuilder, Locks, RwLockBuilder};
+pub use error::{Error, ErrorKind, Result};
+pub use inspect::{Holder, LockInfo, Waiter};
+pub use lease::{Lease, LeaseSignal, LeaseState, drift_margin};
+pub use name::{LockName, MAX_NAME_BYTES, NameRule};
+pub use options::{
+    AcquireOptions, AcquireRequest, DEFAULT_TTL, LockMode, MAX_DESCRIPTION_BYTES, MIN_TTL,
+    OwnerInfo, Wait, local_host,
+};
+pub use token::{FencingToken, OwnerId, ParseOwnerIdError};
+pub use url::redact_url;

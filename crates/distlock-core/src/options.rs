@@ -1,0 +1,185 @@
+//! What an acquisition asks for.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::name::LockName;
+use crate::token::OwnerId;
+
+/// The TTL used when none is set: a lease is renewed every 10 s and survives a 30 s stall.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// The shortest TTL accepted; below it renewal traffic and clock drift dominate.
+pub const MIN_TTL: Duration = Duration::from_millis(10);
+
+/// How the lock is held.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum LockMode {
+    /// One holder at a time (a mutex, or the write side of a read-write lock).
+    Exclusive,
+    /// Any number of shared holders, excluding every exclusive holder (the read side).
+    Shared,
+    /// `count` of the `limit` permits of a counting semaphore.
+    Permits {
+        /// Permits this holder takes.
+        count: u32,
+        /// Permits the semaphore has in all.
+        limit: u32,
+    },
+}
+
+impl fmt::Display for LockMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockMode::Exclusive => f.write_str("exclusive"),
+            LockMode::Shared => f.write_str("shared"),
+            LockMode::Permits { count, limit } => write!(f, "{count}/{limit} permits"),
+        }
+    }
+}
+
+/// How long `acquire()` waits for a lock that someone else holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wait {
+    /// Fail at once with [`ErrorKind::WouldBlock`].
+    NoWait,
+    /// Wait at most this long, then fail with [`ErrorKind::Timeout`].
+    Bounded(Duration),
+    /// Wait until the lock is acquired (the default).
+    #[default]
+    Forever,
+}
+
+/// Options of one acquisition. Built through the lock builders of [`Locks`](crate::Locks).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AcquireOptions {
+    /// Lease length; renewed automatically at a third of it.
+    pub ttl: Duration,
+    /// How long to wait.
+    pub wait: Wait,
+    /// How the lock is held.
+    pub mode: LockMode,
+    /// Higher is served first, on backends with priority queues. 0 is the default.
+    pub priority: i32,
+    /// Free text shown by inspection, e.g. `"deploy of v1.2 by alice"`.
+    pub description: Option<String>,
+}
+
+impl Default for AcquireOptions {
+    fn default() -> Self {
+        AcquireOptions {
+            ttl: DEFAULT_TTL,
+            wait: Wait::Forever,
+            mode: LockMode::Exclusive,
+            priority: 0,
+            description: None,
+        }
+    }
+}
+
+impl AcquireOptions {
+    /// Checks the options make sense, whatever the backend.
+    pub fn validate(&self, backend: &'static str, name: &LockName) -> Result<()> {
+        let config =
+            |message: String| Err(Error::new(ErrorKind::Config, backend, message).with_lock(name));
+        if self.ttl < MIN_TTL {
+            return config(format!(
+                "ttl must be at least {}, got {}",
+                humantime::format_duration(MIN_TTL),
+                humantime::format_duration(self.ttl)
+            ));
+        }
+        if let LockMode::Permits { count, limit } = self.mode {
+            if limit == 0 {
+                return config("a semaphore needs at least 1 permit".into());
+            }
+            if count == 0 || count > limit {
+                return config(format!(
+                    "permits to take must be between 1 and {limit}, got {count}"
+                ));
+            }
+        }
+        if let Some(description) = &self.description
+            && description.len() > MAX_DESCRIPTION_BYTES
+        {
+            return config(format!(
+                "a description must be at most {MAX_DESCRIPTION_BYTES} bytes"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The longest owner description accepted, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 256;
+
+/// Who holds or waits for a lock: recorded by the backend and shown by inspection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct OwnerInfo {
+    /// The acquisition's random id.
+    pub owner: OwnerId,
+    /// The caller's free-text description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Host name of the process.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// When the acquisition started (holders: when it was granted).
+    #[serde(with = "crate::inspect::rfc3339")]
+    pub since: SystemTime,
+}
+
+impl OwnerInfo {
+    /// Describes an acquisition by this process, starting now.
+    pub fn current(owner: OwnerId, description: Option<String>) -> Self {
+        OwnerInfo {
+            owner,
+            description,
+            host: local_host().to_owned(),
+            pid: std::process::id(),
+            since: SystemTime::now(),
+        }
+    }
+}
+
+/// This machine's host name, read once.
+pub fn local_host() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown".to_owned())
+    })
+}
+
+/// Everything a backend needs to acquire one lock.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AcquireRequest {
+    /// The validated name.
+    pub name: LockName,
+    /// The caller's options, already validated.
+    pub options: AcquireOptions,
+    /// Who is acquiring; the backend stores it for inspection and owner checks.
+    pub owner: OwnerInfo,
+}
+
+impl AcquireRequest {
+    /// Builds a request; `owner` is usually [`OwnerInfo::current`].
+    pub fn new(name: LockName, options: AcquireOptions, owner: OwnerInfo) -> Self {
+        AcquireRequest {
+            name,
+            options,
+            owner,
+        }
+    }
+}

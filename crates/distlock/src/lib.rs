@@ -1,0 +1,181 @@
+//! Distributed locks that stay correct when processes pause, crash and lose the network.
+//!
+//! One API over several backends, chosen by URL:
+//!
+//! | URL | backend | cargo feature |
+//! |---|---|---|
+//! | `file:///var/lock/myapp`, or no URL | local files (fcntl OFD locks) | `file` (default) |
+//!
+//! Redis, PostgreSQL, MySQL/MariaDB, ZooKeeper and etcd backends are planned; their URLs are
+//! recognised and answered with a clear "not available in this build" error.
+//!
+//! ```no_run
+//! # async fn demo() -> distlock::Result<()> {
+//! use std::time::Duration;
+//!
+//! let locks = distlock::connect("file:///tmp/my-locks").await?;
+//! let lease = locks
+//!     .mutex("orders/42")
+//!     .ttl(Duration::from_secs(15))
+//!     .wait(Duration::from_secs(10))
+//!     .acquire()
+//!     .await?;
+//! let token = lease.token(); // pass it to the resource: it rejects lower tokens
+//! tokio::select! {
+//!     _ = do_work(token.get()) => {}
+//!     lost = lease.lost() => return Err(lost),
+//! }
+//! lease.release().await?;
+//! # Ok(())
+//! # }
+//! # async fn do_work(_token: u64) {}
+//! ```
+//!
+//! Without an async runtime, use [`blocking`].
+
+pub mod blocking;
+
+pub use distlock_core::{
+    AcquireOptions, Backend, Capabilities, Error, ErrorKind, FencingToken, Holder, Lease,
+    LeaseState, LockBuilder, LockInfo, LockMode, LockName, Locks, MAX_NAME_BYTES, OwnerId,
+    OwnerInfo, Result, RwLockBuilder, Wait, Waiter, redact_url,
+};
+
+/// The backend crates, for their own configuration types.
+pub mod backends {
+    #[cfg(feature = "file")]
+    pub use distlock_file as file;
+}
+
+/// The environment variable holding the default URL, as the CLI reads it.
+pub const URL_ENV: &str = "DISTLOCK_URL";
+
+const CONNECT: &str = "connect";
+
+/// Connects to the backend `url` names.
+///
+/// - `file:///absolute/dir`: lock files in that directory (created 0700 if missing);
+/// - `file:` or the empty string: the file backend's default directory,
+///   `$XDG_RUNTIME_DIR/distlock`, else `/tmp/distlock-<uid>`.
+///
+/// Errors are [`ErrorKind::InvalidUrl`] for a URL that cannot be understood,
+/// [`ErrorKind::Unsupported`] for a backend not built into this binary, and the backend's own
+/// errors (an unwritable or symlinked directory, an unreachable server). No error or log line
+/// contains the URL's password.
+///
+/// # Cancel safety
+///
+/// Cancel safe: nothing is held until it returns.
+pub async fn connect(url: &str) -> Result<Locks> {
+    let scheme = match url.split_once(':') {
+        Some((scheme, _)) => scheme.to_ascii_lowercase(),
+        None if url.is_empty() => "file".to_owned(),
+        None => {
+            return Err(invalid_url(
+                url,
+                "expected scheme:..., such as file:///var/lock/app",
+            ));
+        }
+    };
+    match scheme.as_str() {
+        "file" => connect_file(url),
+        "redis" | "rediss" | "redis+unix" | "redis+cluster" | "redlock" => not_built(url, "redis"),
+        "postgres" | "postgresql" => not_built(url, "postgres"),
+        "mysql" | "mariadb" => not_built(url, "mysql"),
+        "zk" | "zookeeper" => not_built(url, "zookeeper"),
+        "etcd" | "etcds" => not_built(url, "etcd"),
+        _ => Err(invalid_url(
+            url,
+            "unknown scheme; known: file, redis, rediss, redlock, postgres, mysql, zk, etcd",
+        )),
+    }
+}
+
+/// The URL to use when none is given: `$DISTLOCK_URL`, else the file backend's default
+/// directory (`file:`).
+pub fn default_url() -> String {
+    std::env::var(URL_ENV)
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "file:".to_owned())
+}
+
+fn invalid_url(url: &str, why: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidUrl,
+        CONNECT,
+        format!("invalid URL {:?}: {why}", redact_url(url)),
+    )
+}
+
+fn not_built(url: &str, backend: &str) -> Result<Locks> {
+    Err(Error::new(
+        ErrorKind::Unsupported,
+        CONNECT,
+        format!(
+            "{:?}: the {backend} backend is not available in this build (planned); \
+             use file:///dir or omit the URL",
+            redact_url(url)
+        ),
+    ))
+}
+
+#[cfg(feature = "file")]
+fn connect_file(url: &str) -> Result<Locks> {
+    use distlock_file::FileBackend;
+
+    if url.is_empty() || url.eq_ignore_ascii_case("file:") {
+        return FileBackend::open_default().map(Locks::new);
+    }
+    let parsed = url::Url::parse(url).map_err(|e| invalid_url(url, &e.to_string()))?;
+    if !matches!(parsed.host_str(), None | Some("") | Some("localhost")) {
+        return Err(invalid_url(
+            url,
+            "a file URL names a local directory: file:///absolute/path",
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid_url(url, "a file URL takes no query or fragment"));
+    }
+    if !url[5..].starts_with("//") {
+        return Err(invalid_url(url, "expected file:///absolute/path"));
+    }
+    let dir = parsed
+        .to_file_path()
+        .map_err(|()| invalid_url(url, "expected file:///absolute/path"))?;
+    FileBackend::open(dir).map(Locks::new)
+}
+
+#[cfg(not(feature = "file"))]
+fn connect_file(url: &str) -> Result<Locks> {
+    not_built(url, "file")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rejects_unknown_schemes_and_malformed_file_urls() {
+        for url in [
+            "gopher://x",
+            "nonsense",
+            "file://otherhost/dir",
+            "file:relative/dir",
+            "file:///tmp/x?mode=1",
+        ] {
+            let err = connect(url).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidUrl, "{url}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn planned_backends_say_so_without_leaking_passwords() {
+        let err = connect("redis://user:hunter2@localhost:6379")
+            .await
+            .unwrap_err();
+        assert!(err.is_unsupported(), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    }
+}
