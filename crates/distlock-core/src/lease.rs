@@ -453,3 +453,144 @@ async fn sleep_until_deadline(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The state machine against a scripted held lock: this tests the core's renewal logic,
+    //! not a backend (backends are tested against real servers by the conformance suite).
+    use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+    use super::*;
+
+    const OK: u8 = 0;
+    const HANG: u8 = 1;
+    const FAIL: u8 = 2;
+    const GONE: u8 = 3;
+
+    #[derive(Default)]
+    struct Script {
+        renew: AtomicU8,
+        renewals: AtomicUsize,
+        releases: AtomicUsize,
+    }
+
+    struct ScriptedHeld(Arc<Script>, Instant);
+
+    impl HeldLock for ScriptedHeld {
+        fn token(&self) -> FencingToken {
+            FencingToken::new(1)
+        }
+        fn granted_at(&self) -> Option<Instant> {
+            Some(self.1)
+        }
+        fn renew(&self, _ttl: Duration) -> crate::BoxFuture<'_, Result<()>> {
+            let script = Arc::clone(&self.0);
+            Box::pin(async move {
+                script.renewals.fetch_add(1, Ordering::SeqCst);
+                match script.renew.load(Ordering::SeqCst) {
+                    OK => Ok(()),
+                    HANG => std::future::pending().await,
+                    FAIL => Err(Error::new(ErrorKind::Connection, "test", "connection reset")),
+                    _ => Err(Error::new(ErrorKind::Lost, "test", "owned by another")),
+                }
+            })
+        }
+        fn release(&self) -> crate::BoxFuture<'_, Result<()>> {
+            self.0.releases.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn lease(ttl: Duration) -> (Lease, Arc<Script>) {
+        let script = Arc::new(Script::default());
+        let held = Box::new(ScriptedHeld(Arc::clone(&script), Instant::now()));
+        let name = LockName::new("state-machine", "test").unwrap();
+        let lease = Lease::start(
+            name,
+            "test",
+            LockMode::Exclusive,
+            OwnerId::random(),
+            ttl,
+            held,
+            LeaseSignal::new("test"),
+        );
+        (lease, script)
+    }
+
+    async fn wait_for(lease: &Lease, state: LeaseState) {
+        let mut states = lease.watch();
+        tokio::time::timeout(Duration::from_secs(10), states.wait_for(|s| *s == state))
+            .await
+            .expect("state reached")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn renewal_failure_is_jeopardy_then_recovers() {
+        let (lease, script) = lease(Duration::from_millis(300));
+        script.renew.store(FAIL, Ordering::SeqCst);
+        wait_for(&lease, LeaseState::Jeopardy).await;
+        script.renew.store(OK, Ordering::SeqCst);
+        wait_for(&lease, LeaseState::Held).await;
+        lease.release().await.unwrap();
+        assert_eq!(lease.state(), LeaseState::Released);
+    }
+
+    #[tokio::test]
+    async fn lost_is_final_and_never_reacquires() {
+        let (lease, script) = lease(Duration::from_millis(60));
+        script.renew.store(GONE, Ordering::SeqCst);
+        let error = lease.lost().await;
+        assert!(error.is_lost() && error.to_string().contains("owned by another"));
+        let renewals = script.renewals.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(script.renewals.load(Ordering::SeqCst), renewals, "renewal stopped");
+        assert_eq!(lease.state(), LeaseState::Lost);
+        assert!(lease.release().await.unwrap_err().is_lost());
+        assert_eq!(lease.state(), LeaseState::Lost, "Lost stays final");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_renewal_is_lost_at_the_deadline() {
+        let ttl = Duration::from_millis(150);
+        let (lease, script) = lease(ttl);
+        script.renew.store(HANG, Ordering::SeqCst);
+        let error = tokio::time::timeout(Duration::from_secs(10), lease.lost())
+            .await
+            .expect("lost at the deadline, not never");
+        assert!(error.is_lost(), "{error}");
+        assert_eq!(script.renewals.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn release_stops_renewal_and_is_idempotent() {
+        let (lease, script) = lease(Duration::from_millis(30));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        lease.release().await.unwrap();
+        let renewals = script.renewals.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(script.renewals.load(Ordering::SeqCst), renewals);
+        lease.release().await.unwrap();
+        assert_eq!(script.releases.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn drop_releases_in_the_background() {
+        let (lease, script) = lease(Duration::from_secs(30));
+        let mut states = lease.watch();
+        drop(lease);
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            states.wait_for(|s| *s == LeaseState::Released),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(script.releases.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn drift_margin_is_one_percent_plus_two_ms() {
+        assert_eq!(drift_margin(Duration::from_secs(10)), Duration::from_millis(102));
+    }
+}
