@@ -11,6 +11,8 @@
 //! backend issues; each starts the locally installed binary on a free port in a temp dir and
 //! fails loudly when it cannot.
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
