@@ -88,7 +88,8 @@ where
         .acquire()
         .await
         .expect("child holder acquires");
-    println!("{CHILD_HELD} {}", lease.token());
+    // libtest has printed "test ... " without a newline: start a line of our own.
+    println!("\n{CHILD_HELD} {}", lease.token());
     std::future::pending::<()>().await;
 }
 
