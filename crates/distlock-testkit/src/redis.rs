@@ -27,6 +27,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     persistence: Persistence,
     extra_args: Vec<String>,
+    tls_port: Option<u16>,
     process: Option<Process>,
 }
 
@@ -52,10 +53,68 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("temp dir for redis"),
             persistence,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            tls_port: None,
             process: None,
         };
         server.launch();
         server
+    }
+
+    /// Starts a server that also listens with TLS on a second port, with a self-signed
+    /// certificate made by `openssl` in its directory (clients need no certificate). The
+    /// plain port stays open for [`command`](Self::command).
+    pub fn start_tls() -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir for redis");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let status = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(
+            status.success(),
+            "openssl could not make a test certificate"
+        );
+        let tls_port = free_port();
+        let mut server = RedisServer {
+            port: free_port(),
+            dir,
+            persistence: Persistence::None,
+            extra_args: vec![
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cert-file".into(),
+                cert.display().to_string(),
+                "--tls-key-file".into(),
+                key.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            tls_port: Some(tls_port),
+            process: None,
+        };
+        server.launch();
+        server
+    }
+
+    /// `rediss://127.0.0.1:<tls port>/#insecure` for a server from [`start_tls`](Self::start_tls)
+    /// (`#insecure`: the certificate is self-signed).
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with start_tls");
+        format!("rediss://127.0.0.1:{port}/#insecure")
     }
 
     fn launch(&mut self) {
@@ -155,8 +214,9 @@ fn redis_server_binary() -> PathBuf {
 fn wait_for_ping(port: u16) {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
+        // A server with `requirepass` answers NOAUTH: it is up all the same.
         if let Ok(reply) = try_raw_command(port, &["PING"])
-            && reply.starts_with("+PONG")
+            && (reply.starts_with("+PONG") || reply.starts_with("-NOAUTH"))
         {
             return;
         }

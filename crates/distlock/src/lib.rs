@@ -5,8 +5,15 @@
 //! | URL | backend | cargo feature |
 //! |---|---|---|
 //! | `file:///var/lock/myapp`, or no URL | local files (fcntl OFD locks) | `file` (default) |
+//! | `redis://[user:pass@]host:port[/db]`, `redis+unix:///path/to/sock` | one Redis server | `redis` |
+//! | `rediss://host:port` | one Redis server over TLS | `redis-tls` |
+//! | `redis+cluster://h1:p1,h2:p2/` (`rediss+cluster://`) | Redis Cluster | `redis` |
+//! | `redlock://h1:p1,h2:p2,h3:p3/` (`redlocks://`) | Redlock over independent masters | `redis` |
 //!
-//! Redis, PostgreSQL, MySQL/MariaDB, ZooKeeper and etcd backends are planned; their URLs are
+//! Redis URLs take `?response_timeout=10s&connect_timeout=5s&waiter_ttl=5s` (and `drift=` for
+//! Redlock); see `docs/redis.md`.
+//!
+//! PostgreSQL, MySQL/MariaDB, ZooKeeper and etcd backends are planned; their URLs are
 //! recognised and answered with a clear "not available in this build" error.
 //!
 //! ```no_run
@@ -45,6 +52,8 @@ pub use distlock_core::{
 pub mod backends {
     #[cfg(feature = "file")]
     pub use distlock_file as file;
+    #[cfg(feature = "redis")]
+    pub use distlock_redis as redis;
 }
 
 /// The environment variable holding the default URL, as the CLI reads it.
@@ -79,7 +88,8 @@ pub async fn connect(url: &str) -> Result<Locks> {
     };
     match scheme.as_str() {
         "file" => connect_file(url),
-        "redis" | "rediss" | "redis+unix" | "redis+cluster" | "redlock" => not_built(url, "redis"),
+        "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" | "rediss+cluster"
+        | "redlock" | "redlocks" => connect_redis(url).await,
         "postgres" | "postgresql" => not_built(url, "postgres"),
         "mysql" | "mariadb" => not_built(url, "mysql"),
         "zk" | "zookeeper" => not_built(url, "zookeeper"),
@@ -151,6 +161,16 @@ fn connect_file(url: &str) -> Result<Locks> {
     not_built(url, "file")
 }
 
+#[cfg(feature = "redis")]
+async fn connect_redis(url: &str) -> Result<Locks> {
+    distlock_redis::connect(url).await.map(Locks::new)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn connect_redis(url: &str) -> Result<Locks> {
+    not_built(url, "redis")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +189,7 @@ mod tests {
         }
     }
 
+    #[cfg(not(feature = "redis"))]
     #[tokio::test]
     async fn planned_backends_say_so_without_leaking_passwords() {
         let err = connect("redis://user:hunter2@localhost:6379")
@@ -177,5 +198,22 @@ mod tests {
         assert!(err.is_unsupported(), "{err}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn redis_urls_reach_the_redis_backend_without_leaking_passwords() {
+        for url in [
+            "redis://user:hunter2@127.0.0.1:1/?connect_timeout=1s",
+            "redis+cluster://user:hunter2@127.0.0.1:1/?connect_timeout=1s",
+            "redlock://user:hunter2@127.0.0.1:1,127.0.0.1:1,127.0.0.1:1/?connect_timeout=1s",
+        ] {
+            let err = connect(url).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Connection, "{url}: {err}");
+            assert_eq!(err.backend(), "redis");
+            assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+        }
+        let err = connect("redlock://h1:1,h2:2").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidUrl, "{err}");
     }
 }

@@ -1,0 +1,770 @@
+//! The `Backend` implementation: acquisition with queued waiting and hand-off, Redlock,
+//! held locks, inspection.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex as StdMutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use distlock_core::{
+    AcquireRequest, Backend, BoxFuture, Capabilities, Error, ErrorKind, FencingToken, HeldLock,
+    Holder, LeaseSignal, LockInfo, LockMode, LockName, OwnerInfo, Result, Wait, Waiter,
+    drift_margin,
+};
+use futures_util::future::join_all;
+use redis::{PushInfo, PushKind, RedisError, Value};
+use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::BACKEND;
+use crate::config::{RedisConfig, Topology};
+use crate::conn::{Conn, map_error};
+use crate::keys::{self, LockKeys, Suffix};
+use crate::scripts::scripts;
+
+/// The longest a waiter sleeps between two checks of the lock (it also refreshes its queue
+/// entry then): a lost notification costs at most this long, or the holder's remaining TTL.
+const MAX_RECHECK: Duration = Duration::from_secs(1);
+
+/// A lock service on Redis: one server, a Redis Cluster, or Redlock over independent masters.
+///
+/// Built by [`connect`](crate::connect) or [`RedisBackend::connect`]; wrap it in
+/// [`Locks`](distlock_core::Locks). One backend holds one multiplexed connection per node,
+/// shared by every lock, renewal and waiter of the process that uses it, and receives its
+/// hand-off notifications on that same connection (RESP3 push messages), so 10,000 waiting
+/// tasks still use one connection per node.
+#[derive(Clone)]
+pub struct RedisBackend {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+struct HeldEntry {
+    signal: LeaseSignal,
+    ttl: Duration,
+    keys: Arc<LockKeys>,
+}
+
+pub(crate) struct Shared {
+    config: RedisConfig,
+    nodes: Vec<Conn>,
+    channel: String,
+    waiters: StdMutex<HashMap<u128, Arc<Notify>>>,
+    held: StdMutex<HashMap<u128, HeldEntry>>,
+}
+
+impl RedisBackend {
+    /// Connects with explicit options: opens one connection per node, subscribes it to this
+    /// backend's notification channel and checks that the user may run scripts.
+    ///
+    /// Errors: [`ErrorKind::Connection`] when a node cannot be reached (quickly, bounded by
+    /// the connect timeout), [`ErrorKind::Backend`] naming the missing permission when the
+    /// user may not run EVAL/EVALSHA. No message contains the password.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is held until it returns; dropped connections close.
+    pub async fn connect(config: RedisConfig) -> Result<RedisBackend> {
+        let channel = format!("distlock:notify:{:032x}", rand::random::<u128>());
+        let connected = crate::conn::connect(&config, &channel).await?;
+        let shared = Arc::new(Shared {
+            config,
+            nodes: connected.nodes,
+            channel,
+            waiters: StdMutex::new(HashMap::new()),
+            held: StdMutex::new(HashMap::new()),
+        });
+        tokio::spawn(dispatch_pushes(Arc::downgrade(&shared), connected.pushes));
+        Ok(RedisBackend { shared })
+    }
+
+    /// The options this backend was built with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.shared.config
+    }
+}
+
+/// Routes push messages: hand-off notifications wake their waiter; a closed connection puts
+/// every lease held through it in jeopardy and wakes every waiter to re-check.
+async fn dispatch_pushes(shared: Weak<Shared>, mut pushes: UnboundedReceiver<(usize, PushInfo)>) {
+    while let Some((node, push)) = pushes.recv().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        match push.kind {
+            PushKind::Message => {
+                let payload = push.data.get(1).and_then(|v| match v {
+                    Value::BulkString(bytes) => std::str::from_utf8(bytes).ok(),
+                    Value::SimpleString(s) => Some(s.as_str()),
+                    _ => None,
+                });
+                if let Some(owner) = payload.and_then(|p| u128::from_str_radix(p, 16).ok())
+                    && let Some(notify) = shared.waiters.lock().unwrap().get(&owner)
+                {
+                    notify.notify_one();
+                }
+            }
+            PushKind::Disconnection => shared.on_disconnect(node),
+            _ => {}
+        }
+    }
+}
+
+impl Shared {
+    fn conn(&self) -> &Conn {
+        &self.nodes[0]
+    }
+
+    fn is_redlock(&self) -> bool {
+        self.config.topology == Topology::Redlock
+    }
+
+    fn claim_window_ms(&self) -> u64 {
+        self.config.waiter_ttl.as_millis() as u64
+    }
+
+    fn error(&self, doing: &str, error: RedisError) -> Error {
+        map_error(&self.config, doing, error)
+    }
+
+    fn on_disconnect(self: &Arc<Self>, node: usize) {
+        for notify in self.waiters.lock().unwrap().values() {
+            notify.notify_one();
+        }
+        if self.is_redlock() {
+            // One master of several: the lease still stands on the others; renewal decides.
+            tracing::debug!(
+                backend = BACKEND,
+                node,
+                "connection to a Redlock master closed"
+            );
+            return;
+        }
+        let held: Vec<(u128, LeaseSignal, Duration, Arc<LockKeys>)> = self
+            .held
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(o, e)| (*o, e.signal.clone(), e.ttl, e.keys.clone()))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        for (_, signal, _, _) in &held {
+            signal.jeopardy(format!(
+                "the connection to {} closed",
+                self.config.display_url
+            ));
+        }
+        // Reconnect and check each lease at once instead of waiting for the next renewal:
+        // still ours → back to Held; gone → Lost. Errors leave it to the core's renewal.
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            for (owner, signal, ttl, keys) in held {
+                match shared.extend_one(shared.conn(), &keys, owner, ttl).await {
+                    Ok(true) => signal.recovered(),
+                    Ok(false) => signal.lost("the lock was gone when the connection came back"),
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    async fn extend_one(
+        &self,
+        conn: &Conn,
+        keys: &LockKeys,
+        owner: u128,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let mut invocation = scripts().extend.prepare_invoke();
+        for key in keys.all() {
+            invocation.key(key);
+        }
+        invocation
+            .arg(format!("{owner:032x}"))
+            .arg(ttl.as_millis() as u64);
+        let extended: i64 = conn
+            .invoke(&invocation)
+            .await
+            .map_err(|e| self.error("extending the lease", e))?;
+        Ok(extended == 1)
+    }
+
+    async fn release_one(&self, conn: &Conn, keys: &LockKeys, owner: u128) -> Result<i64> {
+        let mut invocation = scripts().release.prepare_invoke();
+        for key in keys.all() {
+            invocation.key(key);
+        }
+        invocation
+            .arg(format!("{owner:032x}"))
+            .arg(self.claim_window_ms());
+        conn.invoke(&invocation)
+            .await
+            .map_err(|e| self.error("releasing", e))
+    }
+
+    async fn release_everywhere(&self, keys: &LockKeys, owner: u128) -> Result<()> {
+        let results = join_all(
+            self.nodes
+                .iter()
+                .map(|node| self.release_one(node, keys, owner)),
+        )
+        .await;
+        let mut first_error = None;
+        let mut failed = 0;
+        for result in results {
+            if let Err(e) = result {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+        // Redlock: a master that missed the release lets the lease run out there; fine as
+        // long as a majority released.
+        match first_error {
+            Some(e) if !self.is_redlock() || failed >= self.config.quorum() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// One run of the acquire script on `conn`: `Ok(Ok(token))` when held, `Ok(Err(hint))`
+    /// with the ms until the first holder expires otherwise.
+    async fn try_acquire(
+        &self,
+        conn: &Conn,
+        keys: &LockKeys,
+        request: &AcquireRequest,
+        enqueue: bool,
+        watch: bool,
+        info: &str,
+    ) -> Result<std::result::Result<u64, u64>> {
+        let (kind, count, limit) = match request.options.mode {
+            LockMode::Shared => ("s", 1, 0),
+            LockMode::Permits { count, limit } => ("p", count, limit),
+            _ => ("x", 1, 1),
+        };
+        let priority = !((request.options.priority as u32) ^ 0x8000_0000);
+        let mut invocation = scripts().acquire.prepare_invoke();
+        for key in keys.all() {
+            invocation.key(key);
+        }
+        invocation
+            .arg(request.owner.owner.to_string())
+            .arg(kind)
+            .arg(count)
+            .arg(limit)
+            .arg(request.options.ttl.as_millis() as u64)
+            .arg(format!("{priority:08x}"))
+            .arg(if enqueue { "1" } else { "0" })
+            .arg(self.claim_window_ms())
+            .arg(&self.channel)
+            .arg(info)
+            .arg(if watch { "1" } else { "0" });
+        let (held, value): (i64, i64) = conn
+            .invoke(&invocation)
+            .await
+            .map_err(|e| self.error("acquiring", e))?;
+        Ok(if held == 1 {
+            Ok(value as u64)
+        } else {
+            Err(value.max(0) as u64)
+        })
+    }
+}
+
+/// Removes a waiter's queue entry (or a lock handed to it too late) if the acquisition is
+/// dropped or fails: the cleanup is spawned, so it runs even when the future is cancelled.
+struct CancelGuard {
+    shared: Arc<Shared>,
+    keys: Arc<LockKeys>,
+    owner: u128,
+    armed: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        self.shared.waiters.lock().unwrap().remove(&self.owner);
+        if !self.armed {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (shared, keys, owner) = (self.shared.clone(), self.keys.clone(), self.owner);
+            runtime.spawn(async move {
+                if let Err(error) = shared.release_everywhere(&keys, owner).await {
+                    tracing::warn!(backend = BACKEND, %error,
+                        "distlock: cleanup of a cancelled acquisition failed; its entry expires on its own");
+                }
+            });
+        }
+    }
+}
+
+fn recheck_delay(hint_ms: u64) -> Duration {
+    let base = if hint_ms == 0 {
+        MAX_RECHECK
+    } else {
+        Duration::from_millis(hint_ms + 2).min(MAX_RECHECK)
+    };
+    // Up to 10% jitter so waiters woken together do not re-check together.
+    let jitter = rand::random::<f64>() * 0.1;
+    base.mul_f64(1.0 - jitter).max(Duration::from_millis(2))
+}
+
+impl RedisBackend {
+    async fn acquire_impl(
+        &self,
+        request: &AcquireRequest,
+        signal: LeaseSignal,
+    ) -> Result<Box<dyn HeldLock>> {
+        let shared = &self.shared;
+        let keys = Arc::new(LockKeys::new(request.name.as_str()));
+        let owner = request.owner.owner.as_u128();
+        let info = serde_json::to_string(&request.owner).expect("owner info serializes");
+        let no_wait = matches!(request.options.wait, Wait::NoWait);
+        let mut guard = CancelGuard {
+            shared: shared.clone(),
+            keys: keys.clone(),
+            owner,
+            armed: true,
+        };
+        if shared.is_redlock() {
+            return self
+                .acquire_redlock(request, signal, keys, &info, no_wait, guard)
+                .await;
+        }
+        let notify = Arc::new(Notify::new());
+        if !no_wait {
+            shared.waiters.lock().unwrap().insert(owner, notify.clone());
+        }
+        let mut answered = false;
+        loop {
+            let sent = Instant::now();
+            match shared
+                .try_acquire(shared.conn(), &keys, request, !no_wait, false, &info)
+                .await
+            {
+                Ok(Ok(token)) => {
+                    guard.armed = false;
+                    return Ok(self.held(keys, owner, token, sent, request, signal));
+                }
+                Ok(Err(_)) if no_wait => {
+                    guard.armed = false;
+                    return Err(would_block());
+                }
+                Ok(Err(hint)) => {
+                    answered = true;
+                    tokio::select! {
+                        _ = notify.notified() => {}
+                        _ = tokio::time::sleep(recheck_delay(hint)) => {}
+                    }
+                }
+                // The server answered before: ride out a reconnect while waiting. The entry
+                // expires on its own if this never comes back; the wait bound still applies.
+                Err(error) if answered && error.is_connection() => {
+                    tracing::debug!(backend = BACKEND, %error, "retrying while waiting");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn acquire_redlock(
+        &self,
+        request: &AcquireRequest,
+        signal: LeaseSignal,
+        keys: Arc<LockKeys>,
+        info: &str,
+        no_wait: bool,
+        mut guard: CancelGuard,
+    ) -> Result<Box<dyn HeldLock>> {
+        let shared = &self.shared;
+        let owner = request.owner.owner.as_u128();
+        let ttl = request.options.ttl;
+        let quorum = shared.config.quorum();
+        let drift = drift_margin(ttl) + shared.config.extra_drift;
+        let notify = Arc::new(Notify::new());
+        if !no_wait {
+            shared.waiters.lock().unwrap().insert(owner, notify.clone());
+        }
+        let mut answered = false;
+        loop {
+            let sent = Instant::now();
+            let results = join_all(
+                shared
+                    .nodes
+                    .iter()
+                    .map(|node| shared.try_acquire(node, &keys, request, false, !no_wait, info)),
+            )
+            .await;
+            let elapsed = sent.elapsed();
+            let mut tokens = Vec::new();
+            let mut hint = 0u64;
+            let mut errors = 0;
+            let mut first_error = None;
+            for result in results {
+                match result {
+                    Ok(Ok(token)) => tokens.push(token),
+                    Ok(Err(h)) => hint = hint.max(h),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            let valid = ttl
+                .checked_sub(elapsed + drift)
+                .is_some_and(|v| !v.is_zero());
+            if tokens.len() >= quorum && valid {
+                let token = tokens.iter().copied().max().unwrap_or(0);
+                // Raise every master's counter to the token, so the next quorum (which shares
+                // a master with a majority of these) hands out a larger one.
+                let fenced = join_all(shared.nodes.iter().map(|node| {
+                    let mut invocation = scripts().fence.prepare_invoke();
+                    invocation.key(keys.key(Suffix::Counter)).arg(token);
+                    async move { node.invoke::<i64>(&invocation).await }
+                }))
+                .await;
+                if fenced.iter().filter(|r| r.is_ok()).count() >= quorum {
+                    guard.armed = false;
+                    return Ok(self.held(keys, owner, token, sent, request, signal));
+                }
+            }
+            // Not acquired: give back whatever some masters granted.
+            if !tokens.is_empty() {
+                let _ = shared.release_everywhere(&keys, owner).await;
+            }
+            let reachable = shared.nodes.len() - errors >= quorum;
+            if !reachable && (no_wait || !answered) {
+                return Err(first_error.expect("errors when masters are unreachable"));
+            }
+            answered |= reachable;
+            if no_wait {
+                guard.armed = false;
+                return Err(would_block());
+            }
+            // No queue across independent masters: each master notifies this waiter at its
+            // next release; re-check anyway after the holder's remaining TTL (at most a
+            // second). A short random delay keeps woken competitors from splitting the votes
+            // forever.
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(recheck_delay(hint)) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 20)).await;
+        }
+    }
+
+    fn held(
+        &self,
+        keys: Arc<LockKeys>,
+        owner: u128,
+        token: u64,
+        sent: Instant,
+        request: &AcquireRequest,
+        signal: LeaseSignal,
+    ) -> Box<dyn HeldLock> {
+        self.shared.held.lock().unwrap().insert(
+            owner,
+            HeldEntry {
+                signal,
+                ttl: request.options.ttl,
+                keys: keys.clone(),
+            },
+        );
+        Box::new(RedisHeld {
+            shared: self.shared.clone(),
+            keys,
+            owner,
+            token: FencingToken::new(token),
+            granted_at: sent,
+        })
+    }
+
+    async fn inspect_impl(&self, name: &LockName) -> Result<LockInfo> {
+        let shared = &self.shared;
+        let keys = LockKeys::new(name.as_str());
+        let results = join_all(shared.nodes.iter().map(|node| async {
+            let mut invocation = scripts().inspect.prepare_invoke();
+            for key in keys.all() {
+                invocation.key(key);
+            }
+            node.invoke::<(i64, Vec<String>, Vec<String>)>(&invocation)
+                .await
+                .map_err(|e| shared.error("inspecting", e))
+        }))
+        .await;
+        let mut replies = Vec::new();
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(reply) => replies.push(reply),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if replies.len() < shared.config.quorum() {
+            return Err(first_error.expect("an error when too few answered"));
+        }
+        let mut info = LockInfo::new(name.as_str(), BACKEND);
+        // Redlock: a holder counts when a majority of masters report it; its token is the max.
+        let mut seen: Vec<(Holder, usize)> = Vec::new();
+        for (now_ms, holders, waiters) in &replies {
+            for h in holders.chunks_exact(4) {
+                let Some(holder) = parse_holder(h, *now_ms) else {
+                    continue;
+                };
+                match seen
+                    .iter_mut()
+                    .find(|(s, _)| s.owner.owner == holder.owner.owner)
+                {
+                    Some((s, n)) => {
+                        *n += 1;
+                        s.token = s.token.max(holder.token);
+                    }
+                    None => seen.push((holder, 1)),
+                }
+            }
+            if !shared.is_redlock() {
+                for w in waiters.chunks_exact(3) {
+                    if let Some(waiter) = parse_waiter(w) {
+                        info.waiters.push(waiter);
+                    }
+                }
+            }
+        }
+        let quorum = shared.config.quorum();
+        info.holders = seen
+            .into_iter()
+            .filter(|(_, n)| *n >= quorum)
+            .map(|(h, _)| h)
+            .collect();
+        info.holders.sort_by_key(|h| h.token);
+        Ok(info)
+    }
+}
+
+fn would_block() -> Error {
+    Error::new(
+        ErrorKind::WouldBlock,
+        BACKEND,
+        "held by another owner".to_owned(),
+    )
+}
+
+fn parse_owner(json: &str) -> Option<OwnerInfo> {
+    serde_json::from_str(json).ok()
+}
+
+fn parse_holder(fields: &[String], now_ms: i64) -> Option<Holder> {
+    let [_, expiry, kind, info] = fields else {
+        return None;
+    };
+    let owner = parse_owner(info)?;
+    let parts: Vec<&str> = kind.split(':').collect();
+    let [kind, count, limit, token] = parts.as_slice() else {
+        return None;
+    };
+    let mode = match *kind {
+        "s" => LockMode::Shared,
+        "p" => LockMode::Permits {
+            count: count.parse().ok()?,
+            limit: limit.parse().ok()?,
+        },
+        _ => LockMode::Exclusive,
+    };
+    let expiry_ms: f64 = expiry.parse().ok()?;
+    // Report the expiry on this machine's clock: now + what the server says remains.
+    let remaining = Duration::from_millis((expiry_ms as i64 - now_ms).max(0) as u64);
+    Some(Holder::new(
+        owner,
+        mode,
+        FencingToken::new(token.parse().ok()?),
+        Some(SystemTime::now() + remaining),
+    ))
+}
+
+fn parse_waiter(fields: &[String]) -> Option<Waiter> {
+    let [_, record, info] = fields else {
+        return None;
+    };
+    let owner = parse_owner(info)?;
+    let parts: Vec<&str> = record.splitn(6, '|').collect();
+    let [kind, count, limit, _ttl, member, _channel] = parts.as_slice() else {
+        return None;
+    };
+    let mode = match *kind {
+        "s" => LockMode::Shared,
+        "p" => LockMode::Permits {
+            count: count.parse().ok()?,
+            limit: limit.parse().ok()?,
+        },
+        _ => LockMode::Exclusive,
+    };
+    let encoded = u32::from_str_radix(member.get(..8)?, 16).ok()?;
+    let priority = ((!encoded) ^ 0x8000_0000) as i32;
+    Some(Waiter::new(owner, mode, priority))
+}
+
+impl Backend for RedisBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        if self.shared.is_redlock() {
+            // No queue across independent masters (so no priority), and a semaphore's limit
+            // cannot be kept by majorities of independent counts.
+            Capabilities::EXCLUSIVE_ONLY.with_shared()
+        } else {
+            Capabilities::EXCLUSIVE_ONLY
+                .with_shared()
+                .with_semaphore()
+                .with_priority()
+        }
+    }
+
+    fn acquire<'a>(
+        &'a self,
+        request: &'a AcquireRequest,
+        signal: LeaseSignal,
+    ) -> BoxFuture<'a, Result<Box<dyn HeldLock>>> {
+        Box::pin(self.acquire_impl(request, signal))
+    }
+
+    fn inspect<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<LockInfo>> {
+        Box::pin(self.inspect_impl(name))
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        Box::pin(async move {
+            let pattern = keys::scan_pattern(prefix);
+            let mut names = std::collections::BTreeSet::new();
+            for node in &self.shared.nodes {
+                let found = node
+                    .scan(&pattern)
+                    .await
+                    .map_err(|e| self.shared.error("listing locks", e))?;
+                names.extend(found.iter().filter_map(|k| keys::name_of_info_key(k)));
+            }
+            let mut out = Vec::new();
+            for name in names {
+                let Ok(name) = LockName::new(name, BACKEND) else {
+                    continue;
+                };
+                let info = self.inspect_impl(&name).await?;
+                if info.is_held() || !info.waiters.is_empty() {
+                    out.push(info);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn force_release<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(async move {
+            let keys = LockKeys::new(name.as_str());
+            let shared = &self.shared;
+            let results = join_all(shared.nodes.iter().map(|node| async {
+                let mut invocation = scripts().force.prepare_invoke();
+                for key in keys.all() {
+                    invocation.key(key);
+                }
+                invocation.arg(shared.claim_window_ms());
+                node.invoke::<i64>(&invocation)
+                    .await
+                    .map_err(|e| shared.error("force-releasing", e))
+            }))
+            .await;
+            let mut removed = 0;
+            for result in results {
+                removed = removed.max(result? as usize);
+            }
+            Ok(removed)
+        })
+    }
+}
+
+/// A lock held on Redis.
+struct RedisHeld {
+    shared: Arc<Shared>,
+    keys: Arc<LockKeys>,
+    owner: u128,
+    token: FencingToken,
+    granted_at: Instant,
+}
+
+impl Drop for RedisHeld {
+    fn drop(&mut self) {
+        self.shared.held.lock().unwrap().remove(&self.owner);
+    }
+}
+
+impl HeldLock for RedisHeld {
+    fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    fn granted_at(&self) -> Option<Instant> {
+        Some(self.granted_at)
+    }
+
+    fn renew(&self, ttl: Duration) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            let results = join_all(
+                shared
+                    .nodes
+                    .iter()
+                    .map(|node| shared.extend_one(node, &self.keys, self.owner, ttl)),
+            )
+            .await;
+            let quorum = shared.config.quorum();
+            let mut extended = 0;
+            let mut gone = 0;
+            let mut first_error = None;
+            for result in results {
+                match result {
+                    Ok(true) => extended += 1,
+                    Ok(false) => gone += 1,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if extended >= quorum {
+                Ok(())
+            } else if gone + quorum > shared.nodes.len() {
+                Err(Error::new(
+                    ErrorKind::Lost,
+                    BACKEND,
+                    "the lock is gone or owned by another owner".to_owned(),
+                ))
+            } else {
+                Err(first_error.unwrap_or_else(|| {
+                    Error::new(
+                        ErrorKind::Connection,
+                        BACKEND,
+                        "too few Redlock masters extended the lease".to_owned(),
+                    )
+                }))
+            }
+        })
+    }
+
+    fn release(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.shared.held.lock().unwrap().remove(&self.owner);
+            self.shared.release_everywhere(&self.keys, self.owner).await
+        })
+    }
+}

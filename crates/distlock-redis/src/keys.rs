@@ -1,0 +1,180 @@
+//! The mapping from lock names to Redis keys (documented in `docs/redis.md`).
+//!
+//! Every key of the lock named `N` is `distlock:{T}:E:S` where
+//! - `T` is the hash tag: the first 16 hexadecimal digits of SHA-256(`N`). Hex never contains a
+//!   brace, so the tag Redis Cluster hashes is always exactly `T`: all keys of one lock live in
+//!   one slot (no CROSSSLOT), whatever braces the name itself contains;
+//! - `E` is the name, escaped: ASCII letters, digits and `-._~/` stay as they are, every other
+//!   byte becomes `%XX` (upper-case hex). The escaping is reversible, so two names never share
+//!   a key even if their tags collide, and `E` never contains `:`, braces or glob characters;
+//! - `S` is one letter naming the structure (see [`Suffix`]).
+
+use sha2::{Digest, Sha256};
+
+/// The prefix of every key distlock writes.
+pub const PREFIX: &str = "distlock";
+
+/// The structures of one lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Suffix {
+    /// zset: holder owner id → expiry (server time, ms).
+    Holders,
+    /// hash: holder owner id → `kind:count:limit:token`.
+    Kinds,
+    /// hash: owner id → JSON owner info (holders and waiters).
+    Info,
+    /// zset (score 0, ordered by member): `prio(8 hex) seq(16 hex) owner(32 hex)`.
+    Queue,
+    /// hash: waiter owner id → `kind|count|limit|ttl_ms|queue member|channel`.
+    Waiters,
+    /// zset: waiter owner id → expiry of the waiter entry (server time, ms).
+    WaiterExpiry,
+    /// string: the fencing-token counter.
+    Counter,
+    /// hash: unqueued (Redlock) waiter owner id → `expiry ms|channel`.
+    Watchers,
+}
+
+impl Suffix {
+    fn letter(self) -> char {
+        match self {
+            Suffix::Holders => 'h',
+            Suffix::Kinds => 'k',
+            Suffix::Info => 'i',
+            Suffix::Queue => 'q',
+            Suffix::Waiters => 'w',
+            Suffix::WaiterExpiry => 'x',
+            Suffix::Counter => 'c',
+            Suffix::Watchers => 'n',
+        }
+    }
+}
+
+/// The order in which scripts receive the keys of a lock (`KEYS[1..8]`).
+const ALL: [Suffix; 8] = [
+    Suffix::Holders,
+    Suffix::Kinds,
+    Suffix::Info,
+    Suffix::Queue,
+    Suffix::Waiters,
+    Suffix::WaiterExpiry,
+    Suffix::Counter,
+    Suffix::Watchers,
+];
+
+/// The keys of one lock.
+#[derive(Debug, Clone)]
+pub(crate) struct LockKeys {
+    base: String,
+}
+
+impl LockKeys {
+    pub(crate) fn new(name: &str) -> Self {
+        LockKeys {
+            base: format!("{PREFIX}:{{{}}}:{}:", hash_tag(name), escape(name)),
+        }
+    }
+
+    pub(crate) fn key(&self, suffix: Suffix) -> String {
+        let mut key = self.base.clone();
+        key.push(suffix.letter());
+        key
+    }
+
+    /// All keys, in script order.
+    pub(crate) fn all(&self) -> impl Iterator<Item = String> + '_ {
+        ALL.iter().map(|s| self.key(*s))
+    }
+}
+
+/// The hash tag of `name`: 16 hex digits of its SHA-256.
+pub(crate) fn hash_tag(name: &str) -> String {
+    let digest = Sha256::digest(name.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/')
+}
+
+/// Escapes `name` for use inside a key (see the module docs).
+pub(crate) fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for &b in name.as_bytes() {
+        if is_plain(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`escape`]; `None` for text that [`escape`] cannot have produced.
+pub(crate) fn unescape(escaped: &str) -> Option<String> {
+    let bytes = escaped.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = escaped.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The `SCAN MATCH` pattern for the info keys of locks whose names start with `prefix`.
+pub(crate) fn scan_pattern(prefix: &str) -> String {
+    // The escaped prefix has no glob characters (`*?[]\` are all escaped), so it is literal.
+    format!("{PREFIX}:{{*}}:{}*:i", escape(prefix))
+}
+
+/// The lock name encoded in an info key from [`scan_pattern`].
+pub(crate) fn name_of_info_key(key: &str) -> Option<String> {
+    let rest = key.strip_prefix(PREFIX)?.strip_prefix(":{")?;
+    let close = rest.find('}')?;
+    let rest = rest[close + 1..].strip_prefix(':')?;
+    let escaped = rest.strip_suffix(":i")?;
+    let name = unescape(escaped)?;
+    (LockKeys::new(&name).key(Suffix::Info) == key).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_round_trip_and_share_one_tag() {
+        for name in [
+            "a/b",
+            "{x}",
+            "}{",
+            "a:b",
+            "with space",
+            "ключ/🔒",
+            "%41",
+            "*?[]\\",
+        ] {
+            let keys = LockKeys::new(name);
+            let info = keys.key(Suffix::Info);
+            assert_eq!(name_of_info_key(&info).as_deref(), Some(name), "{info}");
+            let tags: std::collections::BTreeSet<String> = keys
+                .all()
+                .map(|k| {
+                    let open = k.find('{').unwrap();
+                    let close = open + k[open..].find('}').unwrap();
+                    k[open + 1..close].to_owned()
+                })
+                .collect();
+            assert_eq!(tags.len(), 1, "{name:?}");
+            assert_eq!(tags.into_iter().next().unwrap(), hash_tag(name));
+        }
+        assert_ne!(escape("%41"), escape("A"));
+        assert_eq!(escape("a b"), "a%20b");
+    }
+}

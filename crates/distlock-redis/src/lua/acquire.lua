@@ -1,0 +1,48 @@
+-- ARGV: 1 owner, 2 kind (x|s|p), 3 count, 4 limit, 5 ttl ms, 6 priority (8 hex, smaller first),
+--       7 enqueue (0: try once, 1: wait in the queue), 8 waiter entry ttl ms, 9 channel,
+--       10 owner info JSON, 11 watch (1: when not acquired and not enqueued, ask to be
+--       notified at the next release; Redlock)
+-- Returns {1, token} when held (granted now, or claimed after a hand-off),
+--         {0, ms until the first holder expires} otherwise.
+local o, kind, cnt, limit, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local wttl = tonumber(ARGV[8])
+prune()
+local st = holders_state()
+promote(st, wttl)
+local function held()
+  local cur = redis.call('HGET', K, o)
+  if not cur then return nil end
+  redis.call('ZADD', H, now + ttl, o)
+  touch()
+  return { 1, tonumber(string.match(cur, '(%d+)$')) }
+end
+local claimed = held()
+if claimed then return claimed end
+local queued = redis.call('HEXISTS', W, o) == 1
+if not queued and redis.call('ZCARD', Q) == 0 and fits(st, kind, cnt, limit) then
+  local tok = grant(st, o, kind, cnt, limit, now + ttl)
+  redis.call('HSET', I, o, ARGV[10])
+  touch()
+  return { 1, tok }
+end
+if ARGV[7] == '0' then
+  if ARGV[11] == '1' then
+    redis.call('HSET', N, o, fmt(now + wttl) .. '|' .. ARGV[9])
+    redis.call('PEXPIRE', N, fmt(wttl + 1000))
+  end
+  return { 0, wait_hint() }
+end
+if queued then
+  redis.call('ZADD', X, now + wttl, o)
+else
+  local member = ARGV[6] .. string.format('%016x', now_us) .. o
+  redis.call('ZADD', Q, 0, member)
+  redis.call('HSET', W, o, kind .. '|' .. cnt .. '|' .. limit .. '|' .. ttl .. '|' .. member .. '|' .. ARGV[9])
+  redis.call('ZADD', X, now + wttl, o)
+  redis.call('HSET', I, o, ARGV[10])
+  promote(st, wttl)
+  claimed = held()
+  if claimed then return claimed end
+end
+touch()
+return { 0, wait_hint() }
