@@ -490,7 +490,11 @@ mod tests {
                 match script.renew.load(Ordering::SeqCst) {
                     OK => Ok(()),
                     HANG => std::future::pending().await,
-                    FAIL => Err(Error::new(ErrorKind::Connection, "test", "connection reset")),
+                    FAIL => Err(Error::new(
+                        ErrorKind::Connection,
+                        "test",
+                        "connection reset",
+                    )),
                     _ => Err(Error::new(ErrorKind::Lost, "test", "owned by another")),
                 }
             })
@@ -544,7 +548,11 @@ mod tests {
         assert!(error.is_lost() && error.to_string().contains("owned by another"));
         let renewals = script.renewals.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(script.renewals.load(Ordering::SeqCst), renewals, "renewal stopped");
+        assert_eq!(
+            script.renewals.load(Ordering::SeqCst),
+            renewals,
+            "renewal stopped"
+        );
         assert_eq!(lease.state(), LeaseState::Lost);
         assert!(lease.release().await.unwrap_err().is_lost());
         assert_eq!(lease.state(), LeaseState::Lost, "Lost stays final");
@@ -591,6 +599,9 @@ mod tests {
 
     #[test]
     fn drift_margin_is_one_percent_plus_two_ms() {
-        assert_eq!(drift_margin(Duration::from_secs(10)), Duration::from_millis(102));
+        assert_eq!(
+            drift_margin(Duration::from_secs(10)),
+            Duration::from_millis(102)
+        );
     }
 }

@@ -40,9 +40,16 @@ impl fmt::Display for FencingToken {
 pub struct OwnerId(u128);
 
 impl OwnerId {
-    /// A fresh random owner id.
+    /// A fresh random owner id, straight from the operating system's random source.
+    ///
+    /// Not from a user-space generator: its one-time set-up costs more than the whole of a
+    /// short-lived process's lock acquisition (`distlock run`).
     pub fn random() -> Self {
-        OwnerId(rand::random())
+        let mut bytes = [0u8; 16];
+        match getrandom::fill(&mut bytes) {
+            Ok(()) => OwnerId(u128::from_ne_bytes(bytes)),
+            Err(_) => OwnerId(rand::random()),
+        }
     }
 
     /// Wraps raw bits, as read back from a backend.

@@ -11,7 +11,11 @@
 //! backend issues; each starts the locally installed binary on a free port in a temp dir and
 //! fails loudly when it cannot.
 
+pub mod etcd;
+pub mod mysql;
+pub mod postgres;
 pub mod redis;
+pub mod zookeeper;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

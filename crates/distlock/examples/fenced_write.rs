@@ -17,7 +17,10 @@ impl FencedStore {
     fn write(&self, token: FencingToken, value: &str) -> Result<(), String> {
         let mut highest = self.highest.lock().unwrap();
         if highest.is_some_and(|h| token < h) {
-            return Err(format!("rejected stale token {token} (seen {})", highest.unwrap()));
+            return Err(format!(
+                "rejected stale token {token} (seen {})",
+                highest.unwrap()
+            ));
         }
         *highest = Some(token);
         println!("stored {value:?} under token {token}");

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> distlock::Result<()> {
-    let url = std::env::args().nth(1).unwrap_or_else(distlock::default_url);
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(distlock::default_url);
     let locks = distlock::connect(&url).await?;
     let lease = locks
         .mutex("examples/mutex")

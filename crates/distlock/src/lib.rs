@@ -9,12 +9,13 @@
 //! | `rediss://host:port` | one Redis server over TLS | `redis-tls` |
 //! | `redis+cluster://h1:p1,h2:p2/` (`rediss+cluster://`) | Redis Cluster | `redis` |
 //! | `redlock://h1:p1,h2:p2,h3:p3/` (`redlocks://`) | Redlock over independent masters | `redis` |
+//! | `postgres://[user[:pass]@]host[:port]/db` (`postgresql://`) | PostgreSQL advisory locks | `postgres` (`postgres-tls` for `sslmode=require`) |
+//! | `mysql://[user[:pass]@]host[:port]/db` (`mariadb://`) | MySQL / MariaDB `GET_LOCK` | `mysql` (`mysql-tls`) |
+//! | `zk://h1:p1,h2:p2/chroot` | ZooKeeper, Apache Curator's lock layout | `zookeeper` |
+//! | `etcd://[user:pass@]h1:p1,h2:p2/[root]` (`etcds://`) | etcd, `etcdctl lock` layout | `etcd` (`etcd-tls`) |
 //!
-//! Redis URLs take `?response_timeout=10s&connect_timeout=5s&waiter_ttl=5s` (and `drift=` for
-//! Redlock); see `docs/redis.md`.
-//!
-//! PostgreSQL, MySQL/MariaDB, ZooKeeper and etcd backends are planned; their URLs are
-//! recognised and answered with a clear "not available in this build" error.
+//! Each backend's URL options and guarantees are in `docs/<backend>.md`. A URL whose backend
+//! feature is not enabled fails with [`ErrorKind::Unsupported`] naming the feature.
 //!
 //! ```no_run
 //! # async fn demo() -> distlock::Result<()> {
@@ -50,10 +51,18 @@ pub use distlock_core::{
 
 /// The backend crates, for their own configuration types.
 pub mod backends {
+    #[cfg(feature = "etcd")]
+    pub use distlock_etcd as etcd;
     #[cfg(feature = "file")]
     pub use distlock_file as file;
+    #[cfg(feature = "mysql")]
+    pub use distlock_mysql as mysql;
+    #[cfg(feature = "postgres")]
+    pub use distlock_postgres as postgres;
     #[cfg(feature = "redis")]
     pub use distlock_redis as redis;
+    #[cfg(feature = "zookeeper")]
+    pub use distlock_zookeeper as zookeeper;
 }
 
 /// The environment variable holding the default URL, as the CLI reads it.
@@ -90,10 +99,10 @@ pub async fn connect(url: &str) -> Result<Locks> {
         "file" => connect_file(url),
         "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" | "rediss+cluster"
         | "redlock" | "redlocks" => connect_redis(url).await,
-        "postgres" | "postgresql" => not_built(url, "postgres"),
-        "mysql" | "mariadb" => not_built(url, "mysql"),
-        "zk" | "zookeeper" => not_built(url, "zookeeper"),
-        "etcd" | "etcds" => not_built(url, "etcd"),
+        "postgres" | "postgresql" => connect_postgres(url).await,
+        "mysql" | "mariadb" => connect_mysql(url).await,
+        "zk" | "zookeeper" => connect_zookeeper(url).await,
+        "etcd" | "etcds" => connect_etcd(url).await,
         _ => Err(invalid_url(
             url,
             "unknown scheme; known: file, redis, rediss, redlock, postgres, mysql, zk, etcd",
@@ -123,8 +132,8 @@ fn not_built(url: &str, backend: &str) -> Result<Locks> {
         ErrorKind::Unsupported,
         CONNECT,
         format!(
-            "{:?}: the {backend} backend is not available in this build (planned); \
-             use file:///dir or omit the URL",
+            "{:?}: the {backend} backend is not built in: enable the distlock cargo \
+             feature \"{backend}\"",
             redact_url(url)
         ),
     ))
@@ -171,6 +180,46 @@ async fn connect_redis(url: &str) -> Result<Locks> {
     not_built(url, "redis")
 }
 
+#[cfg(feature = "postgres")]
+async fn connect_postgres(url: &str) -> Result<Locks> {
+    distlock_postgres::connect(url).await
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(url: &str) -> Result<Locks> {
+    not_built(url, "postgres")
+}
+
+#[cfg(feature = "mysql")]
+async fn connect_mysql(url: &str) -> Result<Locks> {
+    distlock_mysql::connect(url).await
+}
+
+#[cfg(not(feature = "mysql"))]
+async fn connect_mysql(url: &str) -> Result<Locks> {
+    not_built(url, "mysql")
+}
+
+#[cfg(feature = "zookeeper")]
+async fn connect_zookeeper(url: &str) -> Result<Locks> {
+    distlock_zookeeper::connect(url).await.map(Locks::new)
+}
+
+#[cfg(not(feature = "zookeeper"))]
+async fn connect_zookeeper(url: &str) -> Result<Locks> {
+    not_built(url, "zookeeper")
+}
+
+#[cfg(feature = "etcd")]
+async fn connect_etcd(url: &str) -> Result<Locks> {
+    distlock_etcd::connect(url).await.map(Locks::new)
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn connect_etcd(url: &str) -> Result<Locks> {
+    not_built(url, "etcd")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +264,30 @@ mod tests {
         }
         let err = connect("redlock://h1:1,h2:2").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidUrl, "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_servers_are_connection_errors_without_passwords() {
+        #[allow(unused_mut)]
+        let mut urls: Vec<(&str, &str)> = Vec::new();
+        #[cfg(feature = "postgres")]
+        urls.push(("postgres://u:hunter2@127.0.0.1:1/db", "postgres"));
+        #[cfg(feature = "mysql")]
+        urls.push(("mysql://u:hunter2@127.0.0.1:1/db", "mysql"));
+        #[cfg(feature = "zookeeper")]
+        urls.push(("zk://127.0.0.1:1/hunter2", "zookeeper"));
+        #[cfg(feature = "etcd")]
+        urls.push(("etcd://u:hunter2@127.0.0.1:1/", "etcd"));
+        for (url, backend) in urls {
+            let err = tokio::time::timeout(std::time::Duration::from_secs(60), connect(url))
+                .await
+                .unwrap_or_else(|_| panic!("{backend}: an unreachable server must fail, not hang"))
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Connection, "{url}: {err}");
+            assert_eq!(err.backend(), backend, "{err}");
+            if backend != "zookeeper" {
+                assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+            }
+        }
     }
 }

@@ -1,0 +1,897 @@
+//! End-to-end tests of the `distlock` binary: real processes, each test with its own lock
+//! directory (`--url file:///<tempdir>`). Children are killed by guards even when a test fails.
+//! Timing is only asserted as generous upper bounds.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_distlock");
+/// Upper bound for anything that should take well under a second.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// A lock directory of its own.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.dir.path().display())
+    }
+
+    /// `distlock --url <ours> ARGS...`, with a clean environment for distlock's variables.
+    fn cmd<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(BIN);
+        cmd.env_remove("DISTLOCK_URL")
+            .env_remove("DISTLOCK_LOG")
+            .arg("--url")
+            .arg(self.url())
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs to completion (bounded) and returns status, stdout, stderr.
+    fn output<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        output(self.cmd(args))
+    }
+
+    /// Starts `distlock` in the background with piped output.
+    fn spawn<I, S>(&self, args: I) -> Proc
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        Proc::spawn(self.cmd(args))
+    }
+
+    fn status_json(&self, name: &str) -> Value {
+        let out = self.output(["status", name, "--json"]);
+        assert_eq!(out.code, Some(0), "status --json: {out:?}");
+        serde_json::from_str(&out.stdout).expect("status --json is JSON")
+    }
+}
+
+#[derive(Debug)]
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn output(cmd: Command) -> Output {
+    let mut proc = Proc::spawn(cmd);
+    let status = proc.wait(PATIENCE);
+    let (stdout, stderr) = proc.drain();
+    Output {
+        code: status.code(),
+        stdout,
+        stderr,
+    }
+}
+
+/// A running process, SIGKILLed and reaped on drop, with its output read by threads.
+struct Proc {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    reaped: Option<ExitStatus>,
+    /// Other processes to SIGKILL on drop (commands started by distlock).
+    also_kill: Vec<i32>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn distlock");
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        Proc {
+            child,
+            stdout,
+            stderr,
+            reaped: None,
+            also_kill: Vec::new(),
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The next stdout line, or panics after `PATIENCE`.
+    fn stdout_line(&mut self) -> String {
+        self.stdout
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|e| panic!("no stdout line from distlock: {e}"))
+    }
+
+    /// Waits for a stderr line containing `needle`; returns the lines seen.
+    fn stderr_until(&mut self, needle: &str) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    seen.push(line);
+                    if found {
+                        return seen;
+                    }
+                }
+                Err(e) => panic!("no stderr line containing {needle:?} ({e}); saw {seen:?}"),
+            }
+        }
+    }
+
+    fn signal(&self, signo: i32) {
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe {
+            libc::kill(self.pid(), signo);
+        }
+    }
+
+    /// Waits for exit, panicking after `bound`.
+    fn wait(&mut self, bound: Duration) -> ExitStatus {
+        if let Some(status) = self.reaped {
+            return status;
+        }
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.reaped = Some(status);
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "distlock (pid {}) still running after {bound:?}",
+                self.pid()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything left on stdout and stderr (after exit).
+    fn drain(&mut self) -> (String, String) {
+        let collect = |rx: &mpsc::Receiver<String>| {
+            let mut text = String::new();
+            while let Ok(line) = rx.recv_timeout(PATIENCE) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        };
+        (collect(&self.stdout), collect(&self.stderr))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        for &pid in &self.also_kill {
+            // SAFETY: kill(2); the pid is a command this test started, at worst already gone.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        if self.reaped.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reads lines on a thread; the channel closes at EOF.
+fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            match line {
+                Ok(line) => {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    rx
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaps, e.g. without an init in a
+/// container).
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts a holder of `name` running `sh -c 'echo $$; exec sleep 30'` and returns it with the
+/// command's pid, once the command runs.
+fn hold(env: &Env, name: &str, extra: &[&str]) -> (Proc, i32) {
+    let mut args = vec!["run", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "sh", "-c", "echo $$; exec sleep 30"]);
+    let mut holder = env.spawn(args);
+    let pid: i32 = holder
+        .stdout_line()
+        .trim()
+        .parse()
+        .expect("the command prints its pid");
+    holder.also_kill.push(pid);
+    (holder, pid)
+}
+
+#[test]
+fn concurrent_runs_take_turns_with_increasing_tokens() {
+    let env = Env::new();
+    let script = "echo start $DISTLOCK_NAME $DISTLOCK_TOKEN $(date +%s%N); sleep 1; \
+                  echo end $(date +%s%N)";
+    let mut runs: Vec<Proc> = (0..2)
+        .map(|_| env.spawn(["run", "demo", "--", "sh", "-c", script]))
+        .collect();
+    let mut intervals = Vec::new();
+    for run in &mut runs {
+        let status = run.wait(PATIENCE);
+        let (stdout, stderr) = run.drain();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "stdout {stdout:?} stderr {stderr:?}"
+        );
+        let words: Vec<&str> = stdout.split_whitespace().collect();
+        assert_eq!(words.len(), 6, "{stdout:?}");
+        assert_eq!((words[0], words[1], words[4]), ("start", "demo", "end"));
+        let token: u64 = words[2].parse().unwrap();
+        let start: u128 = words[3].parse().unwrap();
+        let end: u128 = words[5].parse().unwrap();
+        intervals.push((start, end, token));
+    }
+    intervals.sort();
+    let (first, second) = (intervals[0], intervals[1]);
+    assert!(
+        first.1 <= second.0,
+        "the runs overlapped: {intervals:?} (start, end, token)"
+    );
+    assert!(first.2 < second.2, "tokens must increase: {intervals:?}");
+}
+
+#[test]
+fn not_acquired_exits_75_or_the_chosen_code() {
+    let env = Env::new();
+    let (_holder, _) = hold(&env, "busy", &[]);
+    let out = env.output(["run", "busy", "-n", "--", "true"]);
+    assert_eq!(out.code, Some(75), "{out:?}");
+    assert!(out.stderr.starts_with("distlock: "), "{out:?}");
+    let out = env.output(["run", "busy", "-E", "3", "-n", "--", "true"]);
+    assert_eq!(out.code, Some(3), "{out:?}");
+    let started = Instant::now();
+    let out = env.output(["run", "busy", "-w", "300ms", "--", "true"]);
+    assert_eq!(out.code, Some(75), "{out:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300), "{out:?}");
+    let out = env.output(["run", "busy", "-w", "0", "--", "true"]);
+    assert_eq!(out.code, Some(75), "{out:?}");
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    let env = Env::new();
+    let out = env.output(["run", "x", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.code, Some(7), "{out:?}");
+    let out = env.output(["run", "x", "--", "true"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = env.output(["run", "x", "--", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(out.code, Some(128 + libc::SIGKILL), "{out:?}");
+    let out = env.output(["run", "x", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(out.code, Some(128 + libc::SIGTERM), "{out:?}");
+    // The lock is free after each run.
+    let out = env.output(["run", "x", "-n", "--", "true"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    let env = Env::new();
+    let out = env.output(["run", "", "--", "true"]);
+    assert_eq!(out.code, Some(64), "{out:?}");
+    assert!(out.stderr.contains("must not be empty"), "{out:?}");
+    let out = env.output(["run", "a\nb", "--", "true"]);
+    assert_eq!(out.code, Some(64), "{out:?}");
+    assert!(out.stderr.contains("control characters"), "{out:?}");
+    let out = env.output(["status", "a\nb"]);
+    assert_eq!(out.code, Some(64), "{out:?}");
+    for args in [
+        &["run", "x", "--permits", "0", "--", "true"][..],
+        &["run", "x", "--ttl", "0s", "--", "true"],
+        &["run", "x", "--ttl", "banana", "--", "true"],
+        &["run", "x", "-n", "-w", "1s", "--", "true"],
+        &["run", "x", "--weight", "2", "--", "true"],
+        &["run", "x"],
+        &["run", "x", "--bogus", "--", "true"],
+        &["release", "x"],
+        &["frobnicate"],
+        &[],
+    ] {
+        let out = env.output(args);
+        assert_eq!(out.code, Some(64), "{args:?}: {out:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}: {out:?}");
+    }
+    // Values the core rejects: a TTL under its minimum, a weight above the limit.
+    let out = env.output(["run", "x", "--ttl", "1ms", "--", "true"]);
+    assert_eq!(out.code, Some(64), "{out:?}");
+    let out = env.output(["run", "x", "--permits", "2", "--weight", "3", "--", "true"]);
+    assert_eq!(out.code, Some(64), "{out:?}");
+    // The file backend has no priority queues: Unsupported, named.
+    let out = env.output(["run", "x", "--priority", "5", "--", "true"]);
+    assert_eq!(out.code, Some(64), "{out:?}");
+    assert!(out.stderr.contains("priorit"), "{out:?}");
+    // Help and version are not errors.
+    assert_eq!(env.output(["--help"]).code, Some(0));
+    assert_eq!(env.output(["run", "--help"]).code, Some(0));
+    assert_eq!(env.output(["--version"]).code, Some(0));
+}
+
+#[test]
+fn bad_urls_exit_64() {
+    for url in ["gopher://example.org/x", "file:relative/dir", "nonsense"] {
+        let out = output({
+            let mut cmd = Command::new(BIN);
+            cmd.args(["--url", url, "run", "x", "--", "true"]);
+            cmd
+        });
+        assert_eq!(out.code, Some(64), "{url}: {out:?}");
+        assert!(out.stderr.contains("invalid URL"), "{url}: {out:?}");
+    }
+    // From the environment too, and without showing the password.
+    let out = output({
+        let mut cmd = Command::new(BIN);
+        cmd.env("DISTLOCK_URL", "gopher://user:hunter2@host/x")
+            .args(["status", "x"]);
+        cmd
+    });
+    assert_eq!(out.code, Some(64), "{out:?}");
+    assert!(!out.stderr.contains("hunter2"), "{out:?}");
+}
+
+#[test]
+fn symlinked_lock_directory_exits_69() {
+    let env = Env::new();
+    let real = env.dir.path().join("real");
+    let link = env.dir.path().join("link");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = output({
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--url")
+            .arg(format!("file://{}", link.display()))
+            .args(["run", "x", "--", "true"]);
+        cmd
+    });
+    assert_eq!(out.code, Some(69), "{out:?}");
+    assert!(out.stderr.starts_with("distlock: "), "{out:?}");
+}
+
+#[test]
+fn missing_or_unexecutable_command_releases_the_lock() {
+    let env = Env::new();
+    let out = env.output(["run", "x", "--", "/nonexistent/distlock-test-command"]);
+    assert_eq!(out.code, Some(127), "{out:?}");
+    assert!(out.stderr.contains("command not found"), "{out:?}");
+    let out = env.output(["run", "x", "--", "distlock-test-no-such-command-anywhere"]);
+    assert_eq!(out.code, Some(127), "{out:?}");
+    let out = env.output(["run", "x", "-n", "--", "true"]);
+    assert_eq!(out.code, Some(0), "the lock must be free again: {out:?}");
+
+    let script = env.dir.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    let out = env.output([
+        "run".as_ref(),
+        "x".as_ref(),
+        "--".as_ref(),
+        script.as_os_str(),
+    ]);
+    assert_eq!(out.code, Some(126), "{out:?}");
+    let out = env.output(["run", "x", "-n", "--", "true"]);
+    assert_eq!(out.code, Some(0), "the lock must be free again: {out:?}");
+    assert!(
+        env.status_json("x")["holders"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn lock_lost_while_running_terminates_the_command_and_exits_74() {
+    let env = Env::new();
+    let (mut holder, pid) = hold(&env, "lossy", &["--ttl", "300ms"]);
+    let out = env.output(["release", "lossy", "--force"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("revoked 1 holder"), "{out:?}");
+    let status = holder.wait(PATIENCE);
+    let (_, stderr) = holder.drain();
+    assert_eq!(status.code(), Some(74), "{stderr}");
+    assert!(stderr.contains("lost lock"), "{stderr}");
+    assert!(process_gone(pid), "the command (pid {pid}) survived");
+    // Free again.
+    let out = env.output(["run", "lossy", "-n", "--", "true"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+#[test]
+fn lock_lost_kills_a_command_that_ignores_sigterm_after_the_grace_period() {
+    let env = Env::new();
+    let mut holder = env.spawn([
+        "run",
+        "stubborn",
+        "--ttl",
+        "300ms",
+        "--kill-grace",
+        "200ms",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; echo $$; while :; do sleep 0.05; done",
+    ]);
+    let pid: i32 = holder.stdout_line().trim().parse().unwrap();
+    holder.also_kill.push(pid);
+    assert_eq!(env.output(["release", "stubborn", "--force"]).code, Some(0));
+    let status = holder.wait(PATIENCE);
+    let (_, stderr) = holder.drain();
+    assert_eq!(status.code(), Some(74), "{stderr}");
+    assert!(stderr.contains("SIGKILL"), "{stderr}");
+    assert!(process_gone(pid), "the command (pid {pid}) survived");
+}
+
+#[test]
+fn sigkill_of_distlock_kills_the_command_and_frees_the_lock() {
+    let env = Env::new();
+    let (mut holder, pid) = hold(&env, "doomed", &[]);
+    holder.signal(libc::SIGKILL);
+    holder.wait(PATIENCE);
+    wait_until("the command dies with distlock (PDEATHSIG)", || {
+        process_gone(pid)
+    });
+    wait_until("the lock is free", || {
+        env.output(["run", "doomed", "-n", "--", "true"]).code == Some(0)
+    });
+}
+
+#[test]
+fn sigterm_is_forwarded_to_the_command() {
+    let env = Env::new();
+    let mut run = env.spawn([
+        "run",
+        "fwd",
+        "--",
+        "sh",
+        "-c",
+        // `ready` only once the background sleep has exec'd, so the SIGTERM forwarded to the
+        // group reaches it (a forked shell that has not exec'd yet would swallow it in its trap).
+        "trap 'echo got-term; exit 3' TERM; sleep 30 & \
+         until [ \"$(cat /proc/$!/comm)\" = sleep ]; do :; done; echo ready; wait",
+    ]);
+    assert_eq!(run.stdout_line(), "ready");
+    run.signal(libc::SIGTERM);
+    let status = run.wait(PATIENCE);
+    let (stdout, stderr) = run.drain();
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "stdout {stdout:?} stderr {stderr:?}"
+    );
+    assert!(stdout.contains("got-term"), "{stdout:?}");
+    assert!(
+        env.status_json("fwd")["holders"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn other_signals_are_forwarded_too() {
+    let env = Env::new();
+    let mut run = env.spawn([
+        "run",
+        "fwd2",
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo got-usr1' USR1; trap 'echo got-hup; exit 5' HUP; echo ready; \
+         while :; do sleep 0.05; done",
+    ]);
+    assert_eq!(run.stdout_line(), "ready");
+    run.signal(libc::SIGUSR1);
+    assert_eq!(run.stdout_line(), "got-usr1");
+    run.signal(libc::SIGHUP);
+    let status = run.wait(PATIENCE);
+    let (stdout, stderr) = run.drain();
+    assert_eq!(
+        status.code(),
+        Some(5),
+        "stdout {stdout:?} stderr {stderr:?}"
+    );
+    assert!(stdout.contains("got-hup"), "{stdout:?}");
+}
+
+#[test]
+fn sigint_while_waiting_exits_130_and_leaves_no_waiter() {
+    let env = Env::new();
+    let (holder, _) = hold(&env, "queue", &[]);
+    let mut waiter = env.spawn(["run", "queue", "-v", "--", "true"]);
+    waiter.stderr_until("waiting for lock");
+    // Give the waiting acquisition a moment to register (not required for correctness).
+    thread::sleep(Duration::from_millis(100));
+    waiter.signal(libc::SIGINT);
+    let status = waiter.wait(PATIENCE);
+    let (_, stderr) = waiter.drain();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted while waiting for lock"),
+        "{stderr}"
+    );
+    let info = env.status_json("queue");
+    let holders = info["holders"].as_array().unwrap();
+    assert_eq!(holders.len(), 1, "{info}");
+    assert_eq!(holders[0]["pid"], holder.pid(), "{info}");
+    assert!(info["waiters"].as_array().unwrap().is_empty(), "{info}");
+}
+
+#[test]
+fn status_and_list_show_the_holder() {
+    let env = Env::new();
+    let out = env.output(["status", "jobs/report"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("is free"), "{out:?}");
+
+    let (holder, _) = hold(&env, "jobs/report", &["--description", "nightly report"]);
+    let info = env.status_json("jobs/report");
+    assert_eq!(info["name"], "jobs/report", "{info}");
+    assert_eq!(info["backend"], "file", "{info}");
+    let holders = info["holders"].as_array().unwrap();
+    assert_eq!(holders.len(), 1, "{info}");
+    let h = &holders[0];
+    assert_eq!(h["pid"], holder.pid(), "{info}");
+    assert_eq!(h["description"], "nightly report", "{info}");
+    assert_eq!(h["mode"], "exclusive", "{info}");
+    assert!(h["token"].as_u64().unwrap() >= 1, "{info}");
+    assert_eq!(h["owner"].as_str().unwrap().len(), 32, "{info}");
+    assert!(h["since"].as_str().unwrap().ends_with('Z'), "{info}");
+
+    let out = env.output(["status", "jobs/report"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("MODE"), "{out:?}");
+    assert!(out.stdout.contains("nightly report"), "{out:?}");
+    assert!(out.stdout.contains(&holder.pid().to_string()), "{out:?}");
+
+    let out = env.output(["list", "--json"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let all: Value = serde_json::from_str(&out.stdout).unwrap();
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["jobs/report"], "{all}");
+    let out = env.output(["list", "jobs/", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap()[0]["name"],
+        "jobs/report"
+    );
+    let out = env.output(["list", "other/", "--json"]);
+    assert_eq!(out.stdout.trim(), "[]", "{out:?}");
+    let out = env.output(["list"]);
+    assert!(out.stdout.contains("\"jobs/report\""), "{out:?}");
+    assert!(out.stdout.contains("nightly report"), "{out:?}");
+}
+
+#[test]
+fn default_description_is_the_command_line() {
+    let env = Env::new();
+    let (_holder, _) = hold(&env, "d", &[]);
+    let info = env.status_json("d");
+    assert_eq!(
+        info["holders"][0]["description"], "distlock run: sh -c 'echo $$; exec sleep 30'",
+        "{info}"
+    );
+}
+
+#[test]
+fn semaphore_admits_n_and_shared_locks_coexist() {
+    let env = Env::new();
+    let (_a, _) = hold(&env, "gpu", &["--permits", "2"]);
+    let (_b, _) = hold(&env, "gpu", &["--permits", "2"]);
+    let out = env.output(["run", "gpu", "--permits", "2", "-n", "--", "true"]);
+    assert_eq!(out.code, Some(75), "{out:?}");
+    assert_eq!(
+        env.status_json("gpu")["holders"].as_array().unwrap().len(),
+        2
+    );
+
+    let (_r1, _) = hold(&env, "config", &["-s"]);
+    let out = env.output(["run", "config", "-s", "-n", "--", "true"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = env.output(["run", "config", "-n", "--", "true"]);
+    assert_eq!(out.code, Some(75), "{out:?}");
+}
+
+#[test]
+fn release_without_holders_and_completions() {
+    let env = Env::new();
+    let out = env.output(["release", "nobody", "--force"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("no holders"), "{out:?}");
+    let out = env.output(["completions", "bash"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("_distlock"), "{out:?}");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = env.output(["completions", shell]);
+        assert_eq!(out.code, Some(0), "{shell}: {out:?}");
+        assert!(!out.stdout.is_empty(), "{shell}");
+    }
+}
+
+#[test]
+fn url_comes_from_the_environment() {
+    let env = Env::new();
+    let (holder, _) = hold(&env, "envy", &[]);
+    let mut cmd = Command::new(BIN);
+    cmd.env("DISTLOCK_URL", env.url())
+        .args(["status", "envy", "--json"]);
+    let out = output(cmd);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let info: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(info["holders"][0]["pid"], holder.pid());
+}
+
+/// A tmux server on its own socket with one bash session, killed on drop. Tests the terminal
+/// behaviour: the spinner, interactive commands (the command's process group gets the
+/// terminal), Ctrl-C and Ctrl-Z with `fg`.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(env: &Env) -> Tmux {
+        let found = Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "these tests drive a terminal with tmux; install it (apt-get install -y tmux)"
+        );
+        let socket = format!("distlock-test-{}-{:?}", std::process::id(), Instant::now());
+        let socket: String = socket
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        let tmux = Tmux { socket };
+        let status = Command::new("tmux")
+            .args(["-L", &tmux.socket, "-f", "/dev/null"])
+            .args(["new-session", "-d", "-s", "t", "-x", "200", "-y", "30"])
+            .args([
+                "env",
+                "-i",
+                "PATH=/usr/local/bin:/usr/bin:/bin",
+                "TERM=xterm",
+            ])
+            .arg(format!("DISTLOCK_URL={}", env.url()))
+            .args(["PS1=$ ", "bash", "--norc", "--noprofile", "-i"])
+            .status()
+            .expect("start tmux");
+        assert!(status.success(), "tmux new-session failed");
+        tmux
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let status = Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys", "-t", "t"])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys");
+        assert!(status.success());
+    }
+
+    /// Types a line and presses Enter.
+    fn line(&self, text: &str) {
+        self.keys(&["-l", text]);
+        self.keys(&["Enter"]);
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p", "-t", "t"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the screen contains `needle`; returns the screen.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the terminal never showed {needle:?}; it shows:\n{screen}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn terminal_interactive_command_spinner_ctrl_c_and_ctrl_z() {
+    let env = Env::new();
+    let tmux = Tmux::start(&env);
+    tmux.wait_for("$");
+    let bin = BIN;
+    // Exit codes are echoed as `EXIT:n`, typed as `EX""IT:$?` so that the typed line itself
+    // never matches.
+
+    // An interactive command reads the terminal: its process group is in the foreground.
+    tmux.line(&format!(
+        "{bin} run tty -- sh -c 'read line; echo got:$line'; echo EX\"\"IT:$?"
+    ));
+    thread::sleep(Duration::from_millis(300));
+    tmux.line("hello");
+    let screen = tmux.wait_for("EXIT:");
+    assert!(
+        screen.contains("got:hello") && screen.contains("EXIT:0"),
+        "{screen}"
+    );
+    tmux.line("clear");
+
+    // Ctrl-C reaches the command (not distlock, which is not the foreground group now).
+    tmux.line(&format!("{bin} run tty -- sleep 30; echo EX\"\"IT:$?"));
+    wait_until("the command runs", || {
+        env.status_json("tty")["holders"]
+            .as_array()
+            .is_some_and(|h| !h.is_empty())
+    });
+    tmux.keys(&["C-c"]);
+    let screen = tmux.wait_for("EXIT:");
+    assert!(screen.contains("EXIT:130"), "{screen}");
+    tmux.line("clear");
+
+    // The spinner names the holder while waiting.
+    let (mut holder, _) = hold(&env, "busy", &["--description", "the holder"]);
+    tmux.line(&format!(
+        "{bin} run busy -- echo acquired-busy; echo EX\"\"IT:$?"
+    ));
+    let screen = tmux.wait_for(&format!("held by pid {}", holder.pid()));
+    assert!(
+        screen.contains("waiting for lock \"busy\"") && screen.contains("(the holder)"),
+        "{screen}"
+    );
+    holder.signal(libc::SIGTERM);
+    holder.wait(PATIENCE);
+    let screen = tmux.wait_for("EXIT:");
+    assert!(
+        screen.contains("acquired-busy") && screen.contains("EXIT:0"),
+        "{screen}"
+    );
+    tmux.line("clear");
+
+    // Ctrl-Z suspends the command and distlock; `fg` resumes both with the terminal.
+    tmux.line(&format!(
+        "{bin} run tty -- sh -c 'echo started; read line; echo got:$line'"
+    ));
+    tmux.wait_for("started");
+    tmux.keys(&["C-z"]);
+    tmux.wait_for("Stopped");
+    tmux.line("fg");
+    thread::sleep(Duration::from_millis(300));
+    tmux.line("again");
+    tmux.wait_for("got:again");
+    tmux.line("echo EX\"\"IT:$?");
+    let screen = tmux.wait_for("EXIT:");
+    assert!(screen.contains("EXIT:0"), "{screen}");
+}
+
+/// The command's ignored-signal mask, from `/proc/self/status` of `grep` run under distlock.
+fn ignored_signals_of_command(cmd: Command) -> u64 {
+    let out = output(cmd);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let hex = out
+        .stdout
+        .trim()
+        .strip_prefix("SigIgn:")
+        .unwrap_or_else(|| panic!("{out:?}"))
+        .trim();
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+#[test]
+fn command_gets_default_signal_dispositions_except_inherited_ignores() {
+    use std::os::unix::process::CommandExt;
+
+    let env = Env::new();
+    let bit = |signo: i32| 1u64 << (signo - 1);
+    let args = ["run", "sig", "--", "grep", "SigIgn", "/proc/self/status"];
+    // Rust ignores SIGPIPE and distlock catches SIGHUP; the command sees neither.
+    let mask = ignored_signals_of_command(env.cmd(args));
+    assert_eq!(mask & bit(libc::SIGPIPE), 0, "SIGPIPE ignored: {mask:x}");
+    assert_eq!(mask & bit(libc::SIGHUP), 0, "SIGHUP ignored: {mask:x}");
+    // Started the way nohup starts it, SIGHUP stays ignored for the command.
+    let mut nohup = env.cmd(args);
+    // SAFETY: signal(2) between fork and exec of the test's child.
+    unsafe {
+        nohup.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mask = ignored_signals_of_command(nohup);
+    assert_ne!(mask & bit(libc::SIGHUP), 0, "SIGHUP not ignored: {mask:x}");
+}
+
+#[test]
+fn commands_are_found_like_execvp_does() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let env = Env::new();
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    // A script without `#!` runs under /bin/sh, as execvp does it.
+    let script = bin.join("no-shebang");
+    std::fs::write(&script, "echo from-script \"$@\"\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = env.cmd(["run", "p", "--", "no-shebang", "a b"]);
+    cmd.env(
+        "PATH",
+        format!("/nonexistent:{}:/usr/bin:/bin", bin.display()),
+    );
+    let out = output(cmd);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "from-script a b\n", "{out:?}");
+}

@@ -1,0 +1,174 @@
+//! etcd-specific behaviour against real servers: interop with `etcdctl lock`, lease revocation,
+//! fenced transactions, foreign keys, an unreachable server, and a 3-member cluster losing a
+//! member.
+
+use std::process::Command;
+use std::time::Duration;
+
+use distlock_core::{LeaseState, Locks};
+use distlock_etcd::etcd_client::{GetOptions, TxnOp};
+use distlock_testkit::Process;
+use distlock_testkit::etcd::Etcd;
+
+const SOON: Duration = Duration::from_secs(20);
+
+fn etcdctl_lock(server: &Etcd, name: &str) -> Process {
+    let mut command = Command::new("etcdctl");
+    command
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(server.etcdctl_endpoints())
+        .args(["lock", "--ttl", "5", name]);
+    Process::spawn("etcdctl lock", command).expect("etcdctl starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lock_and_distlock_exclude_each_other() {
+    let server = tokio::task::block_in_place(Etcd::start);
+    let backend = distlock_etcd::connect(&server.url()).await.unwrap();
+    let locks = Locks::new(backend.clone());
+    let name = "interop-etcdctl";
+
+    // etcdctl holds: distlock must not get it.
+    let mut holder = etcdctl_lock(&server, name);
+    let key = tokio::task::block_in_place(|| holder.wait_for_line(name, SOON));
+    assert!(!key.is_empty() || key.is_empty());
+    let err = locks.mutex(name).no_wait().acquire().await.unwrap_err();
+    assert!(err.is_would_block(), "{err}");
+    let info = locks.inspect(name).await.unwrap();
+    assert_eq!(
+        info.holders.len(),
+        1,
+        "etcdctl's key is shown as a holder: {info:?}"
+    );
+    // SIGINT: etcdctl closes its session and its key goes.
+    holder.signal(2).unwrap();
+    let lease = locks.mutex(name).wait(SOON).acquire().await.unwrap();
+
+    // distlock holds: etcdctl must wait until it is released.
+    let mut waiter = etcdctl_lock(&server, name);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let info = locks.inspect(name).await.unwrap();
+    assert_eq!(info.waiters.len(), 1, "etcdctl waits: {info:?}");
+    assert!(lease.is_held());
+    lease.release().await.unwrap();
+    tokio::task::block_in_place(|| waiter.wait_for_line(name, SOON));
+    waiter.signal(2).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_lease_is_lost_and_fence_stops_writes() {
+    let server = tokio::task::block_in_place(Etcd::start);
+    let backend = distlock_etcd::connect(&server.url()).await.unwrap();
+    let locks = Locks::new(backend.clone());
+    let lease = locks
+        .mutex("fenced")
+        .ttl(Duration::from_secs(3))
+        .acquire()
+        .await
+        .unwrap();
+    let fence = backend.fence(&lease).expect("held here");
+    assert_eq!(fence.create_revision as u64, lease.token().get());
+    assert!(fence.key.starts_with("fenced/"), "{}", fence.key);
+    let mut client = backend.client();
+    let write = fence.txn([], [TxnOp::put("resource", "first", None)], []);
+    assert!(client.txn(write).await.unwrap().succeeded());
+
+    // Revoke the session lease the key carries (its id is the key's last part).
+    let lease_hex = fence.key.rsplit('/').next().unwrap();
+    let out = tokio::task::block_in_place(|| server.etcdctl(&["lease", "revoke", lease_hex]));
+    assert!(out.status.success(), "{out:?}");
+    let error = tokio::time::timeout(SOON, lease.lost())
+        .await
+        .expect("Lost");
+    assert!(error.is_lost(), "{error}");
+    assert_eq!(lease.state(), LeaseState::Lost);
+    let write = fence.txn([], [TxnOp::put("resource", "late", None)], []);
+    assert!(!client.txn(write).await.unwrap().succeeded(), "fenced out");
+    let value = client.get("resource", None::<GetOptions>).await.unwrap();
+    assert_eq!(value.kvs()[0].value(), b"first");
+
+    // The session makes a new lease for later acquisitions.
+    let again = locks.mutex("fenced").no_wait().acquire().await.unwrap();
+    assert!(again.token() > lease.token());
+    again.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_keys_under_the_prefix_are_treated_as_exclusive_holders() {
+    let server = tokio::task::block_in_place(Etcd::start);
+    let locks = Locks::new(distlock_etcd::connect(&server.url()).await.unwrap());
+    let out =
+        tokio::task::block_in_place(|| server.etcdctl(&["put", "foreign/by-hand", "{not json"]));
+    assert!(out.status.success(), "{out:?}");
+    let err = locks
+        .mutex("foreign")
+        .no_wait()
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_would_block(), "{err}");
+    let err = locks
+        .rwlock("foreign")
+        .read()
+        .no_wait()
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_would_block(), "{err}");
+    let info = locks.inspect("foreign").await.unwrap();
+    assert_eq!(info.holders.len(), 1, "{info:?}");
+    assert_eq!(info.holders[0].owner.pid, 0);
+    let waiter = {
+        let locks = locks.clone();
+        tokio::spawn(async move { locks.mutex("foreign").wait(SOON).acquire().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished());
+    let out = tokio::task::block_in_place(|| server.etcdctl(&["del", "foreign/by-hand"]));
+    assert!(out.status.success(), "{out:?}");
+    waiter.await.unwrap().unwrap().release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_is_a_connection_error() {
+    let port = distlock_testkit::free_port();
+    let url = format!("etcd://user:hunter2@127.0.0.1:{port}/?connect_timeout=1s");
+    let err = distlock_etcd::connect(&url).await.unwrap_err();
+    assert!(err.is_connection(), "{err}");
+    assert!(err.to_string().contains("etcd"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_survives_losing_one_member_of_three() {
+    let mut cluster = tokio::task::block_in_place(Etcd::start_cluster);
+    let locks = Locks::new(distlock_etcd::connect(&cluster.url()).await.unwrap());
+    let other = Locks::new(distlock_etcd::connect(&cluster.url()).await.unwrap());
+    let lease = locks
+        .mutex("failover")
+        .ttl(Duration::from_secs(3))
+        .acquire()
+        .await
+        .unwrap();
+    // Kill the first member: clients may have been talking to it.
+    tokio::task::block_in_place(|| cluster.kill(0));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        lease.is_held(),
+        "still held after a member died: {:?}",
+        lease.state()
+    );
+    let err = other
+        .mutex("failover")
+        .no_wait()
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_would_block(), "{err}");
+    lease.release().await.unwrap();
+    let next = other.mutex("failover").wait(SOON).acquire().await.unwrap();
+    assert!(next.token() > lease.token());
+    next.release().await.unwrap();
+    tokio::task::block_in_place(|| cluster.restart(0));
+}

@@ -1,0 +1,1076 @@
+//! distlock backend on MySQL / MariaDB **`GET_LOCK`** user locks.
+//!
+//! - Each held (or waiting) lock has a connection of its own, from a small pool of plain
+//!   connections (never a driver pool that resets connections on return: a reset silently
+//!   drops user locks). A released connection goes back only once `RELEASE_ALL_LOCKS()` says
+//!   its locks are gone.
+//! - Exclusive locks only (`Unsupported` for shared locks and priorities); semaphores are N
+//!   named slots. Names map to `GET_LOCK` names by [`lock_name`] and [`slot_names`].
+//! - Fencing tokens come from a counter table (`distlock_tokens`, one row per lock, InnoDB),
+//!   created on first use; where the user lacks `CREATE`, the error shows the DDL.
+//! - The lease is enforced by the server: the holder connection sets `wait_timeout` to the
+//!   TTL (rounded up to whole seconds) and pings every TTL/3, so a paused or partitioned holder
+//!   is disconnected by the server and its locks freed.
+//! - Waiting happens in the server (`GET_LOCK(name, seconds)`); a dropped `acquire()` sends
+//!   `KILL QUERY` from a side connection and closes its own.
+//!
+//! See `docs/mysql.md` for the full contract and what differs on MySQL 8.
+//!
+//! ```no_run
+//! # async fn demo() -> distlock_core::Result<()> {
+//! let locks = distlock_mysql::connect("mysql://app:secret@db/app").await?;
+//! let lease = locks.mutex("orders/42").acquire().await?;
+//! lease.release().await?;
+//! # Ok(()) }
+//! ```
+
+mod key;
+
+use std::fmt;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use distlock_core::{
+    AcquireRequest, Backend, BoxFuture, Capabilities, Error, ErrorKind, FencingToken, HeldLock,
+    Holder, LeaseSignal, LockInfo, LockMode, LockName, Locks, OwnerId, OwnerInfo, Result, Wait,
+    Waiter, redact_url,
+};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, Row, Value};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+pub use key::{HASH_PREFIX, MAX_LOCK_NAME, hex_literal, lock_name, slot_names};
+
+/// The backend's name in errors and metrics.
+pub const BACKEND: &str = "mysql";
+
+/// How long a semaphore waiter blocks on one busy slot before trying the others again.
+const SLOT_WAIT_SLICE: Duration = Duration::from_millis(250);
+
+/// `GET_LOCK`'s timeout when waiting without a bound (a year).
+const FOREVER_SECS: f64 = 31_536_000.0;
+
+/// Connects to the server at `url` (`mysql://` or `mariadb://`) and returns a lock client.
+/// One connection is opened to check the URL and credentials.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping the future closes the connection being opened.
+pub async fn connect(url: &str) -> Result<Locks> {
+    MySqlBackend::connect(url).await.map(Locks::new)
+}
+
+/// Settings of a [`MySqlBackend`], parsed from its URL.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct MySqlConfig {
+    /// The driver's options (never shown: they hold the password).
+    opts: Opts,
+    /// Most connections this backend opens at once (`distlock_max_connections`, default 64).
+    pub max_connections: usize,
+    /// Record holder information in `distlock_holders` (`distlock_holder_info`, default true).
+    pub holder_info: bool,
+    display_url: String,
+}
+
+impl fmt::Debug for MySqlConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MySqlConfig")
+            .field("url", &self.display_url)
+            .field("max_connections", &self.max_connections)
+            .field("holder_info", &self.holder_info)
+            .finish()
+    }
+}
+
+impl MySqlConfig {
+    /// Parses a `mysql://` or `mariadb://` URL. Parameters starting with `distlock_` are
+    /// distlock's (see `docs/mysql.md`); the rest go to the driver (`mysql_async`). Errors show
+    /// the URL with its password replaced by `***`.
+    pub fn from_url(url: &str) -> Result<MySqlConfig> {
+        let invalid = |message: String| {
+            Error::new(
+                ErrorKind::InvalidUrl,
+                BACKEND,
+                format!("{}: {message}", redact_url(url)),
+            )
+        };
+        let rest = match url.split_once("://") {
+            Some((scheme, rest))
+                if scheme.eq_ignore_ascii_case("mysql")
+                    || scheme.eq_ignore_ascii_case("mariadb") =>
+            {
+                rest
+            }
+            _ => return Err(invalid("expected mysql:// or mariadb://".into())),
+        };
+        let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut config = MySqlConfig {
+            opts: Opts::default(),
+            max_connections: 64,
+            holder_info: true,
+            display_url: redact_url(url),
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "distlock_max_connections" => {
+                    config.max_connections =
+                        value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            invalid("distlock_max_connections must be >= 1".into())
+                        })?
+                }
+                "distlock_holder_info" => {
+                    config.holder_info = match value {
+                        "true" | "on" | "1" => true,
+                        "false" | "off" | "0" => false,
+                        _ => {
+                            return Err(invalid(
+                                "distlock_holder_info must be true or false".into(),
+                            ));
+                        }
+                    }
+                }
+                other if other.starts_with("distlock_") => {
+                    return Err(invalid(format!(
+                        "unknown option {other:?}; distlock's options are \
+                         distlock_max_connections, distlock_holder_info"
+                    )));
+                }
+                _ => kept.push(pair),
+            }
+        }
+        let driver_url = if kept.is_empty() {
+            format!("mysql://{base}")
+        } else {
+            format!("mysql://{base}?{}", kept.join("&"))
+        };
+        let opts = Opts::from_url(&driver_url).map_err(|e| {
+            // UrlError names parameters and their values, never the password (the authority
+            // is not a parameter); scrub anyway.
+            invalid(scrub(e.to_string(), url))
+        })?;
+        if opts.db_name().is_none() {
+            return Err(invalid(
+                "name a database (mysql://host/db): distlock keeps its counter table there".into(),
+            ));
+        }
+        config.opts = opts;
+        Ok(config)
+    }
+
+    /// The URL with its password replaced by `***`.
+    pub fn redacted_url(&self) -> &str {
+        &self.display_url
+    }
+}
+
+/// Replaces the URL's password, if it appears, by `***`.
+fn scrub(text: String, url: &str) -> String {
+    let Some((_, rest)) = url.split_once("://") else {
+        return text;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return text;
+    };
+    match userinfo.split_once(':') {
+        Some((_, pw)) if pw.len() >= 3 => text.replace(pw, "***"),
+        _ => text,
+    }
+}
+
+/// A lock service on one MySQL or MariaDB database.
+#[derive(Clone)]
+pub struct MySqlBackend {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for MySqlBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MySqlBackend")
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+struct Shared {
+    config: MySqlConfig,
+    idle: StdMutex<Vec<MyConn>>,
+    returned: Notify,
+    permits: Arc<Semaphore>,
+}
+
+struct MyConn {
+    conn: Conn,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The DDL distlock runs on first use.
+pub const SETUP_SQL: &str = "CREATE TABLE IF NOT EXISTS distlock_tokens (\n\
+    \x20 lock_key VARBINARY(64) NOT NULL PRIMARY KEY,\n\
+    \x20 token BIGINT UNSIGNED NOT NULL\n\
+    ) ENGINE=InnoDB;\n\
+    CREATE TABLE IF NOT EXISTS distlock_holders (\n\
+    \x20 conn_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,\n\
+    \x20 lock_key VARBINARY(64) NOT NULL, name VARBINARY(1024) NOT NULL,\n\
+    \x20 mode VARCHAR(16) NOT NULL, permits INT NOT NULL, lim INT NOT NULL,\n\
+    \x20 owner CHAR(32) NOT NULL, host VARBINARY(255) NOT NULL, os_pid INT UNSIGNED NOT NULL,\n\
+    \x20 description VARBINARY(1024) NULL, since_ms BIGINT NOT NULL, ttl_ms BIGINT NOT NULL,\n\
+    \x20 token BIGINT UNSIGNED NULL,\n\
+    \x20 KEY distlock_holders_key (lock_key)\n\
+    ) ENGINE=InnoDB;";
+
+fn server_code(error: &mysql_async::Error) -> Option<u16> {
+    match error {
+        mysql_async::Error::Server(e) => Some(e.code),
+        _ => None,
+    }
+}
+
+/// The connection itself failed (rather than the server answering with an error).
+fn is_connection_failure(error: &mysql_async::Error) -> bool {
+    matches!(
+        error,
+        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
+    ) || matches!(server_code(error), Some(2006 | 2013 | 1053 | 1927))
+}
+
+impl Shared {
+    fn error(&self, kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error::new(
+            kind,
+            BACKEND,
+            scrub(message.into(), &self.config.display_url),
+        )
+    }
+
+    fn my_error(&self, what: &str, error: &mysql_async::Error) -> Error {
+        let kind = match server_code(error) {
+            // Access denied, unknown database, missing privileges: fix the configuration.
+            Some(1044 | 1045 | 1049 | 1142 | 1227 | 1698) => ErrorKind::Config,
+            Some(_) if is_connection_failure(error) => ErrorKind::Connection,
+            Some(_) => ErrorKind::Backend,
+            None => ErrorKind::Connection,
+        };
+        self.error(kind, format!("{what}: {error}"))
+    }
+
+    async fn open(&self, permit: OwnedSemaphorePermit) -> Result<MyConn> {
+        match Conn::new(self.config.opts.clone()).await {
+            Ok(conn) => Ok(MyConn {
+                conn,
+                _permit: permit,
+            }),
+            Err(e) => {
+                let what = format!("could not connect to {}", self.config.display_url);
+                let mut error = self.my_error(&what, &e);
+                if server_code(&e) == Some(1049) {
+                    error = self.error(
+                        ErrorKind::Config,
+                        format!("{what}: the database does not exist ({e})"),
+                    );
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn checkout(&self) -> Result<MyConn> {
+        loop {
+            let conn = self.idle.lock().unwrap().pop();
+            if let Some(conn) = conn {
+                return Ok(conn);
+            }
+            let permits = Arc::clone(&self.permits);
+            tokio::select! {
+                permit = permits.acquire_owned() => {
+                    return self.open(permit.expect("never closed")).await;
+                }
+                _ = self.returned.notified() => {}
+            }
+        }
+    }
+
+    fn checkin(&self, conn: MyConn) {
+        self.idle.lock().unwrap().push(conn);
+        self.returned.notify_one();
+    }
+
+    /// Creates distlock's tables unless they exist (one statement at a time: see [`run`]).
+    async fn ensure_tables(&self, conn: &mut MyConn) -> Result<()> {
+        let present = run(
+            &mut conn.conn,
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME IN ('distlock_tokens', 'distlock_holders')",
+        )
+        .await
+        .map_err(|e| self.my_error("checking distlock's tables", &e))?;
+        if present.first().and_then(|r| int(r, 0)) == Some(2) {
+            return Ok(());
+        }
+        for statement in SETUP_SQL.split(';').filter(|s| !s.trim().is_empty()) {
+            if let Err(e) = conn.conn.query_drop(statement).await {
+                return Err(self.error(
+                    ErrorKind::Config,
+                    format!(
+                        "distlock's tables do not exist and could not be created ({e}). Have an \
+                     administrator run, in the database of the URL:\n{SETUP_SQL}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a multi-statement text query and returns the rows of its last result set that has
+/// rows.
+///
+/// Every distlock statement ends with a `SELECT` that returns one row. When a statement in
+/// the middle fails, `mysql_async` may stop before reading the error (it then surfaces on the
+/// next query); a missing final row is therefore reported as a broken connection, which the
+/// caller closes.
+async fn run(conn: &mut Conn, sql: &str) -> std::result::Result<Vec<Row>, mysql_async::Error> {
+    let rows = query_rows(conn, sql).await?;
+    if rows.is_empty() {
+        return Err(mysql_async::Error::Driver(
+            mysql_async::DriverError::ConnectionClosed,
+        ));
+    }
+    Ok(rows)
+}
+
+/// Like [`run`], for a single statement that may return no rows.
+async fn query_rows(
+    conn: &mut Conn,
+    sql: &str,
+) -> std::result::Result<Vec<Row>, mysql_async::Error> {
+    let mut result = conn.query_iter(sql).await?;
+    let mut last = Vec::new();
+    while !result.is_empty() {
+        let rows: Vec<Row> = result.collect().await?;
+        if !rows.is_empty() {
+            last = rows;
+        }
+    }
+    drop(result);
+    Ok(last)
+}
+
+fn int(row: &Row, index: usize) -> Option<i64> {
+    match row.as_ref(index)? {
+        Value::Int(v) => Some(*v),
+        Value::UInt(v) => Some(*v as i64),
+        Value::Bytes(b) => std::str::from_utf8(b).ok()?.trim().parse().ok(),
+        Value::Double(v) => Some(*v as i64),
+        Value::Float(v) => Some(*v as i64),
+        _ => None,
+    }
+}
+
+fn text(row: &Row, index: usize) -> Option<String> {
+    match row.as_ref(index)? {
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::NULL => None,
+        other => Some(other.as_sql(true)),
+    }
+}
+
+fn millis(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn from_millis(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// `wait_timeout` for a TTL: whole seconds, rounded up, at least 1.
+fn wait_timeout_secs(ttl: Duration) -> u64 {
+    ttl.as_millis().div_ceil(1000).max(1) as u64
+}
+
+/// An acquisition in progress. Dropped midway, it kills the server-side wait with
+/// `KILL QUERY` from a side connection and closes its own connection.
+struct Attempt<'a> {
+    shared: &'a Arc<Shared>,
+    conn: Option<MyConn>,
+    waiting: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if !self.waiting {
+            return;
+        }
+        let id = conn.conn.id();
+        let shared = Arc::clone(self.shared);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                // Kill the wait first, then let the connection close (its disconnect reads
+                // the interrupted reply); the server frees whatever it still held.
+                if let Ok(mut side) = shared.checkout().await
+                    && side
+                        .conn
+                        .query_drop(format!("KILL QUERY {id}"))
+                        .await
+                        .is_ok()
+                {
+                    shared.checkin(side);
+                }
+                drop(conn);
+            });
+        }
+    }
+}
+
+impl Attempt<'_> {
+    fn conn(&mut self) -> &mut Conn {
+        &mut self.conn.as_mut().expect("connection present").conn
+    }
+
+    /// Frees every lock and row of this attempt and gives the connection back.
+    async fn clean_up_and_return(&mut self) {
+        self.waiting = false;
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let holders = if self.shared.config.holder_info {
+            "DELETE FROM distlock_holders WHERE conn_id = CONNECTION_ID();"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "DO RELEASE_ALL_LOCKS(); {holders} SET SESSION wait_timeout = @@global.wait_timeout"
+        );
+        if conn.conn.query_drop(sql).await.is_ok() {
+            self.shared.checkin(conn);
+        }
+    }
+}
+
+/// What the acquire statements record about the acquisition.
+struct Record<'a> {
+    request: &'a AcquireRequest,
+    /// The `GET_LOCK` name whose counter row gives the token.
+    token_key: String,
+    mode: &'static str,
+    permits: u32,
+    limit: u32,
+}
+
+impl MySqlBackend {
+    /// Parses `url`, opens one connection to check it and returns the backend.
+    ///
+    /// Errors: [`ErrorKind::InvalidUrl`] for a URL that does not parse, [`ErrorKind::Config`]
+    /// for a wrong password or an unknown database, [`ErrorKind::Connection`] when the server
+    /// cannot be reached. No error contains the password.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future closes the connection being opened.
+    pub async fn connect(url: &str) -> Result<MySqlBackend> {
+        Self::with_config(MySqlConfig::from_url(url)?).await
+    }
+
+    /// Builds the backend from a parsed configuration and opens one connection to check it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future closes the connection being opened.
+    pub async fn with_config(config: MySqlConfig) -> Result<MySqlBackend> {
+        let backend = MySqlBackend {
+            shared: Arc::new(Shared {
+                permits: Arc::new(Semaphore::new(config.max_connections)),
+                config,
+                idle: StdMutex::new(Vec::new()),
+                returned: Notify::new(),
+            }),
+        };
+        let mut conn = backend.shared.checkout().await?;
+        backend.shared.ensure_tables(&mut conn).await?;
+        backend.shared.checkin(conn);
+        Ok(backend)
+    }
+
+    /// The configuration (its `Debug` hides the password).
+    pub fn config(&self) -> &MySqlConfig {
+        &self.shared.config
+    }
+
+    /// The SQL of the grant: takes a token and records the holder when `cond` holds, and
+    /// records a waiter row when `record_waiter`. Ends with `SELECT @distlock_g, token`.
+    fn grant_sql(&self, record: &Record<'_>, cond: &str, record_waiter: bool) -> String {
+        let request = record.request;
+        let owner = &request.owner;
+        let ttl_ms = request.options.ttl.as_millis() as i64;
+        let token_key = hex_literal(record.token_key.as_bytes());
+        let mut sql = format!(
+            "SET SESSION wait_timeout = IF({cond}, {}, @@global.wait_timeout); \
+             START TRANSACTION; \
+             INSERT INTO distlock_tokens (lock_key, token) SELECT {token_key}, LAST_INSERT_ID(1) \
+             FROM DUAL WHERE {cond} ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1); ",
+            wait_timeout_secs(request.options.ttl),
+        );
+        if self.shared.config.holder_info {
+            let description = match &owner.description {
+                Some(d) => hex_literal(d.as_bytes()),
+                None => "NULL".to_owned(),
+            };
+            sql.push_str(&format!(
+                "INSERT INTO distlock_holders (conn_id, lock_key, name, mode, permits, lim, owner, \
+                 host, os_pid, description, since_ms, ttl_ms, token) \
+                 SELECT CONNECTION_ID(), {key}, {name}, '{mode}', {permits}, {limit}, '{owner}', \
+                 {host}, {pid}, {description}, \
+                 IF({cond}, ROUND(UNIX_TIMESTAMP(NOW(6)) * 1000), {since}), {ttl_ms}, \
+                 IF({cond}, LAST_INSERT_ID(), NULL) FROM DUAL WHERE {cond} OR {waiter} \
+                 ON DUPLICATE KEY UPDATE lock_key = VALUES(lock_key), name = VALUES(name), \
+                 mode = VALUES(mode), permits = VALUES(permits), lim = VALUES(lim), \
+                 owner = VALUES(owner), host = VALUES(host), os_pid = VALUES(os_pid), \
+                 description = VALUES(description), since_ms = VALUES(since_ms), \
+                 ttl_ms = VALUES(ttl_ms), token = VALUES(token); ",
+                key = hex_literal(lock_name(request.name.as_str()).as_bytes()),
+                name = hex_literal(request.name.as_str().as_bytes()),
+                mode = record.mode,
+                permits = record.permits,
+                limit = record.limit,
+                owner = owner.owner,
+                host = hex_literal(owner.host.as_bytes()),
+                pid = owner.pid,
+                since = millis(owner.since),
+                waiter = if record_waiter { "TRUE" } else { "FALSE" },
+            ));
+        }
+        sql.push_str(&format!(
+            "COMMIT; SELECT @distlock_g, IF({cond}, LAST_INSERT_ID(), NULL)"
+        ));
+        sql
+    }
+
+    async fn acquire_impl(
+        &self,
+        request: &AcquireRequest,
+        signal: LeaseSignal,
+    ) -> Result<Box<dyn HeldLock>> {
+        let started = Instant::now();
+        let shared = &self.shared;
+        let name = request.name.as_str();
+        let wait = request.options.wait;
+        let deadline = match wait {
+            Wait::Bounded(bound) => Some(started + bound),
+            _ => None,
+        };
+        let (keys, count, record) = match request.options.mode {
+            LockMode::Permits { count, limit } => (
+                slot_names(name, limit),
+                count as usize,
+                Record {
+                    request,
+                    token_key: lock_name(name),
+                    mode: "permits",
+                    permits: count,
+                    limit,
+                },
+            ),
+            _ => (
+                vec![lock_name(name)],
+                1,
+                Record {
+                    request,
+                    token_key: lock_name(name),
+                    mode: "exclusive",
+                    permits: 1,
+                    limit: 0,
+                },
+            ),
+        };
+        let mut attempt = Attempt {
+            shared,
+            conn: Some(shared.checkout().await?),
+            waiting: false,
+        };
+        let mut setup_done = false;
+        loop {
+            let outcome = if keys.len() == 1 {
+                self.mutex(&mut attempt, &record, &keys[0], deadline, wait)
+                    .await
+            } else {
+                self.semaphore(&mut attempt, &record, &keys, count, deadline, wait)
+                    .await
+            };
+            match outcome {
+                Ok(Some((token, granted_at, held))) => {
+                    let conn = attempt.conn.take().expect("connection present");
+                    return Ok(Box::new(MyHeld {
+                        shared: Arc::clone(shared),
+                        conn: tokio::sync::Mutex::new(Some(conn)),
+                        keys: held,
+                        token: FencingToken::new(token as u64),
+                        granted_at,
+                        _signal: signal,
+                    }));
+                }
+                Ok(None) => {
+                    attempt.clean_up_and_return().await;
+                    if wait == Wait::NoWait {
+                        return Err(shared.error(ErrorKind::WouldBlock, "held by another session"));
+                    }
+                    if let Some(deadline) = deadline {
+                        tokio::time::sleep_until(deadline.into()).await;
+                    }
+                    return Err(self.timeout(wait));
+                }
+                Err(_) if !setup_done => {
+                    // Perhaps distlock's tables were dropped since connect: close this
+                    // connection (its state is unknown; closing frees its locks), make sure
+                    // the tables exist and try once more.
+                    attempt.waiting = false;
+                    attempt.conn = None;
+                    let mut conn = shared.checkout().await?;
+                    shared.ensure_tables(&mut conn).await?;
+                    attempt.conn = Some(conn);
+                    setup_done = true;
+                }
+                Err(e) => {
+                    attempt.waiting = false;
+                    attempt.conn = None;
+                    return Err(shared.my_error("acquire", &e));
+                }
+            }
+        }
+    }
+
+    fn timeout(&self, wait: Wait) -> Error {
+        let message = match wait {
+            Wait::Bounded(bound) => {
+                format!("not acquired within {}", humantime::format_duration(bound))
+            }
+            _ => "not acquired".to_owned(),
+        };
+        self.shared.error(ErrorKind::Timeout, message)
+    }
+
+    /// One key: try, then (if allowed) wait in the server. `Ok(None)`: not acquired.
+    async fn mutex(
+        &self,
+        attempt: &mut Attempt<'_>,
+        record: &Record<'_>,
+        key: &str,
+        deadline: Option<Instant>,
+        wait: Wait,
+    ) -> std::result::Result<Option<(i64, Instant, Vec<String>)>, mysql_async::Error> {
+        let key_sql = hex_literal(key.as_bytes());
+        let cond = "@distlock_g = 1";
+        let grant = self.grant_sql(record, cond, wait != Wait::NoWait);
+        let sent = Instant::now();
+        let rows = run(
+            attempt.conn(),
+            &format!("SET @distlock_g = GET_LOCK({key_sql}, 0); {grant}"),
+        )
+        .await?;
+        if let Some(token) = rows.first().and_then(|r| int(r, 1)) {
+            return Ok(Some((token, sent, vec![key.to_owned()])));
+        }
+        if wait == Wait::NoWait {
+            return Ok(None);
+        }
+        let seconds = match deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                left.saturating_sub((left / 20).min(Duration::from_millis(25)))
+                    .as_secs_f64()
+            }
+            None => FOREVER_SECS,
+        };
+        let grant = self.grant_sql(record, cond, true);
+        attempt.waiting = true;
+        let sent = Instant::now();
+        let rows = run(
+            attempt.conn(),
+            &format!("SET @distlock_g = GET_LOCK({key_sql}, {seconds:.3}); {grant}"),
+        )
+        .await?;
+        attempt.waiting = false;
+        match rows.first().and_then(|r| int(r, 1)) {
+            Some(token) => {
+                let granted_at = self.fresh_grant(attempt, sent, record).await?;
+                Ok(Some((token, granted_at, vec![key.to_owned()])))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// After a long wait, the server's idle timer starts when the granting statement ends:
+    /// one ping gives a send time close to it.
+    async fn fresh_grant(
+        &self,
+        attempt: &mut Attempt<'_>,
+        sent: Instant,
+        record: &Record<'_>,
+    ) -> std::result::Result<Instant, mysql_async::Error> {
+        if sent.elapsed() < record.request.options.ttl / 10 {
+            return Ok(sent);
+        }
+        let ping = Instant::now();
+        attempt.conn().ping().await?;
+        Ok(ping)
+    }
+
+    /// N named slots: take `count` free ones; wait on a busy one when none is free.
+    async fn semaphore(
+        &self,
+        attempt: &mut Attempt<'_>,
+        record: &Record<'_>,
+        keys: &[String],
+        count: usize,
+        deadline: Option<Instant>,
+        wait: Wait,
+    ) -> std::result::Result<Option<(i64, Instant, Vec<String>)>, mysql_async::Error> {
+        let start = (rand::random::<u64>() % keys.len() as u64) as usize;
+        let mut held: Vec<String> = Vec::new();
+        loop {
+            for i in 0..keys.len() {
+                if held.len() == count {
+                    break;
+                }
+                let key = &keys[(start + i) % keys.len()];
+                if held.contains(key) {
+                    continue;
+                }
+                let rows = run(
+                    attempt.conn(),
+                    &format!("SELECT GET_LOCK({}, 0)", hex_literal(key.as_bytes())),
+                )
+                .await?;
+                if rows.first().and_then(|r| int(r, 0)) == Some(1) {
+                    held.push(key.clone());
+                }
+            }
+            let sent = Instant::now();
+            let cond = if held.len() == count { "TRUE" } else { "FALSE" };
+            let grant = self.grant_sql(record, cond, wait != Wait::NoWait);
+            let rows = run(attempt.conn(), &format!("SET @distlock_g = 1; {grant}")).await?;
+            if held.len() == count {
+                let token = rows.first().and_then(|r| int(r, 1)).unwrap_or(0);
+                return Ok(Some((token, sent, held)));
+            }
+            // Not enough: give the slots back and wait on one that is busy.
+            attempt.conn().query_drop("DO RELEASE_ALL_LOCKS()").await?;
+            held.clear();
+            if wait == Wait::NoWait {
+                return Ok(None);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            let slice = left.map_or(SLOT_WAIT_SLICE, |l| l.min(SLOT_WAIT_SLICE));
+            let key = &keys[(rand::random::<u64>() % keys.len() as u64) as usize];
+            attempt.waiting = true;
+            let rows = run(
+                attempt.conn(),
+                &format!(
+                    "SELECT GET_LOCK({}, {:.3})",
+                    hex_literal(key.as_bytes()),
+                    slice.as_secs_f64()
+                ),
+            )
+            .await?;
+            attempt.waiting = false;
+            if rows.first().and_then(|r| int(r, 0)) == Some(1) {
+                held.push(key.clone());
+            }
+        }
+    }
+}
+
+/// A granted lock: its connection, kept out of the pool until released.
+struct MyHeld {
+    shared: Arc<Shared>,
+    conn: tokio::sync::Mutex<Option<MyConn>>,
+    keys: Vec<String>,
+    token: FencingToken,
+    granted_at: Instant,
+    _signal: LeaseSignal,
+}
+
+impl MyHeld {
+    fn lost(&self, message: impl Into<String>) -> Error {
+        self.shared.error(ErrorKind::Lost, message)
+    }
+}
+
+impl HeldLock for MyHeld {
+    fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    /// The send time of the statement that granted the lock: the server's idle timer
+    /// (`wait_timeout`) starts when that statement ends, so no earlier.
+    fn granted_at(&self) -> Option<Instant> {
+        Some(self.granted_at)
+    }
+
+    fn renew(&self, _ttl: Duration) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut guard = self.conn.lock().await;
+            let Some(conn) = guard.as_mut() else {
+                return Err(self.lost("the lock was released"));
+            };
+            let checks: Vec<String> = self
+                .keys
+                .iter()
+                .map(|k| {
+                    format!(
+                        "COALESCE(IS_USED_LOCK({}) = CONNECTION_ID(), 0)",
+                        hex_literal(k.as_bytes())
+                    )
+                })
+                .collect();
+            let sql = format!("SELECT {}", checks.join(" + "));
+            match run(&mut conn.conn, &sql).await {
+                Ok(rows) => {
+                    if rows.first().and_then(|r| int(r, 0)) == Some(self.keys.len() as i64) {
+                        Ok(())
+                    } else {
+                        Err(self.lost("the connection no longer holds the lock"))
+                    }
+                }
+                Err(e) if is_connection_failure(&e) => {
+                    // The session cannot be resumed: its locks are gone or will be freed by
+                    // the server's wait_timeout.
+                    guard.take();
+                    Err(self.lost(format!("the MySQL connection holding the lock broke: {e}")))
+                }
+                Err(e) => Err(self.shared.my_error("renewal", &e)),
+            }
+        })
+    }
+
+    fn release(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let Some(mut conn) = self.conn.lock().await.take() else {
+                return Ok(());
+            };
+            let holders = if self.shared.config.holder_info {
+                "DELETE FROM distlock_holders WHERE conn_id = CONNECTION_ID(); "
+            } else {
+                ""
+            };
+            let sql = format!(
+                "SET @distlock_n = RELEASE_ALL_LOCKS(); {holders}\
+                 SET SESSION wait_timeout = @@global.wait_timeout; SELECT @distlock_n"
+            );
+            match run(&mut conn.conn, &sql).await {
+                Ok(rows) => {
+                    if rows.first().and_then(|r| int(r, 0)) == Some(self.keys.len() as i64) {
+                        self.shared.checkin(conn);
+                        Ok(())
+                    } else {
+                        Err(self.lost("the lock had been lost before the release"))
+                    }
+                }
+                Err(e) if is_connection_failure(&e) => Err(self.lost(format!(
+                    "the MySQL connection had broken before the release: {e}"
+                ))),
+                Err(e) => Err(self.shared.my_error("release", &e)),
+            }
+        })
+    }
+}
+
+impl Backend for MySqlBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::EXCLUSIVE_ONLY.with_semaphore()
+    }
+
+    fn acquire<'a>(
+        &'a self,
+        request: &'a AcquireRequest,
+        signal: LeaseSignal,
+    ) -> BoxFuture<'a, Result<Box<dyn HeldLock>>> {
+        Box::pin(self.acquire_impl(request, signal))
+    }
+
+    fn inspect<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<LockInfo>> {
+        Box::pin(async move {
+            let key = hex_literal(lock_name(name.as_str()).as_bytes());
+            let mut infos = self.query_infos(&format!("h.lock_key = {key}")).await?;
+            let mut info = infos
+                .pop()
+                .unwrap_or_else(|| LockInfo::new(name.as_str(), BACKEND));
+            self.add_foreign(&mut info).await?;
+            Ok(info)
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        Box::pin(async move {
+            let filter = if prefix.is_empty() {
+                "TRUE".to_owned()
+            } else {
+                format!(
+                    "LEFT(h.name, {}) = {}",
+                    prefix.len(),
+                    hex_literal(prefix.as_bytes())
+                )
+            };
+            self.query_infos(&filter).await
+        })
+    }
+
+    fn force_release<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(async move {
+            let mut conn = self.shared.checkout().await?;
+            let key = hex_literal(lock_name(name.as_str()).as_bytes());
+            let holders = if self.shared.config.holder_info {
+                format!(
+                    " UNION SELECT conn_id FROM distlock_holders WHERE lock_key = {key} \
+                     AND token IS NOT NULL"
+                )
+            } else {
+                String::new()
+            };
+            let sql = format!(
+                "SELECT DISTINCT id FROM (SELECT IS_USED_LOCK({key}) AS id{holders}) x \
+                 WHERE id IS NOT NULL AND id <> CONNECTION_ID()"
+            );
+            let rows = match query_rows(&mut conn.conn, &sql).await {
+                Ok(rows) => rows,
+                Err(e) if server_code(&e) == Some(1146) => query_rows(
+                    &mut conn.conn,
+                    &format!(
+                        "SELECT IS_USED_LOCK({key}) FROM DUAL WHERE IS_USED_LOCK({key}) IS NOT NULL"
+                    ),
+                )
+                .await
+                .map_err(|e| self.shared.my_error("force release", &e))?,
+                Err(e) => return Err(self.shared.my_error("force release", &e)),
+            };
+            let mut killed = 0;
+            for id in rows.iter().filter_map(|r| int(r, 0)) {
+                if conn
+                    .conn
+                    .query_drop(format!("KILL CONNECTION {id}"))
+                    .await
+                    .is_ok()
+                {
+                    killed += 1;
+                }
+            }
+            self.shared.checkin(conn);
+            Ok(killed)
+        })
+    }
+}
+
+impl MySqlBackend {
+    async fn query_infos(&self, filter: &str) -> Result<Vec<LockInfo>> {
+        if !self.shared.config.holder_info {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.shared.checkout().await?;
+        let sql = format!(
+            "SELECT h.conn_id, h.name, h.mode, h.permits, h.lim, h.owner, h.host, h.os_pid, \
+             h.description, h.since_ms, h.ttl_ms, h.token, p.COMMAND, p.TIME \
+             FROM distlock_holders h JOIN information_schema.PROCESSLIST p ON p.ID = h.conn_id \
+             WHERE {filter} ORDER BY h.name, h.since_ms"
+        );
+        let rows = match query_rows(&mut conn.conn, &sql).await {
+            Ok(rows) => rows,
+            Err(e) if server_code(&e) == Some(1146) => Vec::new(),
+            Err(e) => return Err(self.shared.my_error("inspect", &e)),
+        };
+        self.shared.checkin(conn);
+        let now = SystemTime::now();
+        let mut infos: Vec<LockInfo> = Vec::new();
+        for row in rows {
+            let (Some(name), Some(mode), Some(owner)) =
+                (text(&row, 1), text(&row, 2), text(&row, 5))
+            else {
+                continue;
+            };
+            let mut info_owner = OwnerInfo::current(
+                owner.parse().unwrap_or(OwnerId::from_u128(0)),
+                text(&row, 8),
+            );
+            info_owner.host = text(&row, 6).unwrap_or_default();
+            info_owner.pid = int(&row, 7).unwrap_or(0) as u32;
+            info_owner.since = from_millis(int(&row, 9).unwrap_or(0));
+            let mode = match mode.as_str() {
+                "permits" => LockMode::Permits {
+                    count: int(&row, 3).unwrap_or(1) as u32,
+                    limit: int(&row, 4).unwrap_or(1) as u32,
+                },
+                _ => LockMode::Exclusive,
+            };
+            let slot = match infos.last_mut() {
+                Some(last) if last.name == name => last,
+                _ => {
+                    infos.push(LockInfo::new(name, BACKEND));
+                    infos.last_mut().expect("pushed")
+                }
+            };
+            match int(&row, 11) {
+                Some(token) => {
+                    let ttl = Duration::from_millis(int(&row, 10).unwrap_or(0).max(0) as u64);
+                    let idle = Duration::from_secs(int(&row, 13).unwrap_or(0).max(0) as u64);
+                    let expires = (text(&row, 12).as_deref() == Some("Sleep"))
+                        .then(|| now + ttl.saturating_sub(idle));
+                    slot.holders.push(Holder::new(
+                        info_owner,
+                        mode,
+                        FencingToken::new(token as u64),
+                        expires,
+                    ));
+                }
+                None => slot.waiters.push(Waiter::new(info_owner, mode, 0)),
+            }
+        }
+        Ok(infos)
+    }
+
+    /// Adds a connection holding the name's `GET_LOCK` name without distlock (interop).
+    async fn add_foreign(&self, info: &mut LockInfo) -> Result<()> {
+        if info.holders.iter().any(|h| h.mode == LockMode::Exclusive) {
+            return Ok(());
+        }
+        let mut conn = self.shared.checkout().await?;
+        let key = hex_literal(lock_name(&info.name).as_bytes());
+        let sql = format!(
+            "SELECT p.ID, p.USER, p.HOST FROM information_schema.PROCESSLIST p \
+             WHERE p.ID = IS_USED_LOCK({key}) AND p.ID <> CONNECTION_ID()"
+        );
+        let rows = query_rows(&mut conn.conn, &sql)
+            .await
+            .map_err(|e| self.shared.my_error("inspect", &e))?;
+        self.shared.checkin(conn);
+        for row in rows {
+            let id = int(&row, 0).unwrap_or(0);
+            let user = text(&row, 1).unwrap_or_default();
+            let mut owner = OwnerInfo::current(
+                OwnerId::from_u128(0),
+                Some(format!(
+                    "MySQL connection {id} (user {user:?}) without distlock"
+                )),
+            );
+            owner.host = text(&row, 2).unwrap_or_default();
+            owner.pid = 0;
+            info.holders.push(Holder::new(
+                owner,
+                LockMode::Exclusive,
+                FencingToken::new(0),
+                None,
+            ));
+        }
+        Ok(())
+    }
+}

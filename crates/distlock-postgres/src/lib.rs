@@ -1,0 +1,1147 @@
+//! distlock backend on PostgreSQL **session advisory locks**.
+//!
+//! - Each held (or waiting) lock has a session of its own, taken from a small pool; a released
+//!   session goes back to the pool only once its locks are verifiably gone.
+//! - Exclusive locks use `pg_advisory_lock`, shared ones `pg_advisory_lock_shared`,
+//!   semaphores a set of slot keys. Keys: see [`lock_key`] and [`slot_keys`].
+//! - Fencing tokens come from a sequence (`distlock_token_seq`), durable across restarts and
+//!   crashes; the sequence and an unlogged holder table are created on first use.
+//! - The lease is enforced by the server: the holder session sets `idle_session_timeout` (and
+//!   TCP keepalives / `tcp_user_timeout`) to the TTL and is pinged every TTL/3, so a paused or
+//!   partitioned holder is cut off by PostgreSQL and its locks freed. A closed session is seen
+//!   at once (the connection task ends) and makes the lease `Lost`.
+//! - Waiting happens in the server (`pg_advisory_lock` with `lock_timeout`); a dropped
+//!   `acquire()` sends a cancel request and closes its session.
+//!
+//! See `docs/postgres.md` for the full contract.
+//!
+//! ```no_run
+//! # async fn demo() -> distlock_core::Result<()> {
+//! let locks = distlock_postgres::connect("postgres://app@db/app").await?;
+//! let lease = locks.mutex("orders/42").acquire().await?;
+//! lease.release().await?;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod key;
+mod sql;
+
+use std::fmt;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use distlock_core::{
+    Backend, BoxFuture, Capabilities, Error, ErrorKind, FencingToken, HeldLock, Holder,
+    LeaseSignal, LockInfo, LockMode, LockName, Locks, OwnerId, OwnerInfo, Result, Wait, Waiter,
+};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls};
+
+pub use config::PostgresConfig;
+pub use key::{lock_key, slot_keys, split_key};
+
+use sql::Statements;
+
+/// The backend's name in errors and metrics.
+pub const BACKEND: &str = "postgres";
+
+/// How long a semaphore waiter blocks on one busy slot before trying the others again.
+const SLOT_WAIT_SLICE: Duration = Duration::from_millis(250);
+
+/// Connects to the server at `url` (`postgres://` or `postgresql://`) and returns a lock
+/// client. One session is opened to check the URL and credentials.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping the future closes the session being opened.
+pub async fn connect(url: &str) -> Result<Locks> {
+    PostgresBackend::connect(url).await.map(Locks::new)
+}
+
+/// A lock service on one PostgreSQL database.
+#[derive(Clone)]
+pub struct PostgresBackend {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for PostgresBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresBackend")
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+enum Tls {
+    None,
+    #[cfg(feature = "tls")]
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+struct Shared {
+    config: PostgresConfig,
+    tls: Tls,
+    sql: Statements,
+    idle: StdMutex<Vec<PgConn>>,
+    returned: Notify,
+    permits: Arc<Semaphore>,
+}
+
+/// Who to tell when a session ends: the lease that holds locks on it, if any.
+#[derive(Default)]
+struct ConnWatch {
+    signal: StdMutex<Option<LeaseSignal>>,
+}
+
+/// One session and the task driving its connection.
+struct PgConn {
+    client: Client,
+    task: JoinHandle<()>,
+    watch: Arc<ConnWatch>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // Nobody is told about a session we close on purpose.
+        self.watch.signal.lock().unwrap().take();
+        // Close the socket now: the server frees every lock of the session when it sees EOF.
+        self.task.abort();
+    }
+}
+
+impl PostgresBackend {
+    /// Parses `url`, opens one session to check it and returns the backend.
+    ///
+    /// Errors: [`ErrorKind::InvalidUrl`] for a URL that does not parse, [`ErrorKind::Config`]
+    /// for a wrong password, an unknown role or database, [`ErrorKind::Connection`] when the
+    /// server cannot be reached. No error contains the password.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future closes the session being opened.
+    pub async fn connect(url: &str) -> Result<PostgresBackend> {
+        let config = PostgresConfig::from_url(url)?;
+        Self::with_config(config).await
+    }
+
+    /// Builds the backend from a parsed configuration and opens one session to check it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future closes the session being opened.
+    pub async fn with_config(mut config: PostgresConfig) -> Result<PostgresBackend> {
+        let check_ms = config.client_check.as_millis().max(1);
+        let options = format!(
+            "{} -c client_connection_check_interval={check_ms}",
+            config.pg.get_options().unwrap_or("")
+        );
+        config.pg.options(options.trim_start());
+        let tls = make_tls(&config)?;
+        let sql = Statements::new(&config);
+        let backend = PostgresBackend {
+            shared: Arc::new(Shared {
+                permits: Arc::new(Semaphore::new(config.max_connections)),
+                config,
+                tls,
+                sql,
+                idle: StdMutex::new(Vec::new()),
+                returned: Notify::new(),
+            }),
+        };
+        let conn = backend.shared.checkout().await?;
+        backend.shared.checkin(conn);
+        Ok(backend)
+    }
+
+    /// The configuration (its `Debug` hides the password).
+    pub fn config(&self) -> &PostgresConfig {
+        &self.shared.config
+    }
+
+    /// The SQL that creates distlock's sequence and holder table, for a DBA to run where the
+    /// connecting role may not create objects.
+    pub fn setup_sql(&self) -> &str {
+        &self.shared.sql.setup
+    }
+}
+
+fn make_tls(config: &PostgresConfig) -> Result<Tls> {
+    use tokio_postgres::config::SslMode;
+    let wants_tls = config.pg.get_ssl_mode() == SslMode::Require;
+    #[cfg(feature = "tls")]
+    {
+        if config.pg.get_ssl_mode() == SslMode::Disable {
+            return Ok(Tls::None);
+        }
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(path) = &config.ssl_root_cert {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    BACKEND,
+                    format!("sslrootcert {path:?}: {e}"),
+                )
+            })?;
+            for cert in certs {
+                let cert = cert.map_err(|e| {
+                    Error::new(
+                        ErrorKind::Config,
+                        BACKEND,
+                        format!("sslrootcert {path:?}: {e}"),
+                    )
+                })?;
+                roots.add(cert).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Config,
+                        BACKEND,
+                        format!("sslrootcert {path:?}: {e}"),
+                    )
+                })?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::new(ErrorKind::Config, BACKEND, format!("TLS setup: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let _ = wants_tls;
+        Ok(Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(
+            client,
+        )))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        if wants_tls || config.ssl_root_cert.is_some() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                BACKEND,
+                format!(
+                    "{}: sslmode=require needs distlock-postgres built with its `tls` feature \
+                     (distlock: `postgres-tls`)",
+                    config.redacted_url()
+                ),
+            ));
+        }
+        Ok(Tls::None)
+    }
+}
+
+/// Describes a driver error without the password: the server's message and SQLSTATE.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        None => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+fn sqlstate(error: &tokio_postgres::Error) -> Option<&str> {
+    error.code().map(|c| c.code())
+}
+
+impl Shared {
+    /// Removes any occurrence of the password from a message (belt and braces: the driver's
+    /// messages do not contain it).
+    fn scrub(&self, text: String) -> String {
+        match self.config.pg.get_password() {
+            Some(pw) if pw.len() >= 3 => {
+                let pw = String::from_utf8_lossy(pw);
+                text.replace(pw.as_ref(), "***")
+            }
+            _ => text,
+        }
+    }
+
+    fn error(&self, kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error::new(kind, BACKEND, self.scrub(message.into()))
+    }
+
+    /// Maps a driver error during `what`.
+    fn pg_error(&self, what: &str, error: &tokio_postgres::Error) -> Error {
+        let kind = match sqlstate(error) {
+            Some(code) if code.starts_with("28") || code == "3D000" => ErrorKind::Config,
+            Some(code) if code.starts_with("08") || code.starts_with("57P") => {
+                ErrorKind::Connection
+            }
+            Some("42501") => ErrorKind::Config,
+            Some(_) => ErrorKind::Backend,
+            None => ErrorKind::Connection,
+        };
+        self.error(kind, format!("{what}: {}", describe(error)))
+    }
+
+    async fn open(&self, permit: OwnedSemaphorePermit) -> Result<PgConn> {
+        let watch = Arc::new(ConnWatch::default());
+        let connecting = |e: tokio_postgres::Error| {
+            let mut error = self.pg_error(
+                &format!("could not connect to {}", self.config.redacted_url()),
+                &e,
+            );
+            if sqlstate(&e) == Some("3D000") {
+                error = self.error(
+                    ErrorKind::Config,
+                    format!(
+                        "could not connect to {}: the database does not exist ({})",
+                        self.config.redacted_url(),
+                        describe(&e)
+                    ),
+                );
+            }
+            error
+        };
+        let (client, task) = match &self.tls {
+            Tls::None => {
+                let (client, connection) =
+                    self.config.pg.connect(NoTls).await.map_err(connecting)?;
+                (client, spawn_connection(connection, Arc::clone(&watch)))
+            }
+            #[cfg(feature = "tls")]
+            Tls::Rustls(tls) => {
+                let (client, connection) = self
+                    .config
+                    .pg
+                    .connect(tls.clone())
+                    .await
+                    .map_err(connecting)?;
+                (client, spawn_connection(connection, Arc::clone(&watch)))
+            }
+        };
+        Ok(PgConn {
+            client,
+            task,
+            watch,
+            _permit: permit,
+        })
+    }
+
+    /// A session from the pool, or a new one (waiting while `max_connections` are in use).
+    async fn checkout(&self) -> Result<PgConn> {
+        loop {
+            loop {
+                let conn = self.idle.lock().unwrap().pop();
+                match conn {
+                    Some(conn) if !conn.client.is_closed() => return Ok(conn),
+                    Some(_closed) => continue,
+                    None => break,
+                }
+            }
+            let permits = Arc::clone(&self.permits);
+            tokio::select! {
+                permit = permits.acquire_owned() => {
+                    return self.open(permit.expect("never closed")).await;
+                }
+                _ = self.returned.notified() => {}
+            }
+        }
+    }
+
+    /// Returns a session whose locks are all released to the pool.
+    fn checkin(&self, conn: PgConn) {
+        conn.watch.signal.lock().unwrap().take();
+        if conn.client.is_closed() {
+            return;
+        }
+        self.idle.lock().unwrap().push(conn);
+        self.returned.notify_one();
+    }
+
+    /// Creates the sequence and the holder table, serialised by a transaction-level advisory
+    /// lock so concurrent first users do not race.
+    async fn setup(&self) -> Result<()> {
+        let conn = self.checkout().await?;
+        let script = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(7160243914190931968); {} COMMIT;",
+            self.sql.setup
+        );
+        match conn.client.batch_execute(&script).await {
+            Ok(()) => {
+                self.checkin(conn);
+                Ok(())
+            }
+            Err(e) => Err(self.error(
+                ErrorKind::Config,
+                format!(
+                    "distlock's token sequence and holder table do not exist and could not be \
+                     created ({}). Have an administrator run:\n{}\nor set distlock_schema= to a \
+                     schema this role may create objects in",
+                    describe(&e),
+                    self.sql.setup
+                ),
+            )),
+        }
+    }
+}
+
+fn spawn_connection<F>(connection: F, watch: Arc<ConnWatch>) -> JoinHandle<()>
+where
+    F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>
+        + Send
+        + 'static,
+{
+    tokio::spawn(async move {
+        let outcome = connection.await;
+        let signal = watch.signal.lock().unwrap().take();
+        if let Some(signal) = signal {
+            let why = match outcome {
+                Ok(()) => "the PostgreSQL session was closed".to_owned(),
+                Err(e) => format!("the PostgreSQL session ended: {}", describe(&e)),
+            };
+            signal.lost(why);
+        }
+    })
+}
+
+/// What one acquisition asks the server for.
+struct Spec {
+    /// Candidate keys (one for exclusive/shared; the slots for a semaphore).
+    keys: Vec<i64>,
+    /// How many of them to take.
+    count: usize,
+    shared: bool,
+    mode: &'static str,
+    permits: i32,
+    limit: i32,
+}
+
+impl Spec {
+    fn new(name: &str, mode: LockMode) -> Spec {
+        match mode {
+            LockMode::Shared => Spec {
+                keys: vec![lock_key(name)],
+                count: 1,
+                shared: true,
+                mode: "shared",
+                permits: 1,
+                limit: 0,
+            },
+            LockMode::Permits { count, limit } => Spec {
+                keys: slot_keys(name, limit),
+                count: count as usize,
+                shared: false,
+                mode: "permits",
+                permits: count as i32,
+                limit: limit as i32,
+            },
+            _ => Spec {
+                keys: vec![lock_key(name)],
+                count: 1,
+                shared: false,
+                mode: "exclusive",
+                permits: 1,
+                limit: 0,
+            },
+        }
+    }
+}
+
+/// An acquisition in progress: owns its session until it is granted or given back. Dropped
+/// midway (the caller's future was cancelled), it cancels the server-side wait and closes the
+/// session, so nothing stays held or queued.
+struct Attempt<'a> {
+    shared: &'a Shared,
+    conn: Option<PgConn>,
+    waiting: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if self.waiting {
+            let token = conn.client.cancel_token();
+            let tls = self.shared.tls.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = match tls {
+                        Tls::None => token.cancel_query(NoTls).await,
+                        #[cfg(feature = "tls")]
+                        Tls::Rustls(tls) => token.cancel_query(tls).await,
+                    };
+                });
+            }
+        }
+        drop(conn);
+    }
+}
+
+impl Attempt<'_> {
+    fn conn(&self) -> &PgConn {
+        self.conn.as_ref().expect("session present")
+    }
+
+    /// Gives the session back to the pool after removing every lock and row of this attempt.
+    async fn clean_up_and_return(&mut self) {
+        self.waiting = false;
+        let Some(conn) = self.conn.take() else { return };
+        if conn
+            .client
+            .query_typed(&self.shared.sql.cleanup, &[])
+            .await
+            .is_ok()
+        {
+            self.shared.checkin(conn);
+        }
+    }
+}
+
+type Row = (Vec<i64>, Option<i64>);
+
+impl PostgresBackend {
+    async fn acquire_impl(
+        &self,
+        request: &distlock_core::AcquireRequest,
+        signal: LeaseSignal,
+    ) -> Result<Box<dyn HeldLock>> {
+        let started = Instant::now();
+        let shared = &*self.shared;
+        let name = request.name.as_str();
+        let spec = Spec::new(name, request.options.mode);
+        let ttl = request.options.ttl;
+        let wait = request.options.wait;
+        let deadline = match wait {
+            Wait::Bounded(bound) => Some(started + bound),
+            _ => None,
+        };
+        let mut setup_done = false;
+        let mut attempt = Attempt {
+            shared,
+            conn: Some(shared.checkout().await?),
+            waiting: false,
+        };
+        // 1. Try without waiting: grants, takes a token and records the holder in one trip.
+        let sent = Instant::now();
+        let (mut held, token) = loop {
+            match self
+                .try_keys(&attempt, request, &spec.keys, spec.count, &[], &spec, wait)
+                .await
+            {
+                Ok(row) => break row,
+                Err(e) if sqlstate(&e) == Some("42P01") && !setup_done => {
+                    // The session may have taken nothing (the statement failed at parse
+                    // time), but close it anyway to be sure.
+                    attempt.conn = None;
+                    shared.setup().await?;
+                    setup_done = true;
+                    attempt.conn = Some(shared.checkout().await?);
+                }
+                Err(e) => {
+                    attempt.conn = None;
+                    return Err(shared.pg_error("acquire", &e));
+                }
+            }
+        };
+        if let Some(token) = token {
+            return Ok(self.granted(attempt, &spec, held, token, sent, signal));
+        }
+        if wait == Wait::NoWait {
+            if held.is_empty() {
+                let conn = attempt.conn.take().expect("session present");
+                shared.checkin(conn);
+            } else {
+                attempt.clean_up_and_return().await;
+            }
+            return Err(shared.error(ErrorKind::WouldBlock, "held by another session"));
+        }
+        // 2. Wait in the server.
+        loop {
+            if !held.is_empty() {
+                // A semaphore that got only some of its slots: give them back before waiting.
+                self.unlock_all(&mut attempt).await?;
+                held.clear();
+            }
+            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if remaining == Some(Duration::ZERO) {
+                attempt.clean_up_and_return().await;
+                return Err(self.timeout(wait));
+            }
+            let (key, slice, finish) = if spec.keys.len() == 1 {
+                // Leave the client-side bound a little room to see the server's answer.
+                let lock_timeout = remaining.map(|r| r.saturating_sub((r / 20).min(ms(25))));
+                (spec.keys[0], lock_timeout, true)
+            } else {
+                let busy = spec.keys[rand_index(spec.keys.len())];
+                let slice = remaining.map_or(SLOT_WAIT_SLICE, |r| r.min(SLOT_WAIT_SLICE));
+                (busy, Some(slice), false)
+            };
+            let timeout_ms = slice.map_or(0, |s| s.as_millis().max(1) as i64);
+            attempt.waiting = true;
+            let sent = Instant::now();
+            let outcome = self
+                .wait_key(&attempt, request, &spec, key, timeout_ms, finish)
+                .await;
+            attempt.waiting = false;
+            match outcome {
+                Ok((got, Some(token))) => {
+                    let granted_at = self.fresh_grant(&attempt, sent, ttl).await?;
+                    return Ok(self.granted(attempt, &spec, got, token, granted_at, signal));
+                }
+                Ok((got, None)) => {
+                    // A semaphore slot: take the remaining permits from the other slots.
+                    let others: Vec<i64> =
+                        spec.keys.iter().copied().filter(|k| *k != key).collect();
+                    let sent = Instant::now();
+                    match self
+                        .try_keys(
+                            &attempt,
+                            request,
+                            &others,
+                            spec.count - 1,
+                            &got,
+                            &spec,
+                            wait,
+                        )
+                        .await
+                    {
+                        Ok((all, Some(token))) => {
+                            let granted_at = self.fresh_grant(&attempt, sent, ttl).await?;
+                            return Ok(self.granted(attempt, &spec, all, token, granted_at, signal));
+                        }
+                        Ok((partial, None)) => held = partial,
+                        Err(e) => {
+                            attempt.conn = None;
+                            return Err(shared.pg_error("acquire", &e));
+                        }
+                    }
+                }
+                Err(e) if matches!(sqlstate(&e), Some("55P03") | Some("57014")) => {
+                    // lock_timeout fired (or the wait was cancelled). The lock may have been
+                    // granted just as the timeout fired: a session lock survives the error,
+                    // so release whatever this session holds before it is reused.
+                    if spec.keys.len() == 1 {
+                        attempt.clean_up_and_return().await;
+                        if let Some(deadline) = deadline {
+                            tokio::time::sleep_until(deadline.into()).await;
+                        }
+                        return Err(self.timeout(wait));
+                    }
+                    self.unlock_all(&mut attempt).await?;
+                }
+                Err(e) => {
+                    attempt.conn = None;
+                    return Err(shared.pg_error("acquire", &e));
+                }
+            }
+        }
+    }
+
+    fn timeout(&self, wait: Wait) -> Error {
+        let message = match wait {
+            Wait::Bounded(bound) => {
+                format!("not acquired within {}", humantime::format_duration(bound))
+            }
+            _ => "not acquired".to_owned(),
+        };
+        self.shared.error(ErrorKind::Timeout, message)
+    }
+
+    async fn unlock_all(&self, attempt: &mut Attempt<'_>) -> Result<()> {
+        let result = attempt
+            .conn()
+            .client
+            .query_typed(&self.shared.sql.cleanup, &[])
+            .await;
+        result.map(|_| ()).map_err(|e| {
+            attempt.conn = None;
+            self.shared.pg_error("acquire", &e)
+        })
+    }
+
+    /// After a wait, the session's idle timer (the server-side lease) starts when the granting
+    /// statement ends, which may be long after it was sent. If the wait was long, one ping
+    /// gives a send time close to the timer's start.
+    async fn fresh_grant(
+        &self,
+        attempt: &Attempt<'_>,
+        sent: Instant,
+        ttl: Duration,
+    ) -> Result<Instant> {
+        if sent.elapsed() < ttl / 10 {
+            return Ok(sent);
+        }
+        let ping = Instant::now();
+        attempt
+            .conn()
+            .client
+            .simple_query("")
+            .await
+            .map_err(|e| self.shared.pg_error("acquire", &e))?;
+        Ok(ping)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn try_keys(
+        &self,
+        attempt: &Attempt<'_>,
+        request: &distlock_core::AcquireRequest,
+        candidates: &[i64],
+        count: usize,
+        held: &[i64],
+        spec: &Spec,
+        wait: Wait,
+    ) -> std::result::Result<Row, tokio_postgres::Error> {
+        let sql = if spec.shared {
+            &self.shared.sql.try_shared
+        } else {
+            &self.shared.sql.try_exclusive
+        };
+        let count = count as i32;
+        let record_waiter = wait != Wait::NoWait;
+        self.run_acquire(
+            attempt,
+            sql,
+            request,
+            spec,
+            [&candidates, &count, &held],
+            [Type::INT8_ARRAY, Type::INT4, Type::INT8_ARRAY],
+            record_waiter,
+        )
+        .await
+    }
+
+    async fn wait_key(
+        &self,
+        attempt: &Attempt<'_>,
+        request: &distlock_core::AcquireRequest,
+        spec: &Spec,
+        key: i64,
+        lock_timeout_ms: i64,
+        finish: bool,
+    ) -> std::result::Result<Row, tokio_postgres::Error> {
+        let sql = if spec.shared {
+            &self.shared.sql.wait_shared
+        } else {
+            &self.shared.sql.wait_exclusive
+        };
+        self.run_acquire(
+            attempt,
+            sql,
+            request,
+            spec,
+            [&key, &lock_timeout_ms, &finish],
+            [Type::INT8, Type::INT8, Type::BOOL],
+            true,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_acquire(
+        &self,
+        attempt: &Attempt<'_>,
+        sql: &str,
+        request: &distlock_core::AcquireRequest,
+        spec: &Spec,
+        first: [&(dyn tokio_postgres::types::ToSql + Sync); 3],
+        first_types: [Type; 3],
+        record_waiter: bool,
+    ) -> std::result::Result<Row, tokio_postgres::Error> {
+        let owner = &request.owner;
+        let owner_id = owner.owner.to_string();
+        let os_pid = owner.pid as i32;
+        let since = millis(owner.since);
+        let ttl = request.options.ttl.as_millis() as i64;
+        let name = request.name.as_str();
+        let [t1, t2, t3] = first_types;
+        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 14] = [
+            (first[0], t1),
+            (first[1], t2),
+            (first[2], t3),
+            (&name, Type::TEXT),
+            (&spec.mode, Type::TEXT),
+            (&spec.permits, Type::INT4),
+            (&spec.limit, Type::INT4),
+            (&owner_id, Type::TEXT),
+            (&owner.host, Type::TEXT),
+            (&os_pid, Type::INT4),
+            (&owner.description, Type::TEXT),
+            (&since, Type::INT8),
+            (&ttl, Type::INT8),
+            (&record_waiter, Type::BOOL),
+        ];
+        let row = attempt.conn().client.query_typed_one(sql, &params).await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    fn granted(
+        &self,
+        mut attempt: Attempt<'_>,
+        spec: &Spec,
+        keys: Vec<i64>,
+        token: i64,
+        granted_at: Instant,
+        signal: LeaseSignal,
+    ) -> Box<dyn HeldLock> {
+        let conn = attempt.conn.take().expect("session present");
+        *conn.watch.signal.lock().unwrap() = Some(signal.clone());
+        if conn.client.is_closed() {
+            signal.lost("the PostgreSQL session closed as the lock was granted");
+        }
+        Box::new(PgHeld {
+            shared: Arc::clone(&self.shared),
+            conn: tokio::sync::Mutex::new(Some(conn)),
+            keys,
+            shared_mode: spec.shared,
+            token: FencingToken::new(token as u64),
+            granted_at,
+        })
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn millis(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn rand_index(len: usize) -> usize {
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher;
+    (RandomState::new().hash_one(Instant::now()) % len as u64) as usize
+}
+
+/// A granted lock: its session, kept out of the pool until released.
+struct PgHeld {
+    shared: Arc<Shared>,
+    conn: tokio::sync::Mutex<Option<PgConn>>,
+    /// The keys held (several for a semaphore).
+    keys: Vec<i64>,
+    shared_mode: bool,
+    token: FencingToken,
+    granted_at: Instant,
+}
+
+impl PgHeld {
+    fn lost(&self, message: impl Into<String>) -> Error {
+        self.shared.error(ErrorKind::Lost, message)
+    }
+}
+
+impl HeldLock for PgHeld {
+    fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    /// The send time of the statement that granted the lock: the server's idle timer, which
+    /// is the lease, starts when that statement ends, so no earlier.
+    fn granted_at(&self) -> Option<Instant> {
+        Some(self.granted_at)
+    }
+
+    fn renew(&self, _ttl: Duration) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let guard = self.conn.lock().await;
+            let Some(conn) = guard.as_ref() else {
+                return Err(self.lost("the lock was released"));
+            };
+            if conn.client.is_closed() {
+                return Err(self.lost("the PostgreSQL session holding the lock has ended"));
+            }
+            match conn
+                .client
+                .query_typed_one(&self.shared.sql.renew, &[(&self.keys, Type::INT8_ARRAY)])
+                .await
+            {
+                Ok(row) => {
+                    let count: i64 = row.try_get(0).unwrap_or(0);
+                    if count == self.keys.len() as i64 {
+                        Ok(())
+                    } else {
+                        Err(self.lost("the session no longer holds the advisory lock"))
+                    }
+                }
+                Err(e) if e.is_closed() || conn.client.is_closed() => {
+                    Err(self.lost(format!("the PostgreSQL session ended: {}", describe(&e))))
+                }
+                Err(e) => Err(self.shared.pg_error("renewal", &e)),
+            }
+        })
+    }
+
+    fn release(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let Some(conn) = self.conn.lock().await.take() else {
+                return Ok(());
+            };
+            let sql = if self.shared_mode {
+                &self.shared.sql.release_shared
+            } else {
+                &self.shared.sql.release_exclusive
+            };
+            let keys = &self.keys;
+            match conn
+                .client
+                .query_typed_one(sql, &[(&keys, Type::INT8_ARRAY)])
+                .await
+            {
+                Ok(row) => {
+                    let released: i64 = row.try_get(0).unwrap_or(-1);
+                    if released == keys.len() as i64 {
+                        self.shared.checkin(conn);
+                    }
+                    // Otherwise the session lost its lock somehow: close it (drop) for safety.
+                    Ok(())
+                }
+                Err(e) if e.is_closed() => {
+                    Err(self.lost("the PostgreSQL session had ended before the release".to_owned()))
+                }
+                Err(e) => Err(self.shared.pg_error("release", &e)),
+            }
+        })
+    }
+}
+
+impl Backend for PostgresBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::EXCLUSIVE_ONLY.with_shared().with_semaphore()
+    }
+
+    fn acquire<'a>(
+        &'a self,
+        request: &'a distlock_core::AcquireRequest,
+        signal: LeaseSignal,
+    ) -> BoxFuture<'a, Result<Box<dyn HeldLock>>> {
+        Box::pin(self.acquire_impl(request, signal))
+    }
+
+    fn inspect<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<LockInfo>> {
+        Box::pin(async move {
+            let mut infos = self
+                .query_infos(&self.shared.sql.inspect, name.as_str())
+                .await?;
+            let mut info = infos
+                .pop()
+                .unwrap_or_else(|| LockInfo::new(name.as_str(), BACKEND));
+            self.add_foreign(&mut info).await?;
+            Ok(info)
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        Box::pin(async move { self.query_infos(&self.shared.sql.list, prefix).await })
+    }
+
+    fn force_release<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(async move {
+            let conn = self.shared.checkout().await?;
+            let key = lock_key(name.as_str());
+            let text = name.as_str();
+            let result = conn
+                .client
+                .query_typed_one(
+                    &self.shared.sql.force_release,
+                    &[(&key, Type::INT8), (&text, Type::TEXT)],
+                )
+                .await;
+            match result {
+                Ok(row) => {
+                    self.shared.checkin(conn);
+                    Ok(row.try_get::<_, i64>(0).unwrap_or(0) as usize)
+                }
+                Err(e) => Err(self.shared.pg_error("force release", &e)),
+            }
+        })
+    }
+}
+
+impl PostgresBackend {
+    async fn query_infos(&self, sql: &str, arg: &str) -> Result<Vec<LockInfo>> {
+        if !self.shared.config.holder_info {
+            return Ok(Vec::new());
+        }
+        let conn = self.shared.checkout().await?;
+        let rows = match conn.client.query_typed(sql, &[(&arg, Type::TEXT)]).await {
+            Ok(rows) => {
+                self.shared.checkin(conn);
+                rows
+            }
+            Err(e) if sqlstate(&e) == Some("42P01") => {
+                // Nothing was ever acquired through distlock on this database.
+                self.shared.checkin(conn);
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(self.shared.pg_error("inspect", &e)),
+        };
+        let mut infos: Vec<LockInfo> = Vec::new();
+        for row in rows {
+            let parsed = (|| -> std::result::Result<_, tokio_postgres::Error> {
+                let name: String = row.try_get(1)?;
+                let mode: String = row.try_get(2)?;
+                let permits: i32 = row.try_get(3)?;
+                let limit: i32 = row.try_get(4)?;
+                let owner: String = row.try_get(5)?;
+                let host: String = row.try_get(6)?;
+                let os_pid: i32 = row.try_get(7)?;
+                let description: Option<String> = row.try_get(8)?;
+                let since: i64 = row.try_get(9)?;
+                let ttl: i64 = row.try_get(10)?;
+                let token: Option<i64> = row.try_get(11)?;
+                let granted: Option<bool> = row.try_get(12)?;
+                let waiting: Option<bool> = row.try_get(13)?;
+                let idle_since: Option<i64> = row.try_get(14)?;
+                let state: Option<String> = row.try_get(15)?;
+                Ok((
+                    name,
+                    mode,
+                    permits,
+                    limit,
+                    owner,
+                    host,
+                    os_pid,
+                    description,
+                    since,
+                    ttl,
+                    token,
+                    granted.unwrap_or(false),
+                    waiting.unwrap_or(false),
+                    idle_since,
+                    state,
+                ))
+            })();
+            let Ok((
+                name,
+                mode,
+                permits,
+                limit,
+                owner,
+                host,
+                os_pid,
+                description,
+                since,
+                ttl,
+                token,
+                granted,
+                waiting,
+                idle_since,
+                state,
+            )) = parsed
+            else {
+                continue;
+            };
+            let mut info_owner =
+                OwnerInfo::current(owner.parse().unwrap_or(OwnerId::from_u128(0)), description);
+            info_owner.host = host;
+            info_owner.pid = os_pid as u32;
+            info_owner.since = from_millis(since);
+            let mode = match mode.as_str() {
+                "shared" => LockMode::Shared,
+                "permits" => LockMode::Permits {
+                    count: permits as u32,
+                    limit: limit as u32,
+                },
+                _ => LockMode::Exclusive,
+            };
+            let slot = match infos.last_mut() {
+                Some(last) if last.name == name => last,
+                _ => {
+                    infos.push(LockInfo::new(name, BACKEND));
+                    infos.last_mut().expect("pushed")
+                }
+            };
+            match token {
+                Some(token) if granted => {
+                    let expires = match (state.as_deref(), idle_since) {
+                        (Some("idle"), Some(idle)) => Some(from_millis(idle + ttl)),
+                        _ => None,
+                    };
+                    slot.holders.push(Holder::new(
+                        info_owner,
+                        mode,
+                        FencingToken::new(token as u64),
+                        expires,
+                    ));
+                }
+                None if waiting => slot.waiters.push(Waiter::new(info_owner, mode, 0)),
+                _ => {}
+            }
+        }
+        infos.retain(|i| !i.holders.is_empty() || !i.waiters.is_empty());
+        Ok(infos)
+    }
+
+    /// Adds sessions that hold or wait for the name's key without distlock (interop).
+    async fn add_foreign(&self, info: &mut LockInfo) -> Result<()> {
+        let (hi, lo) = split_key(lock_key(&info.name));
+        let (hi, lo) = (hi as i64, lo as i64);
+        let conn = self.shared.checkout().await?;
+        let rows = match conn
+            .client
+            .query_typed(
+                &self.shared.sql.foreign,
+                &[(&hi, Type::INT8), (&lo, Type::INT8)],
+            )
+            .await
+        {
+            Ok(rows) => {
+                self.shared.checkin(conn);
+                rows
+            }
+            Err(e) if sqlstate(&e) == Some("42P01") => {
+                self.shared.checkin(conn);
+                return Ok(());
+            }
+            Err(e) => return Err(self.shared.pg_error("inspect", &e)),
+        };
+        for row in rows {
+            let pid: i32 = row.get(0);
+            let granted: bool = row.get(1);
+            let mode: String = row.get(2);
+            let app: String = row.get(3);
+            let host: String = row.get(4);
+            let since: i64 = row.get(5);
+            let mut owner = OwnerInfo::current(
+                OwnerId::from_u128(0),
+                Some(format!(
+                    "PostgreSQL session {pid} without distlock (application_name {app:?})"
+                )),
+            );
+            owner.host = host;
+            owner.pid = 0;
+            owner.since = from_millis(since);
+            let mode = if mode == "ShareLock" {
+                LockMode::Shared
+            } else {
+                LockMode::Exclusive
+            };
+            if granted {
+                info.holders
+                    .push(Holder::new(owner, mode, FencingToken::new(0), None));
+            } else {
+                info.waiters.push(Waiter::new(owner, mode, 0));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn from_millis(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}

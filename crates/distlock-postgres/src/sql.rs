@@ -1,0 +1,189 @@
+//! The SQL distlock sends. Every acquisition, renewal and release is one statement, so the
+//! uncontended path is one round trip to acquire and one to release.
+
+use crate::config::PostgresConfig;
+
+/// Prebuilt statement texts for one configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Statements {
+    pub try_exclusive: String,
+    pub try_shared: String,
+    pub wait_exclusive: String,
+    pub wait_shared: String,
+    pub renew: String,
+    pub release_exclusive: String,
+    pub release_shared: String,
+    pub cleanup: String,
+    pub inspect: String,
+    pub list: String,
+    pub foreign: String,
+    pub force_release: String,
+    pub setup: String,
+}
+
+/// Parameters shared by the acquire statements, after the lock-specific ones:
+/// `$4 name, $5 mode, $6 permits, $7 limit, $8 owner, $9 host, $10 os pid, $11 description,
+/// $12 since (ms since the epoch), $13 ttl (ms), $14 record a waiter row`.
+const SETTINGS: &str = "set_config('idle_session_timeout', $13::int8::text, false), \
+     set_config('tcp_keepalives_idle', greatest(1, $13::int8 / 3000)::text, false), \
+     set_config('tcp_keepalives_interval', greatest(1, $13::int8 / 9000)::text, false), \
+     set_config('tcp_keepalives_count', '3', false), \
+     set_config('tcp_user_timeout', $13::int8::text, false)";
+
+impl Statements {
+    pub fn new(config: &PostgresConfig) -> Statements {
+        let seq = config.qualify("distlock_token_seq");
+        let holders = config.qualify("distlock_holders");
+        let upsert = if config.holder_info {
+            format!(
+                ", h AS (INSERT INTO {holders} AS h (pid, name, mode, permits, lim, keys, owner, \
+                 host, os_pid, description, since, ttl_ms, token) \
+                 SELECT pg_backend_pid(), $4::text, $5::text, $6::int4, $7::int4, \
+                 (SELECT got FROM g), $8::text, $9::text, $10::int4, $11::text, \
+                 CASE WHEN EXISTS (SELECT 1 FROM t) THEN clock_timestamp() \
+                 ELSE to_timestamp($12::int8 / 1000.0) END, $13::int8, (SELECT token FROM t) \
+                 WHERE EXISTS (SELECT 1 FROM t) OR $14::bool \
+                 ON CONFLICT (pid) DO UPDATE SET name = excluded.name, mode = excluded.mode, \
+                 permits = excluded.permits, lim = excluded.lim, keys = excluded.keys, \
+                 owner = excluded.owner, host = excluded.host, os_pid = excluded.os_pid, \
+                 description = excluded.description, since = excluded.since, \
+                 ttl_ms = excluded.ttl_ms, token = excluded.token)"
+            )
+        } else {
+            // Keep the parameter types fixed even when nothing is recorded.
+            ", h AS MATERIALIZED (SELECT $4::text, $5::text, $6::int4, $7::int4, $8::text, \
+             $9::text, $10::int4, $11::text, $12::int8, $14::bool)"
+                .to_owned()
+        };
+        let touch_h = if config.holder_info {
+            ""
+        } else {
+            ", (SELECT count(*) FROM h)"
+        };
+        // $1 candidate keys, $2 how many of them to take, $3 keys already held.
+        let try_sql = |try_fn: &str| {
+            format!(
+                "WITH g AS MATERIALIZED (SELECT $3::int8[] || coalesce((SELECT array_agg(k) FROM \
+                 (SELECT k FROM unnest($1::int8[]) AS u(k) WHERE {try_fn}(k) LIMIT $2::int4) x), \
+                 '{{}}') AS got), \
+                 t AS MATERIALIZED (SELECT nextval('{seq}') AS token, {SETTINGS} FROM g \
+                 WHERE cardinality(got) = cardinality($3::int8[]) + $2::int4){upsert} \
+                 SELECT (SELECT got FROM g), (SELECT token FROM t){touch_h}"
+            )
+        };
+        // $1 the key to wait for, $2 lock_timeout (ms), $3 whether to finish the acquisition
+        // (take a token) once it is granted.
+        let wait_sql = |lock_fn: &str| {
+            format!(
+                "WITH w AS MATERIALIZED (SELECT set_config('lock_timeout', $2::int8::text, false) \
+                 AS v), \
+                 l AS MATERIALIZED (SELECT {lock_fn}($1::int8)::text AS v FROM w), \
+                 g AS MATERIALIZED (SELECT ARRAY[$1::int8] AS got FROM l), \
+                 t AS MATERIALIZED (SELECT nextval('{seq}') AS token, {SETTINGS}, \
+                 set_config('lock_timeout', '0', false) FROM g WHERE $3::bool){upsert} \
+                 SELECT (SELECT got FROM g), (SELECT token FROM t){touch_h}"
+            )
+        };
+        let delete_row = if config.holder_info {
+            format!(", d AS (DELETE FROM {holders} WHERE pid = pg_backend_pid())")
+        } else {
+            String::new()
+        };
+        let release_sql = |unlock_fn: &str| {
+            format!(
+                "WITH u AS MATERIALIZED (SELECT count(*) FILTER (WHERE {unlock_fn}(k)) AS n \
+                 FROM unnest($1::int8[]) AS u(k)), \
+                 s AS MATERIALIZED (SELECT set_config('idle_session_timeout', '0', false) AS v \
+                 FROM u){delete_row} \
+                 SELECT (SELECT n FROM u), (SELECT v FROM s)"
+            )
+        };
+        let columns = "h.pid, h.name, h.mode, h.permits, h.lim, h.owner, h.host, h.os_pid, \
+             h.description, (extract(epoch FROM h.since) * 1000)::int8, h.ttl_ms, h.token, \
+             bool_or(l.granted AND ((l.classid::int8 << 32) | l.objid::int8) = ANY(h.keys)), \
+             bool_or(NOT l.granted), \
+             (extract(epoch FROM min(a.state_change)) * 1000)::int8, min(a.state)";
+        let from = format!(
+            "FROM {holders} h JOIN pg_locks l ON l.pid = h.pid AND l.locktype = 'advisory' \
+             AND l.objsubid = 1 \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             LEFT JOIN pg_stat_activity a ON a.pid = h.pid"
+        );
+        Statements {
+            try_exclusive: try_sql("pg_try_advisory_lock"),
+            try_shared: try_sql("pg_try_advisory_lock_shared"),
+            wait_exclusive: wait_sql("pg_advisory_lock"),
+            wait_shared: wait_sql("pg_advisory_lock_shared"),
+            renew: "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() \
+                    AND locktype = 'advisory' AND granted AND objsubid = 1 \
+                    AND ((classid::int8 << 32) | objid::int8) = ANY($1::int8[])"
+                .to_owned(),
+            release_exclusive: release_sql("pg_advisory_unlock"),
+            release_shared: release_sql("pg_advisory_unlock_shared"),
+            cleanup: if config.holder_info {
+                format!(
+                    "WITH u AS MATERIALIZED (SELECT pg_advisory_unlock_all(), \
+                     set_config('lock_timeout', '0', false), \
+                     set_config('idle_session_timeout', '0', false)) \
+                     DELETE FROM {holders} WHERE pid = pg_backend_pid() \
+                     AND EXISTS (SELECT 1 FROM u)"
+                )
+            } else {
+                "SELECT pg_advisory_unlock_all(), set_config('lock_timeout', '0', false), \
+                 set_config('idle_session_timeout', '0', false)"
+                    .to_owned()
+            },
+            inspect: format!(
+                "SELECT {columns} {from} WHERE h.name = $1::text GROUP BY h.pid ORDER BY h.since"
+            ),
+            list: format!(
+                "SELECT {columns} {from} WHERE starts_with(h.name, $1::text) \
+                 GROUP BY h.pid ORDER BY h.name, h.since"
+            ),
+            // Sessions holding or waiting for the key without a distlock holder row: plain
+            // `pg_advisory_lock(<number>)` users.
+            foreign: format!(
+                "SELECT l.pid, l.granted, l.mode, coalesce(a.application_name, ''), \
+                 coalesce(host(a.client_addr), 'local'), \
+                 (extract(epoch FROM coalesce(a.state_change, now())) * 1000)::int8 \
+                 FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.objsubid = 1 \
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND l.classid = $1::int8::oid AND l.objid = $2::int8::oid \
+                 AND l.pid <> pg_backend_pid() {}",
+                if config.holder_info {
+                    format!("AND NOT EXISTS (SELECT 1 FROM {holders} h WHERE h.pid = l.pid)")
+                } else {
+                    String::new()
+                }
+            ),
+            force_release: format!(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(x.pid)) FROM (\
+                 SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
+                 AND l.objsubid = 1 \
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND ((l.classid::int8 << 32) | l.objid::int8) = $1::int8 \
+                 AND l.pid <> pg_backend_pid() {}) x",
+                if config.holder_info {
+                    format!(
+                        "UNION SELECT h.pid FROM {holders} h JOIN pg_locks l ON l.pid = h.pid \
+                         AND l.locktype = 'advisory' AND l.granted \
+                         WHERE h.name = $2::text AND h.token IS NOT NULL"
+                    )
+                } else {
+                    "AND $2::text IS NOT NULL".to_owned()
+                }
+            ),
+            setup: format!(
+                "CREATE SEQUENCE IF NOT EXISTS {seq};\n\
+                 CREATE UNLOGGED TABLE IF NOT EXISTS {holders} (\n\
+                 \x20   pid int4 PRIMARY KEY, name text NOT NULL, mode text NOT NULL,\n\
+                 \x20   permits int4 NOT NULL, lim int4 NOT NULL, keys int8[] NOT NULL,\n\
+                 \x20   owner text NOT NULL, host text NOT NULL, os_pid int4 NOT NULL,\n\
+                 \x20   description text, since timestamptz NOT NULL, ttl_ms int8 NOT NULL,\n\
+                 \x20   token int8);\n\
+                 CREATE INDEX IF NOT EXISTS distlock_holders_name ON {holders} (name);"
+            ),
+        }
+    }
+}

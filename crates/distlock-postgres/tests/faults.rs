@@ -1,0 +1,257 @@
+//! Bad input and faults against a private PostgreSQL cluster: wrong password, missing
+//! database, server restart while held, a paused holder, and interop with plain
+//! `pg_advisory_lock` users.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use distlock_core::{ErrorKind, LeaseState};
+use distlock_testkit::Process;
+use distlock_testkit::postgres::PostgresServer;
+
+const SOON: Duration = Duration::from_secs(20);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn plain_session(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+#[test]
+fn wrong_password_is_a_clear_error_without_the_password() {
+    let server = PostgresServer::start();
+    runtime().block_on(async {
+        let secret = "Wr0ng-Pa55word-xyzzy";
+        let err = distlock_postgres::connect(&server.url_with_password(secret))
+            .await
+            .unwrap_err();
+        let (shown, debug) = (err.to_string(), format!("{err:?}"));
+        assert_eq!(err.kind(), ErrorKind::Config, "{shown}");
+        assert!(shown.starts_with("postgres: "), "{shown}");
+        assert!(shown.contains("password authentication failed"), "{shown}");
+        assert!(
+            !shown.contains(secret) && !debug.contains(secret),
+            "{shown} / {debug}"
+        );
+        assert!(shown.contains("app:***@127.0.0.1"), "{shown}");
+        // The right password works, for a role that is not a superuser (first use creates
+        // distlock's objects in the schema it may write).
+        let locks = distlock_postgres::connect(
+            &server.url_with_password(distlock_testkit::postgres::PASSWORD),
+        )
+        .await
+        .unwrap();
+        let lease = locks.mutex("pw").no_wait().acquire().await.unwrap();
+        lease.release().await.unwrap();
+    });
+}
+
+#[test]
+fn missing_database_is_a_clear_error() {
+    let server = PostgresServer::start();
+    runtime().block_on(async {
+        let url = format!("postgres://distlock@127.0.0.1:{}/no_such_db", server.port());
+        let err = distlock_postgres::connect(&url).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(err.to_string().contains("no_such_db"), "{err}");
+    });
+}
+
+#[test]
+fn unreachable_server_is_a_connection_error() {
+    runtime().block_on(async {
+        let port = distlock_testkit::free_port();
+        let url = format!("postgres://u:hunter22@127.0.0.1:{port}/db?connect_timeout=2");
+        let err = distlock_postgres::connect(&url).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
+        assert!(!err.to_string().contains("hunter22") && !format!("{err:?}").contains("hunter22"));
+    });
+}
+
+#[test]
+fn server_restart_while_held_makes_the_lease_lost() {
+    let mut server = PostgresServer::start();
+    let rt = runtime();
+    let (locks, lease) = rt.block_on(async {
+        let locks = distlock_postgres::connect(&server.url()).await.unwrap();
+        let lease = locks.mutex("restart").acquire().await.unwrap();
+        (locks, lease)
+    });
+    let first = lease.token();
+    server.restart();
+    rt.block_on(async {
+        let error = tokio::time::timeout(SOON, lease.lost())
+            .await
+            .expect("Lost");
+        assert!(error.is_lost(), "{error}");
+        assert_eq!(lease.state(), LeaseState::Lost);
+        // The token sequence survives the restart: the next token is larger.
+        let next = locks.mutex("restart").wait(SOON).acquire().await.unwrap();
+        assert!(next.token() > first, "{} after {first}", next.token());
+        next.release().await.unwrap();
+    });
+}
+
+#[test]
+fn crash_keeps_tokens_increasing() {
+    let mut server = PostgresServer::start();
+    let rt = runtime();
+    let last = rt.block_on(async {
+        let locks = distlock_postgres::connect(&server.url()).await.unwrap();
+        let mut last = 0;
+        for _ in 0..40 {
+            let lease = locks.mutex("crash").acquire().await.unwrap();
+            last = lease.token().get();
+            lease.release().await.unwrap();
+        }
+        last
+    });
+    server.kill();
+    server.start_again();
+    rt.block_on(async {
+        let locks = distlock_postgres::connect(&server.url()).await.unwrap();
+        let lease = locks.mutex("crash").acquire().await.unwrap();
+        assert!(lease.token().get() > last, "{} after {last}", lease.token());
+        lease.release().await.unwrap();
+    });
+}
+
+/// Helper run in a child process by `paused_holder_is_cut_off_by_the_server`.
+#[test]
+#[ignore = "helper: run in a child process"]
+fn paused_holder_child() {
+    let url = std::env::var("DISTLOCK_PG_CHILD_URL").expect("run by the parent test");
+    runtime().block_on(async {
+        let locks = distlock_postgres::connect(&url).await.unwrap();
+        let lease = locks
+            .mutex("paused")
+            .ttl(Duration::from_secs(2))
+            .acquire()
+            .await
+            .unwrap();
+        println!("\nHELD {}", lease.token());
+        std::future::pending::<()>().await;
+    });
+}
+
+#[test]
+fn paused_holder_is_cut_off_by_the_server() {
+    let server = PostgresServer::start();
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "paused_holder_child", "--ignored", "--nocapture"])
+        .env("DISTLOCK_PG_CHILD_URL", server.url());
+    let mut child = Process::spawn("paused holder", command).unwrap();
+    let token: u64 = child.wait_for_line("HELD", SOON).parse().unwrap();
+    runtime().block_on(async {
+        let locks = distlock_postgres::connect(&server.url()).await.unwrap();
+        let err = locks.mutex("paused").no_wait().acquire().await.unwrap_err();
+        assert!(err.is_would_block(), "{err}");
+        child.pause().unwrap();
+        let paused = Instant::now();
+        // ttl (2 s) + 1 s, plus 2 s of slack for a loaded machine.
+        let lease = locks
+            .mutex("paused")
+            .wait(Duration::from_secs(5))
+            .acquire()
+            .await
+            .expect("idle_session_timeout cuts the paused holder off");
+        assert!(lease.token().get() > token);
+        assert!(paused.elapsed() < Duration::from_secs(5));
+        lease.release().await.unwrap();
+    });
+    child.kill();
+}
+
+#[test]
+fn interop_with_plain_advisory_lock_users() {
+    let server = PostgresServer::start();
+    runtime().block_on(async {
+        let url = server.url();
+        let locks = distlock_postgres::connect(&url).await.unwrap();
+        let plain = plain_session(&url).await;
+        // A plain session holds pg_advisory_lock(4242): distlock's "4242" is excluded.
+        plain
+            .execute("SELECT pg_advisory_lock(4242)", &[])
+            .await
+            .unwrap();
+        let err = locks.mutex("4242").no_wait().acquire().await.unwrap_err();
+        assert!(err.is_would_block(), "{err}");
+        let info = locks.inspect("4242").await.unwrap();
+        assert_eq!(info.holders.len(), 1, "{info:?}");
+        let description = info.holders[0].owner.description.clone().unwrap();
+        assert!(description.contains("without distlock"), "{description}");
+        plain
+            .execute("SELECT pg_advisory_unlock(4242)", &[])
+            .await
+            .unwrap();
+        // And the other way round.
+        let lease = locks.mutex("4242").no_wait().acquire().await.unwrap();
+        let row = plain
+            .query_one("SELECT pg_try_advisory_lock(4242)", &[])
+            .await
+            .unwrap();
+        assert!(
+            !row.get::<_, bool>(0),
+            "distlock's holder excludes the plain session"
+        );
+        let row = plain
+            .query_one("SELECT pg_try_advisory_lock_shared(4242)", &[])
+            .await
+            .unwrap();
+        assert!(!row.get::<_, bool>(0));
+        lease.release().await.unwrap();
+        let row = plain
+            .query_one("SELECT pg_try_advisory_lock(4242)", &[])
+            .await
+            .unwrap();
+        assert!(row.get::<_, bool>(0));
+    });
+}
+
+#[test]
+fn a_waiting_session_is_cancelled_in_the_server() {
+    let server = PostgresServer::start();
+    runtime().block_on(async {
+        let url = server.url();
+        let locks = distlock_postgres::connect(&url).await.unwrap();
+        let held = locks.mutex("cancel").acquire().await.unwrap();
+        let attempt = locks.mutex("cancel").acquire();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), attempt)
+                .await
+                .is_err()
+        );
+        // The server no longer has a session waiting for the key.
+        let plain = plain_session(&url).await;
+        let gone = distlock_testkit::wait_until(SOON, || {
+            let plain = &plain;
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    let row = plain
+                        .query_one(
+                            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+                             AND NOT granted",
+                            &[],
+                        )
+                        .await
+                        .unwrap();
+                    row.get::<_, i64>(0) == 0
+                })
+            })
+        });
+        assert!(gone, "the cancelled wait is gone from pg_locks");
+        held.release().await.unwrap();
+    });
+}

@@ -1,0 +1,399 @@
+//! Private PostgreSQL clusters on free ports, from the locally installed binaries.
+//!
+//! Each [`PostgresServer`] runs `initdb` in a temp dir and starts `postgres` on a free port of
+//! 127.0.0.1, in its own process group so that [`kill`](PostgresServer::kill),
+//! [`pause`](PostgresServer::pause) and [`resume`](PostgresServer::resume) reach the postmaster
+//! and every backend at once. When the tests run as root, `initdb` and `postgres` run as the
+//! `postgres` OS user (initdb refuses root).
+//!
+//! Authentication: the superuser [`SUPERUSER`] connects without a password (`trust`); the role
+//! [`PASSWORD_USER`] must give [`PASSWORD`] (`scram-sha-256`), for wrong-password tests.
+//! Binaries are looked up in `$DISTLOCK_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`,
+//! else `$PATH`.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Process, free_port};
+
+/// How long a cluster gets to start answering before the test fails loudly.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The superuser, authenticated by `trust`.
+pub const SUPERUSER: &str = "distlock";
+/// A role that must authenticate with [`PASSWORD`].
+pub const PASSWORD_USER: &str = "app";
+/// The password of [`PASSWORD_USER`].
+pub const PASSWORD: &str = "s3cret-app-pw";
+/// The database created for tests (owned by the superuser, usable by [`PASSWORD_USER`]).
+pub const DATABASE: &str = "distlock";
+
+/// One private PostgreSQL cluster, stopped (SIGKILL of its process group) when dropped.
+pub struct PostgresServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    owner: Option<(u32, u32)>,
+    process: Option<Process>,
+}
+
+impl std::fmt::Debug for PostgresServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresServer")
+            .field("port", &self.port)
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+/// The prepared template cluster for `bin`, built once per machine and user.
+fn template(bin: &Path, owner: Option<(u32, u32)>) -> PathBuf {
+    static TEMPLATE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut cached = TEMPLATE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = cached.as_ref() {
+        return path.clone();
+    }
+    let tag: String = bin
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let path = std::env::temp_dir().join(format!("distlock-pg-template-{uid}-v1-{tag}"));
+    if !path.join("READY").exists() {
+        let build = tempfile::Builder::new()
+            .prefix("distlock-pg-build-")
+            .tempdir()
+            .expect("temp dir for the template");
+        let built = PostgresServer::build(bin, build, owner).keep();
+        std::fs::write(built.join("READY"), "").expect("mark the template");
+        if std::fs::rename(&built, &path).is_err() {
+            // Another test process finished first; use its template.
+            let _ = std::fs::remove_dir_all(&built);
+        }
+    }
+    *cached = Some(path.clone());
+    path
+}
+
+fn pg_bin() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DISTLOCK_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .unwrap_or_else(|| PathBuf::from(""))
+}
+
+/// The uid and gid of `user` when running as root (servers refuse to run as root).
+pub(crate) fn os_user_if_root(user: &str) -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let out = Command::new("id")
+        .args(["-u", user])
+        .output()
+        .expect("id runs");
+    let gid = Command::new("id")
+        .args(["-g", user])
+        .output()
+        .expect("id runs");
+    assert!(
+        out.status.success(),
+        "running as root, and there is no `{user}` OS user to run the server as"
+    );
+    let parse = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse::<u32>()
+            .expect("numeric id")
+    };
+    Some((parse(&out), parse(&gid)))
+}
+
+/// Gives `path` (recursively) to `owner`.
+pub(crate) fn chown_tree(path: &Path, owner: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = owner {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(path)
+            .status()
+            .expect("chown runs");
+        assert!(status.success(), "chown of {} failed", path.display());
+    }
+}
+
+pub(crate) fn as_owner(command: &mut Command, owner: Option<(u32, u32)>) {
+    use std::os::unix::process::CommandExt;
+    if let Some((uid, gid)) = owner {
+        command.uid(uid).gid(gid);
+    }
+}
+
+impl PostgresServer {
+    /// Creates and starts a cluster. Panics with the reason if it cannot.
+    ///
+    /// The first call in a machine runs `initdb` into a template directory under the temp dir
+    /// (reused by later runs); each server starts from a copy of it.
+    pub fn start() -> PostgresServer {
+        let bin = pg_bin();
+        let owner = os_user_if_root("postgres");
+        let template = template(&bin, owner);
+        let dir = tempfile::Builder::new()
+            .prefix("distlock-pg-")
+            .tempdir()
+            .expect("temp dir for postgres");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(template.join("data"))
+            .arg(dir.path().join("data"))
+            .status()
+            .expect("cp runs");
+        assert!(status.success(), "copying the template cluster failed");
+        chown_tree(dir.path(), owner);
+        let mut server = PostgresServer {
+            port: free_port(),
+            dir,
+            bin,
+            owner,
+            process: None,
+        };
+        server.launch();
+        server
+    }
+
+    /// A fresh cluster built from scratch with initdb in `dir`, prepared and stopped.
+    fn build(bin: &Path, dir: tempfile::TempDir, owner: Option<(u32, u32)>) -> tempfile::TempDir {
+        chown_tree(dir.path(), owner);
+        let data = dir.path().join("data");
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", SUPERUSER, "--auth=trust", "--no-sync", "-E", "UTF8"])
+            .args(["--locale=C"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        as_owner(&mut initdb, owner);
+        let out = initdb
+            .output()
+            .unwrap_or_else(|e| panic!("could not run {}/initdb: {e}", bin.display()));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            format!(
+                "local all all trust\n\
+                 host all {SUPERUSER} 127.0.0.1/32 trust\n\
+                 host all all 127.0.0.1/32 scram-sha-256\n"
+            ),
+        )
+        .expect("write pg_hba.conf");
+        chown_tree(&data, owner);
+        let mut server = PostgresServer {
+            port: free_port(),
+            dir,
+            bin: bin.to_owned(),
+            owner,
+            process: None,
+        };
+        server.launch();
+        server.psql(&format!("CREATE DATABASE {DATABASE}"));
+        server.psql(&format!(
+            "CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{PASSWORD}'"
+        ));
+        server.psql_db(
+            DATABASE,
+            &format!("GRANT ALL ON SCHEMA public TO {PASSWORD_USER};"),
+        );
+        server.stop();
+        let PostgresServer { ref mut dir, .. } = server;
+        std::mem::replace(dir, tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// Fast shutdown, waiting for the postmaster to exit.
+    fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.signal(libc::SIGINT);
+            if process.wait_exit(Duration::from_secs(30)).is_none() {
+                self.process = Some(process);
+                self.kill();
+            }
+        }
+    }
+
+    fn launch(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let mut command = Command::new(self.bin.join("postgres"));
+            command
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args(["-p", &self.port.to_string()])
+                .arg("-k")
+                .arg(self.dir.path())
+                .args(["-c", "listen_addresses=127.0.0.1"])
+                .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+                .args(["-c", "max_connections=300", "-c", "shared_buffers=32MB"])
+                .args(["-c", "log_min_messages=panic"])
+                .process_group(0);
+            as_owner(&mut command, self.owner);
+            let mut process = Process::spawn("postgres", command).expect("spawn postgres");
+            let ready = crate::wait_until(Duration::from_secs(20), || {
+                if process.wait_exit(Duration::ZERO).is_some() {
+                    return true;
+                }
+                self.pg_isready()
+            });
+            if ready && process.wait_exit(Duration::ZERO).is_none() {
+                self.process = Some(process);
+                return;
+            }
+            // An old backend may still hold the shared memory of a killed cluster: retry.
+            assert!(
+                Instant::now() < deadline,
+                "postgres on port {} did not start within {START_TIMEOUT:?} (data dir {})",
+                self.port,
+                self.dir.path().display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn pg_isready(&self) -> bool {
+        if TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            return false;
+        }
+        Command::new(self.bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", SUPERUSER, "-d", "postgres", "-t", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Runs SQL through `psql` as the superuser in the `postgres` database; panics on failure.
+    pub fn psql(&self, sql: &str) -> String {
+        self.psql_db("postgres", sql)
+    }
+
+    /// Runs SQL through `psql` as the superuser in `database`; panics on failure. Returns the
+    /// unaligned, tuples-only output.
+    pub fn psql_db(&self, database: &str, sql: &str) -> String {
+        let psql = if self.bin.join("psql").exists() {
+            self.bin.join("psql")
+        } else {
+            PathBuf::from("psql")
+        };
+        let out = Command::new(psql)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", SUPERUSER, "-d", database])
+            .args(["-v", "ON_ERROR_STOP=1", "-X", "-q", "-A", "-t", "-c", sql])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql failed on {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `postgres://distlock@127.0.0.1:<port>/distlock` (the trusted superuser).
+    pub fn url(&self) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{DATABASE}", self.port)
+    }
+
+    /// The URL of [`PASSWORD_USER`] with `password` (right or wrong).
+    pub fn url_with_password(&self, password: &str) -> String {
+        format!(
+            "postgres://{PASSWORD_USER}:{password}@127.0.0.1:{}/{DATABASE}",
+            self.port
+        )
+    }
+
+    /// The postmaster's process id (also the process group of every backend).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
+    fn signal_group(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: killpg has no memory-safety preconditions.
+            unsafe { libc::killpg(pid as libc::pid_t, signal) };
+        }
+    }
+
+    /// SIGKILL of the postmaster and every backend (a crash); [`start_again`](Self::start_again)
+    /// brings the same cluster back on the same port.
+    pub fn kill(&mut self) {
+        self.signal_group(libc::SIGCONT);
+        self.signal_group(libc::SIGKILL);
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+        // Wait for every backend of the group to be gone, so the port and shared memory free.
+        crate::wait_until(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_err()
+        });
+    }
+
+    /// SIGSTOP of the postmaster and every backend: the server stops answering.
+    pub fn pause(&self) {
+        self.signal_group(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.signal_group(libc::SIGCONT);
+    }
+
+    /// Fast shutdown (SIGINT: sessions are terminated, a shutdown checkpoint is written) and
+    /// start again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Starts the cluster again after [`kill`](Self::kill) (crash recovery runs).
+    pub fn start_again(&mut self) {
+        assert!(self.process.is_none(), "the server is running");
+        self.launch();
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        self.signal_group(libc::SIGCONT);
+        self.signal_group(libc::SIGKILL);
+    }
+}

@@ -1,0 +1,709 @@
+//! Sessions, Curator's node layout, acquisition by sequence order, predecessor watches.
+
+use std::fmt;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use distlock_core::{
+    AcquireRequest, Backend, BoxFuture, Capabilities, Error, ErrorKind, FencingToken, HeldLock,
+    Holder, LeaseSignal, LockInfo, LockMode, LockName, OwnerId, OwnerInfo, Result, Wait, Waiter,
+    redact_url,
+};
+use serde::{Deserialize, Serialize};
+use zookeeper_client as zk;
+
+use crate::BACKEND;
+
+/// Where and how to connect, parsed from a `zk://` URL.
+///
+/// ```text
+/// zk://host:port[,host:port...][/chroot][?session_timeout=4s&root=distlock]
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ZkConfig {
+    /// `host:port,host:port[/chroot]`, as ZooKeeper clients take it.
+    pub connect_string: String,
+    /// The parent of every lock path (default `distlock`): lock `NAME` lives at
+    /// `/<root>/<escaped NAME>`.
+    pub root: String,
+    /// The session timeout asked for (the server may negotiate it down or up).
+    pub session_timeout: Duration,
+}
+
+impl ZkConfig {
+    /// Parses `zk://h1:p1,h2:p2/chroot?session_timeout=4s&root=distlock`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let invalid = |why: &str| {
+            Error::new(
+                ErrorKind::InvalidUrl,
+                BACKEND,
+                format!("invalid URL {:?}: {why}", redact_url(url)),
+            )
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| invalid("expected zk://host:port/"))?;
+        if !matches!(scheme.to_ascii_lowercase().as_str(), "zk" | "zookeeper") {
+            return Err(invalid("the scheme must be zk"));
+        }
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (hosts, chroot) = rest.split_once('/').unwrap_or((rest, ""));
+        if hosts.is_empty() || hosts.contains('@') {
+            return Err(invalid(
+                "expected host:port[,host:port] without credentials",
+            ));
+        }
+        let hosts = hosts
+            .split(',')
+            .map(|h| {
+                if h.rsplit_once(':')
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                {
+                    h.to_owned()
+                } else {
+                    format!("{h}:2181")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let chroot = chroot.trim_matches('/');
+        let mut config = ZkConfig {
+            connect_string: if chroot.is_empty() {
+                hosts
+            } else {
+                format!("{hosts}/{chroot}")
+            },
+            root: "distlock".into(),
+            session_timeout: Duration::from_secs(30),
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "session_timeout" => {
+                    config.session_timeout = parse_duration(value)
+                        .ok_or_else(|| invalid("durations look like 500ms or 5s"))?;
+                }
+                "root" => config.root = value.trim_matches('/').to_owned(),
+                _ => return Err(invalid(&format!("unknown parameter {key:?}"))),
+            }
+        }
+        if config.root.is_empty() {
+            return Err(invalid("root must not be empty"));
+        }
+        Ok(config)
+    }
+}
+
+fn parse_duration(text: &str) -> Option<Duration> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms.parse().ok().map(Duration::from_millis);
+    }
+    text.strip_suffix('s')
+        .unwrap_or(text)
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// The ZooKeeper backend: one session per [`connect`](crate::connect). Cheap to clone.
+#[derive(Clone)]
+pub struct ZooKeeperBackend {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ZooKeeperBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZooKeeperBackend")
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+struct Shared {
+    client: zk::Client,
+    config: ZkConfig,
+    /// Signals of held locks, told about session state changes.
+    signals: Arc<StdMutex<Vec<LeaseSignal>>>,
+    state_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.state_task.abort();
+    }
+}
+
+/// Follows the session: Disconnected → Jeopardy (and Lost if it lasts a third of the session
+/// timeout, before the server can have expired the session), connected again → recovered,
+/// Expired/Closed → Lost.
+async fn follow_session(
+    mut states: zk::StateWatcher,
+    signals: Arc<StdMutex<Vec<LeaseSignal>>>,
+    session_timeout: Duration,
+) {
+    let mut lost_at: Option<Instant> = None;
+    loop {
+        let state = match lost_at {
+            Some(at) => tokio::select! {
+                state = states.changed() => state,
+                _ = tokio::time::sleep_until(at.into()) => {
+                    for s in signals.lock().unwrap().drain(..) {
+                        s.lost("disconnected from zookeeper for a third of the session timeout; \
+                                the session may expire");
+                    }
+                    lost_at = None;
+                    continue;
+                }
+            },
+            None => states.changed().await,
+        };
+        let mut signals = signals.lock().unwrap();
+        signals.retain(|s| !s.state().is_final());
+        match state {
+            zk::SessionState::Disconnected => {
+                for s in signals.iter() {
+                    s.jeopardy("disconnected from zookeeper (SUSPENDED)");
+                }
+                lost_at = Some(Instant::now() + session_timeout / 3);
+            }
+            zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+                for s in signals.iter() {
+                    s.recovered();
+                }
+                lost_at = None;
+            }
+            other if other.is_terminated() => {
+                for s in signals.drain(..) {
+                    s.lost(format!(
+                        "zookeeper session ended ({other:?}); its nodes are gone"
+                    ));
+                }
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What distlock stores in a lock node (JSON). Curator stores the client's IP address; nodes
+/// whose data is not a record are shown as foreign holders.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    #[serde(flatten)]
+    owner: OwnerInfo,
+    #[serde(flatten)]
+    mode: LockMode,
+}
+
+/// The part of a node name after `_c_<uuid>-` that says what kind of holder it is.
+fn kind_label(mode: LockMode) -> String {
+    match mode {
+        LockMode::Shared => "__READ__".into(),
+        LockMode::Permits { count, limit } => format!("__PERM_{count}_{limit}__"),
+        _ => "lock-".into(),
+    }
+}
+
+/// The mode a node name stands for; names distlock does not know are exclusive.
+fn mode_of(node: &str) -> LockMode {
+    if node.contains("__READ__") {
+        return LockMode::Shared;
+    }
+    if let Some(at) = node.find("__PERM_") {
+        let rest = &node[at + 7..];
+        if let Some((count, rest)) = rest.split_once('_')
+            && let Some((limit, _)) = rest.split_once("__")
+            && let (Ok(count), Ok(limit)) = (count.parse(), limit.parse())
+        {
+            return LockMode::Permits { count, limit };
+        }
+    }
+    LockMode::Exclusive
+}
+
+/// The sequence number of a node: its trailing digits (Curator sorts the same way). Names
+/// without one sort first, so a foreign node blocks rather than being overtaken.
+fn sequence_of(node: &str) -> i64 {
+    let digits = node.len() - node.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    node[node.len() - digits..].parse().unwrap_or(i64::MIN)
+}
+
+/// Escapes a lock name into one path segment: `%`, `/`, and the characters ZooKeeper refuses
+/// in paths (controls, U+007F–U+009F, U+D800 and above, which Java sees as surrogates or
+/// private use) become `%XX` escapes of their UTF-8 bytes; a name of `.` or `..`, which
+/// ZooKeeper refuses as a segment, gets its dots escaped (`%2E`).
+fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        let code = c as u32;
+        if c == '%' || c == '/' || code < 0x20 || (0x7f..=0x9f).contains(&code) || code >= 0xd800 {
+            let mut buf = [0; 4];
+            for byte in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    if out == "." || out == ".." {
+        out.replace('.', "%2E")
+    } else {
+        out
+    }
+}
+
+fn unescape(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = segment
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+struct Node {
+    name: String,
+    sequence: i64,
+    mode: LockMode,
+}
+
+/// Whether a node in `mode` behind `before` holds the lock; if not, the node to watch.
+fn blocker(before: &[Node], mode: LockMode) -> Option<&Node> {
+    match mode {
+        LockMode::Shared => before.iter().rev().find(|n| n.mode != LockMode::Shared),
+        LockMode::Permits { count, limit } => {
+            if let Some(n) = before
+                .iter()
+                .rev()
+                .find(|n| !matches!(n.mode, LockMode::Permits { .. }))
+            {
+                return Some(n);
+            }
+            let mut taken = u64::from(count);
+            // The earliest holders free permits first: wait for the last one that must go.
+            for n in before {
+                if let LockMode::Permits { count, .. } = n.mode {
+                    taken += u64::from(count);
+                }
+            }
+            if taken <= u64::from(limit) {
+                None
+            } else {
+                before.last()
+            }
+        }
+        _ => before.last(),
+    }
+}
+
+fn nodes_of(children: Vec<String>) -> Vec<Node> {
+    let mut nodes: Vec<Node> = children
+        .into_iter()
+        .map(|name| Node {
+            sequence: sequence_of(&name),
+            mode: mode_of(&name),
+            name,
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.sequence.cmp(&b.sequence).then(a.name.cmp(&b.name)));
+    nodes
+}
+
+fn zk_error(error: zk::Error, what: &str, name: &str) -> Error {
+    let kind = match error {
+        zk::Error::ConnectionLoss
+        | zk::Error::SessionExpired
+        | zk::Error::ClientClosed
+        | zk::Error::Timeout => ErrorKind::Connection,
+        _ => ErrorKind::Backend,
+    };
+    Error::new(kind, BACKEND, what.to_owned())
+        .with_lock(name)
+        .with_source(error)
+}
+
+impl ZooKeeperBackend {
+    /// Connects and waits for the session to be established.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is held until it returns.
+    pub async fn connect(config: ZkConfig) -> Result<ZooKeeperBackend> {
+        let connect = zk::Client::connector()
+            .with_session_timeout(config.session_timeout)
+            .with_connection_timeout(Duration::from_secs(5))
+            .with_fail_eagerly()
+            .connect(&config.connect_string);
+        let unreachable = |why: String| {
+            Error::new(
+                ErrorKind::Connection,
+                BACKEND,
+                format!(
+                    "could not reach zookeeper at {}: {why}",
+                    config.connect_string
+                ),
+            )
+        };
+        let client = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => return Err(unreachable(error.to_string())),
+            Err(_) => return Err(unreachable("no session within 10 s".into())),
+        };
+        let signals = Arc::new(StdMutex::new(Vec::new()));
+        let state_task = tokio::spawn(follow_session(
+            client.state_watcher(),
+            Arc::clone(&signals),
+            client.session_timeout(),
+        ));
+        Ok(ZooKeeperBackend {
+            shared: Arc::new(Shared {
+                client,
+                config,
+                signals,
+                state_task,
+            }),
+        })
+    }
+
+    /// The ZooKeeper path of lock `name`: `/<root>/<escaped name>`.
+    pub fn lock_path(&self, name: &str) -> String {
+        format!("/{}/{}", self.shared.config.root, escape(name))
+    }
+
+    /// The underlying ZooKeeper client.
+    pub fn client(&self) -> &zk::Client {
+        &self.shared.client
+    }
+
+    async fn children(&self, name: &str, path: &str) -> Result<Vec<Node>> {
+        match self.shared.client.list_children(path).await {
+            Ok(children) => Ok(nodes_of(children)),
+            Err(zk::Error::NoNode) => Ok(Vec::new()),
+            Err(error) => Err(zk_error(error, "listing the lock nodes", name)),
+        }
+    }
+
+    async fn describe(&self, name: &str) -> Result<LockInfo> {
+        let path = self.lock_path(name);
+        let nodes = self.children(name, &path).await?;
+        let mut info = LockInfo::new(name, BACKEND);
+        for (i, node) in nodes.iter().enumerate() {
+            let (data, stat) = match self
+                .shared
+                .client
+                .get_data(&format!("{path}/{}", node.name))
+                .await
+            {
+                Ok(found) => found,
+                Err(zk::Error::NoNode) => continue,
+                Err(error) => return Err(zk_error(error, "reading a lock node", name)),
+            };
+            let owner = match serde_json::from_slice::<Record>(&data) {
+                Ok(record) => record.owner,
+                Err(_) => {
+                    let mut owner = OwnerInfo::current(
+                        OwnerId::from_u128(0),
+                        Some(format!("node {:?} (not made by distlock)", node.name)),
+                    );
+                    owner.host = String::from_utf8_lossy(&data).chars().take(64).collect();
+                    owner.pid = 0;
+                    owner.since = SystemTime::UNIX_EPOCH;
+                    owner
+                }
+            };
+            if blocker(&nodes[..i], node.mode).is_none() {
+                info.holders.push(Holder::new(
+                    owner,
+                    node.mode,
+                    FencingToken::new(stat.czxid as u64),
+                    None,
+                ));
+            } else {
+                info.waiters.push(Waiter::new(owner, node.mode, 0));
+            }
+        }
+        Ok(info)
+    }
+}
+
+/// Deletes the node of an acquisition that does not complete (dropped, timed out, failed).
+struct PendingNode {
+    client: zk::Client,
+    path: Option<String>,
+}
+
+impl Drop for PendingNode {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let client = self.client.clone();
+            runtime.spawn(async move {
+                let _ = client.delete(&path, None).await;
+            });
+        }
+    }
+}
+
+impl Backend for ZooKeeperBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::EXCLUSIVE_ONLY.with_shared().with_semaphore()
+    }
+
+    fn acquire<'a>(
+        &'a self,
+        request: &'a AcquireRequest,
+        signal: LeaseSignal,
+    ) -> BoxFuture<'a, Result<Box<dyn HeldLock>>> {
+        Box::pin(async move {
+            let name = request.name.as_str();
+            let client = &self.shared.client;
+            let path = self.lock_path(name);
+            let mode = request.options.mode;
+            // Curator's protected mode: a random id in the name lets us find our node if the
+            // reply to the create is lost.
+            let uuid = format!("{:032x}", rand::random::<u128>());
+            let uuid = format!(
+                "{}-{}-{}-{}-{}",
+                &uuid[..8],
+                &uuid[8..12],
+                &uuid[12..16],
+                &uuid[16..20],
+                &uuid[20..]
+            );
+            let prefix = format!("{path}/_c_{uuid}-{}", kind_label(mode));
+            let data = serde_json::to_vec(&Record {
+                owner: request.owner.clone(),
+                mode,
+            })
+            .expect("a record serializes");
+            let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+            let mut pending = PendingNode {
+                client: client.clone(),
+                path: None,
+            };
+            let created = match client.create(&prefix, &data, &options).await {
+                Err(zk::Error::NoNode) => {
+                    let parent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                    match client.mkdir(&path, &parent).await {
+                        Ok(()) | Err(zk::Error::NodeExists) => {}
+                        Err(error) => return Err(zk_error(error, "creating the lock path", name)),
+                    }
+                    client.create(&prefix, &data, &options).await
+                }
+                other => other,
+            };
+            let (stat, sequence) = match created {
+                Ok(created) => created,
+                Err(zk::Error::ConnectionLoss) => {
+                    // Protected mode: look for our node by its id before giving up.
+                    let children = client.list_children(&path).await.unwrap_or_default();
+                    if let Some(ours) = children.iter().find(|c| c.contains(&uuid)) {
+                        pending.path = Some(format!("{path}/{ours}"));
+                    }
+                    return Err(Error::new(
+                        ErrorKind::Connection,
+                        BACKEND,
+                        "the connection was lost while creating the lock node",
+                    )
+                    .with_lock(name));
+                }
+                Err(error) => return Err(zk_error(error, "creating the lock node", name)),
+            };
+            let own_name = format!("{}{sequence}", &prefix[path.len() + 1..]);
+            let own_path = format!("{path}/{own_name}");
+            pending.path = Some(own_path.clone());
+            loop {
+                let nodes = self.children(name, &path).await?;
+                let Some(position) = nodes.iter().position(|n| n.name == own_name) else {
+                    return Err(Error::new(
+                        ErrorKind::Connection,
+                        BACKEND,
+                        "the lock node vanished while waiting (session expired or deleted)",
+                    )
+                    .with_lock(name));
+                };
+                let Some(blocker) = blocker(&nodes[..position], mode) else {
+                    break;
+                };
+                if request.options.wait == Wait::NoWait {
+                    pending.path = None;
+                    let _ = client.delete(&own_path, None).await;
+                    return Err(Error::new(
+                        ErrorKind::WouldBlock,
+                        BACKEND,
+                        "held by another owner",
+                    )
+                    .with_lock(name));
+                }
+                let watched = format!("{path}/{}", blocker.name);
+                match client.check_and_watch_stat(&watched).await {
+                    Ok((Some(_), watcher)) => {
+                        watcher.changed().await;
+                    }
+                    Ok((None, _)) => {}
+                    Err(error) => return Err(zk_error(error, "watching the predecessor", name)),
+                }
+            }
+            self.shared.signals.lock().unwrap().push(signal);
+            pending.path = None;
+            Ok(Box::new(ZkHeld {
+                client: client.clone(),
+                name: name.to_owned(),
+                path: own_path,
+                czxid: stat.czxid,
+            }) as Box<dyn HeldLock>)
+        })
+    }
+
+    fn inspect<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<LockInfo>> {
+        Box::pin(self.describe(name.as_str()))
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        Box::pin(async move {
+            let root = format!("/{}", self.shared.config.root);
+            let locks = match self.shared.client.list_children(&root).await {
+                Ok(locks) => locks,
+                Err(zk::Error::NoNode) => Vec::new(),
+                Err(error) => return Err(zk_error(error, "listing locks", prefix)),
+            };
+            let mut names: Vec<String> = locks
+                .iter()
+                .map(|segment| unescape(segment))
+                .filter(|name| name.starts_with(prefix))
+                .collect();
+            names.sort();
+            let mut infos = Vec::new();
+            for name in names {
+                let info = self.describe(&name).await?;
+                if !info.holders.is_empty() || !info.waiters.is_empty() {
+                    infos.push(info);
+                }
+            }
+            Ok(infos)
+        })
+    }
+
+    fn force_release<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(async move {
+            let path = self.lock_path(name.as_str());
+            let nodes = self.children(name.as_str(), &path).await?;
+            let mut removed = 0;
+            for i in 0..nodes.len() {
+                if blocker(&nodes[..i], nodes[i].mode).is_none() {
+                    match self
+                        .shared
+                        .client
+                        .delete(&format!("{path}/{}", nodes[i].name), None)
+                        .await
+                    {
+                        Ok(()) => removed += 1,
+                        Err(zk::Error::NoNode) => {}
+                        Err(error) => {
+                            return Err(zk_error(error, "deleting a holder's node", name.as_str()));
+                        }
+                    }
+                }
+            }
+            Ok(removed)
+        })
+    }
+}
+
+/// A lock node this session holds.
+struct ZkHeld {
+    client: zk::Client,
+    name: String,
+    path: String,
+    czxid: i64,
+}
+
+impl HeldLock for ZkHeld {
+    fn token(&self) -> FencingToken {
+        FencingToken::new(self.czxid as u64)
+    }
+
+    /// `None`: the node lives as long as the session; the session follower signals loss.
+    fn granted_at(&self) -> Option<Instant> {
+        None
+    }
+
+    fn renew(&self, _ttl: Duration) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            match self.client.check_stat(&self.path).await {
+                Ok(Some(stat)) if stat.czxid == self.czxid => Ok(()),
+                Ok(_) => Err(Error::new(
+                    ErrorKind::Lost,
+                    BACKEND,
+                    "the lock node was deleted (by an operator, or its session expired)",
+                )
+                .with_lock(&self.name)),
+                Err(zk::Error::SessionExpired) => {
+                    Err(
+                        Error::new(ErrorKind::Lost, BACKEND, "the zookeeper session expired")
+                            .with_lock(&self.name),
+                    )
+                }
+                Err(error) => Err(zk_error(error, "checking the lock node", &self.name)),
+            }
+        })
+    }
+
+    fn release(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            // Only our own node, and only the incarnation we created.
+            match self.client.check_stat(&self.path).await {
+                Ok(Some(stat)) if stat.czxid == self.czxid => {}
+                Ok(_) | Err(zk::Error::SessionExpired) => return Ok(()),
+                Err(error) => return Err(zk_error(error, "checking the lock node", &self.name)),
+            }
+            match self.client.delete(&self.path, None).await {
+                Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::SessionExpired) => Ok(()),
+                Err(error) => Err(zk_error(error, "deleting the lock node", &self.name)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_kinds() {
+        assert_eq!(escape("a/b%c"), "a%2Fb%25c");
+        for name in ["a/b%2Fc", "ключ/🔒", "..", "x\u{9f}y"] {
+            assert_eq!(unescape(&escape(name)), name);
+        }
+        assert_eq!(escape(".."), "%2E%2E");
+        assert_eq!(sequence_of("_c_x-lock-0000000042"), 42);
+        assert_eq!(sequence_of("by-hand"), i64::MIN);
+        assert_eq!(mode_of("_c_x-__READ__0000000001"), LockMode::Shared);
+        assert_eq!(
+            mode_of("_c_x-__PERM_2_5__0000000001"),
+            LockMode::Permits { count: 2, limit: 5 }
+        );
+        assert_eq!(mode_of("_c_x-lock-0000000001"), LockMode::Exclusive);
+        let c = ZkConfig::from_url("zk://a:1,b/app?session_timeout=4s").unwrap();
+        assert_eq!(c.connect_string, "a:1,b:2181/app");
+        assert_eq!(c.session_timeout, Duration::from_secs(4));
+    }
+}
