@@ -127,6 +127,8 @@ fn invalid_url(url: &str, why: &str) -> Error {
     )
 }
 
+// Unused only when every backend feature is enabled.
+#[allow(dead_code)]
 fn not_built(url: &str, backend: &str) -> Result<Locks> {
     Err(Error::new(
         ErrorKind::Unsupported,
