@@ -1,0 +1,67 @@
+//! The backends under test. Adding one is one module here: start its servers through the
+//! testkit, say how clients reach it, which faults apply, and what its tokens promise.
+
+mod file;
+mod redis;
+mod redlock;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use distlock_testkit::redis::RedisServer;
+
+use crate::faults::Fault;
+
+/// A running backend: its servers live as long as this value.
+pub trait TortureBackend {
+    /// The URL the observer and the controller use: straight to the servers.
+    fn direct_url(&self) -> String;
+    /// The server addresses clients connect to, in URL order (empty when there is no server).
+    fn upstreams(&self) -> Vec<SocketAddr>;
+    /// The client URL when `ports` on 127.0.0.1 stand in for [`upstreams`](Self::upstreams).
+    fn url_via(&self, ports: &[u16]) -> String;
+    /// Kills server `node` and starts it again on the same port after `down_for`.
+    fn restart(&mut self, node: usize, down_for: Duration);
+    /// The Redis servers, for Redis-specific faults; empty elsewhere.
+    fn redis_nodes(&mut self) -> &mut [RedisServer] {
+        &mut []
+    }
+}
+
+/// What the harness knows about a backend before starting it.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendSpec {
+    /// The label used on the command line and in the report.
+    pub label: &'static str,
+    /// A sentence for the report.
+    pub about: &'static str,
+    /// The faults that apply to it.
+    pub faults: &'static [Fault],
+    /// Whether the fencing-token source is monotonic under every fault applied here (the
+    /// fenced accepted-but-stale gate applies only then).
+    pub monotonic_tokens: bool,
+    /// Whether server-side double grants must be zero under every fault (the gate).
+    pub no_double_grants: bool,
+    /// Whether a holder's lease expires on the server by itself (else unavailability after a
+    /// pause is expected, and lost-detection latency has no server-side reference).
+    pub server_expiry: bool,
+    /// Starts the servers.
+    pub start: fn(dir: &std::path::Path) -> Box<dyn TortureBackend>,
+}
+
+/// Every backend the harness knows, in report order.
+pub const ALL: &[BackendSpec] = &[file::SPEC, redis::SPEC, redis::SPEC_AOF, redlock::SPEC];
+
+/// Looks a backend up by label.
+pub fn spec(label: &str) -> Option<&'static BackendSpec> {
+    ALL.iter().find(|s| s.label == label)
+}
+
+/// Rebuilds a comma-separated host list with the given ports on 127.0.0.1.
+pub(crate) fn hosts(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}

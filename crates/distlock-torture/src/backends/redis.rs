@@ -1,0 +1,81 @@
+//! One Redis server, without persistence or with AOF `appendfsync always`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use distlock_testkit::redis::{Persistence, RedisServer};
+
+use super::{BackendSpec, TortureBackend};
+use crate::faults::Fault;
+
+/// Query options: response timeouts well under a third of the harness's TTLs.
+pub(crate) const OPTIONS: &str = "?response_timeout=300ms&connect_timeout=500ms";
+
+/// Redis without persistence.
+pub const SPEC: BackendSpec = BackendSpec {
+    label: "redis",
+    about: "one redis-server, no persistence",
+    faults: &[
+        Fault::None,
+        Fault::Sigstop,
+        Fault::Sigkill,
+        Fault::Partition,
+        Fault::Restart,
+    ],
+    monotonic_tokens: true,
+    no_double_grants: false,
+    server_expiry: true,
+    start: start_plain,
+};
+
+/// Redis with AOF `appendfsync always`.
+pub const SPEC_AOF: BackendSpec = BackendSpec {
+    label: "redis-aof",
+    about: "one redis-server, AOF appendfsync always",
+    faults: &[Fault::Restart],
+    monotonic_tokens: true,
+    no_double_grants: false,
+    server_expiry: true,
+    start: start_aof,
+};
+
+struct Redis {
+    server: Vec<RedisServer>,
+}
+
+fn start_plain(_dir: &Path) -> Box<dyn TortureBackend> {
+    Box::new(Redis {
+        server: vec![RedisServer::start_with(Persistence::None, &[])],
+    })
+}
+
+fn start_aof(_dir: &Path) -> Box<dyn TortureBackend> {
+    Box::new(Redis {
+        server: vec![RedisServer::start_with(Persistence::AofAlways, &[])],
+    })
+}
+
+impl TortureBackend for Redis {
+    fn direct_url(&self) -> String {
+        self.url_via(&[self.server[0].port()])
+    }
+
+    fn upstreams(&self) -> Vec<SocketAddr> {
+        vec![SocketAddr::from(([127, 0, 0, 1], self.server[0].port()))]
+    }
+
+    fn url_via(&self, ports: &[u16]) -> String {
+        format!("redis://127.0.0.1:{}/{OPTIONS}", ports[0])
+    }
+
+    fn restart(&mut self, _node: usize, down_for: Duration) {
+        self.server[0].kill();
+        std::thread::sleep(down_for);
+        self.server[0].restart();
+    }
+
+    fn redis_nodes(&mut self) -> &mut [RedisServer] {
+        &mut self.server
+    }
+}
