@@ -172,3 +172,125 @@ async fn a_lock_survives_losing_one_member_of_three() {
     next.release().await.unwrap();
     tokio::task::block_in_place(|| cluster.restart(0));
 }
+
+const CHILD_URL: &str = "DISTLOCK_ETCD_CHILD_URL";
+const CHILD_NAME: &str = "DISTLOCK_ETCD_CHILD_NAME";
+
+/// Helper for `a_paused_holder_is_lost_before_another_client_acquires`: run in a child
+/// process, holds a lock with a 2 s TTL, prints `HELD <token>`, then `LOST <reason>` when the
+/// lease is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper: run in a child process by a_paused_holder_is_lost_before_another_client_acquires"]
+async fn paused_holder_child() {
+    let (Ok(url), Ok(name)) = (std::env::var(CHILD_URL), std::env::var(CHILD_NAME)) else {
+        panic!("run by a_paused_holder_is_lost_before_another_client_acquires, not directly");
+    };
+    let locks = Locks::new(distlock_etcd::connect(&url).await.unwrap());
+    let lease = locks
+        .mutex(&name)
+        .ttl(Duration::from_secs(2))
+        .acquire()
+        .await
+        .unwrap();
+    // libtest has printed "test ... " without a newline: start a line of our own.
+    println!("\nHELD {}", lease.token());
+    let error = lease.lost().await;
+    println!("\nLOST {error}");
+    std::future::pending::<()>().await;
+}
+
+/// A holder whose process is frozen (a GC pause, a stopped VM) stops sending keep-alives: etcd
+/// lets its lease run out, and only then may another client acquire. When the holder runs
+/// again its lease is Lost at once (its local deadline passed during the pause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_holder_is_lost_before_another_client_acquires() {
+    let server = tokio::task::block_in_place(Etcd::start);
+    let name = "paused-holder";
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "paused_holder_child", "--ignored", "--nocapture"])
+        .env(CHILD_URL, server.url())
+        .env(CHILD_NAME, name);
+    let mut child = Process::spawn("paused holder", command).unwrap();
+    let child_token: u64 = tokio::task::block_in_place(|| child.wait_for_line("HELD", SOON))
+        .parse()
+        .unwrap();
+    let locks = Locks::new(distlock_etcd::connect(&server.url()).await.unwrap());
+    let err = locks.mutex(name).no_wait().acquire().await.unwrap_err();
+    assert!(err.is_would_block(), "the child holds it: {err}");
+
+    child.pause().unwrap();
+    let paused_at = std::time::Instant::now();
+    let lease = locks.mutex(name).wait(SOON).acquire().await.unwrap();
+    let waited = paused_at.elapsed();
+    // Keep-alives go at ttl/3, so etcd still had at least 2/3 of the 2 s TTL left when the
+    // child froze: nobody may get the lock before that has run out.
+    assert!(
+        waited >= Duration::from_millis(1300),
+        "acquired {waited:?} after the holder froze, before its lease can have expired"
+    );
+    assert!(lease.token().get() > child_token);
+
+    child.resume().unwrap();
+    let resumed_at = std::time::Instant::now();
+    let reason = tokio::task::block_in_place(|| child.wait_for_line("LOST", SOON));
+    assert!(
+        resumed_at.elapsed() < Duration::from_secs(5),
+        "the resumed holder saw Lost only after {:?}",
+        resumed_at.elapsed()
+    );
+    // The local deadline (or etcd, if its answer came first) says so.
+    assert!(
+        reason.contains("deadline") || reason.contains("expired"),
+        "{reason}"
+    );
+    assert!(lease.is_held(), "the new holder is not disturbed");
+    lease.release().await.unwrap();
+}
+
+/// User/password authentication: the right password works, a wrong one is refused, and
+/// neither appears in errors or `Debug` output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_auth() {
+    let server = tokio::task::block_in_place(Etcd::start);
+    let password = "s3cr3t-pw";
+    for args in [
+        &["user", "add", "root", "--new-user-password", password][..],
+        &["user", "grant-role", "root", "root"][..],
+        &["auth", "enable"][..],
+    ] {
+        let out = tokio::task::block_in_place(|| server.etcdctl(args));
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+    }
+    let hosts = server.hosts();
+
+    let backend = distlock_etcd::connect(&format!("etcd://root:{password}@{hosts}/"))
+        .await
+        .unwrap();
+    assert!(!format!("{backend:?}").contains(password), "{backend:?}");
+    let locks = Locks::new(backend);
+    let lease = locks.mutex("auth").no_wait().acquire().await.unwrap();
+    let err = locks.mutex("auth").no_wait().acquire().await.unwrap_err();
+    assert!(err.is_would_block(), "{err}");
+    lease.release().await.unwrap();
+
+    // Without credentials, or with a wrong password, nothing is granted.
+    let anonymous = distlock_etcd::connect(&format!("etcd://{hosts}/")).await;
+    if let Ok(backend) = anonymous {
+        let err = Locks::new(backend)
+            .mutex("auth")
+            .no_wait()
+            .acquire()
+            .await
+            .unwrap_err();
+        assert!(!err.is_would_block(), "refused, not merely busy: {err}");
+    }
+    let wrong = "wrong-pw-123";
+    let err = distlock_etcd::connect(&format!("etcd://root:{wrong}@{hosts}/"))
+        .await
+        .unwrap_err();
+    for text in [err.to_string(), format!("{err:?}"), format!("{err:#}")] {
+        assert!(!text.contains(wrong), "{text}");
+        assert!(!text.contains(password), "{text}");
+    }
+}

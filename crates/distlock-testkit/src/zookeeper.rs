@@ -62,6 +62,14 @@ impl ZkNode {
         four_letter(self.client_port, "srvr").is_some_and(|s| s.contains("Mode:"))
     }
 
+    /// The node's role as `srvr` reports it (`standalone`, `leader`, `follower`), or `None`
+    /// while it does not serve.
+    pub fn mode(&self) -> Option<String> {
+        let answer = four_letter(self.client_port, "srvr")?;
+        let line = answer.lines().find_map(|l| l.strip_prefix("Mode:"))?;
+        Some(line.trim().to_owned())
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
         while !self.serving() {
@@ -83,7 +91,7 @@ impl ZkNode {
 #[derive(Debug)]
 pub struct ZooKeeper {
     nodes: Vec<ZkNode>,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl ZooKeeper {
@@ -135,7 +143,10 @@ impl ZooKeeper {
         for node in &nodes {
             node.wait_ready();
         }
-        ZooKeeper { nodes, _dir: dir }
+        ZooKeeper {
+            nodes,
+            dir: Some(dir),
+        }
     }
 
     /// `127.0.0.1:p1,127.0.0.1:p2,...`: the connect string.
@@ -176,6 +187,15 @@ impl ZooKeeper {
         if let Some(process) = &self.nodes[i].process {
             process.resume().expect("SIGCONT zookeeper");
         }
+    }
+
+    /// Kills every node and removes the data directories, for a server kept in a `static`
+    /// (which is never dropped): call it from an exit hook. Idempotent.
+    pub fn shutdown(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        drop(self.dir.take());
     }
 
     /// Kills node `i` if it runs, starts it again with the same configuration and data, and

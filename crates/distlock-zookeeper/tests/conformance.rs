@@ -1,13 +1,42 @@
-//! The shared conformance suite against a real standalone ZooKeeper server.
+//! The shared conformance suite against a real standalone ZooKeeper server, one for all cases.
+
+use std::sync::{Mutex, OnceLock};
 
 use distlock_core::conformance::Fixture;
 use distlock_core::{BoxFuture, Lease, Locks};
 use distlock_testkit::zookeeper::ZooKeeper;
 
+static SERVER: OnceLock<(String, Mutex<ZooKeeper>)> = OnceLock::new();
+
+extern "C" fn stop_server() {
+    if let Some((_, server)) = SERVER.get() {
+        let mut server = server.lock().unwrap_or_else(|e| e.into_inner());
+        server.shutdown();
+    }
+}
+
+/// One server for every case of this binary (the cases use unique lock names); a `static` is
+/// never dropped, so an exit hook kills it when the test binary ends.
+fn server_url() -> String {
+    SERVER
+        .get_or_init(|| {
+            let server = ZooKeeper::start();
+            // SAFETY: registers a plain function with no arguments; atexit has no other
+            // preconditions.
+            let rc = unsafe { libc::atexit(stop_server) };
+            assert_eq!(rc, 0, "atexit");
+            // Short sessions: a SIGKILLed holder's nodes go within the suite's bound.
+            (
+                format!("{}?session_timeout=2s", server.url()),
+                Mutex::new(server),
+            )
+        })
+        .0
+        .clone()
+}
+
 struct SingleFixture {
     url: String,
-    // `Process` is not `Sync`; the fixture only keeps the server alive.
-    _server: std::sync::Mutex<ZooKeeper>,
 }
 
 impl Fixture for SingleFixture {
@@ -29,11 +58,8 @@ impl Fixture for SingleFixture {
 }
 
 async fn fixture() -> SingleFixture {
-    let server = tokio::task::block_in_place(ZooKeeper::start);
     SingleFixture {
-        // Short sessions: a SIGKILLed holder's nodes go within the suite's bound.
-        url: format!("{}?session_timeout=2s", server.url()),
-        _server: std::sync::Mutex::new(server),
+        url: tokio::task::block_in_place(server_url),
     }
 }
 
