@@ -248,8 +248,11 @@ impl Shared {
 
     fn my_error(&self, what: &str, error: &mysql_async::Error) -> Error {
         let kind = match server_code(error) {
-            // Access denied, unknown database, missing privileges: fix the configuration.
-            Some(1044 | 1045 | 1049 | 1142 | 1227 | 1698) => ErrorKind::Config,
+            // The server refused the login (access denied, unknown database): a retry does
+            // not help, but the URL itself is well-formed.
+            Some(1044 | 1045 | 1049 | 1698) => ErrorKind::Backend,
+            // Missing privileges for distlock's DDL or KILL: fix the configuration.
+            Some(1142 | 1227) => ErrorKind::Config,
             Some(_) if is_connection_failure(error) => ErrorKind::Connection,
             Some(_) => ErrorKind::Backend,
             None => ErrorKind::Connection,
@@ -268,7 +271,7 @@ impl Shared {
                 let mut error = self.my_error(&what, &e);
                 if server_code(&e) == Some(1049) {
                     error = self.error(
-                        ErrorKind::Config,
+                        ErrorKind::Backend,
                         format!("{what}: the database does not exist ({e})"),
                     );
                 }
@@ -466,9 +469,10 @@ struct Record<'a> {
 impl MySqlBackend {
     /// Parses `url`, opens one connection to check it and returns the backend.
     ///
-    /// Errors: [`ErrorKind::InvalidUrl`] for a URL that does not parse, [`ErrorKind::Config`]
-    /// for a wrong password or an unknown database, [`ErrorKind::Connection`] when the server
-    /// cannot be reached. No error contains the password.
+    /// Errors: [`ErrorKind::InvalidUrl`] for a URL that does not parse, [`ErrorKind::Backend`]
+    /// when the server refuses the login (a wrong password, an unknown database),
+    /// [`ErrorKind::Connection`] when the server cannot be reached. No error contains the
+    /// password.
     ///
     /// # Cancel safety
     ///
@@ -903,7 +907,7 @@ impl Backend for MySqlBackend {
     fn inspect<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<LockInfo>> {
         Box::pin(async move {
             let key = hex_literal(lock_name(name.as_str()).as_bytes());
-            let mut infos = self.query_infos(&format!("h.lock_key = {key}")).await?;
+            let mut infos = self.holder_infos(&format!("h.lock_key = {key}")).await?;
             let mut info = infos
                 .pop()
                 .unwrap_or_else(|| LockInfo::new(name.as_str(), BACKEND));
@@ -923,7 +927,9 @@ impl Backend for MySqlBackend {
                     hex_literal(prefix.as_bytes())
                 )
             };
-            self.query_infos(&filter).await
+            let mut infos = self.holder_infos(&filter).await?;
+            self.add_foreign_list(&mut infos, prefix).await?;
+            Ok(infos)
         })
     }
 
@@ -972,21 +978,50 @@ impl Backend for MySqlBackend {
     }
 }
 
+/// `information_schema.METADATA_LOCK_INFO` (MariaDB's `metadata_lock_info` plugin) is not
+/// there: error 1109, unknown table.
+fn is_unknown_table(error: &mysql_async::Error) -> bool {
+    matches!(server_code(error), Some(1109))
+}
+
 impl MySqlBackend {
-    async fn query_infos(&self, filter: &str) -> Result<Vec<LockInfo>> {
+    /// distlock's holders and waiters matching `filter`: from the server's lock inventory
+    /// (`METADATA_LOCK_INFO`) where the plugin is loaded, else from the holder table.
+    async fn holder_infos(&self, filter: &str) -> Result<Vec<LockInfo>> {
+        match self.query_infos(filter, true).await? {
+            Some(infos) => Ok(infos),
+            None => Ok(self.query_infos(filter, false).await?.unwrap_or_default()),
+        }
+    }
+
+    /// `None` when `lock_info` was asked for and `METADATA_LOCK_INFO` does not exist.
+    async fn query_infos(&self, filter: &str, lock_info: bool) -> Result<Option<Vec<LockInfo>>> {
         if !self.shared.config.holder_info {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let mut conn = self.shared.checkout().await?;
+        // A holder row counts only while the server shows its connection holding a user lock
+        // (the holder table alone would trust a row the server no longer backs).
+        let verified = if lock_info {
+            " AND (h.token IS NULL OR EXISTS (SELECT 1 FROM \
+             information_schema.METADATA_LOCK_INFO m WHERE m.THREAD_ID = h.conn_id \
+             AND m.LOCK_TYPE = 'User lock'))"
+        } else {
+            ""
+        };
         let sql = format!(
             "SELECT h.conn_id, h.name, h.mode, h.permits, h.lim, h.owner, h.host, h.os_pid, \
              h.description, h.since_ms, h.ttl_ms, h.token, p.COMMAND, p.TIME \
              FROM distlock_holders h JOIN information_schema.PROCESSLIST p ON p.ID = h.conn_id \
-             WHERE {filter} ORDER BY h.name, h.since_ms"
+             WHERE {filter}{verified} ORDER BY h.name, h.since_ms"
         );
         let rows = match query_rows(&mut conn.conn, &sql).await {
             Ok(rows) => rows,
             Err(e) if server_code(&e) == Some(1146) => Vec::new(),
+            Err(e) if lock_info && is_unknown_table(&e) => {
+                self.shared.checkin(conn);
+                return Ok(None);
+            }
             Err(e) => return Err(self.shared.my_error("inspect", &e)),
         };
         self.shared.checkin(conn);
@@ -1035,7 +1070,77 @@ impl MySqlBackend {
                 None => slot.waiters.push(Waiter::new(info_owner, mode, 0)),
             }
         }
-        Ok(infos)
+        Ok(Some(infos))
+    }
+
+    /// Adds to `list`'s report the user locks that connections hold without distlock, from
+    /// `METADATA_LOCK_INFO` where the plugin is loaded (else there is no inventory of user
+    /// locks and nothing is added). Only `GET_LOCK` names that distlock uses unchanged (see
+    /// [`lock_name`]) are listed: they are the names `distlock status` can address.
+    async fn add_foreign_list(&self, infos: &mut Vec<LockInfo>, prefix: &str) -> Result<()> {
+        let mut conn = self.shared.checkout().await?;
+        let mine = "AND NOT EXISTS (SELECT 1 FROM distlock_holders h \
+                    WHERE h.conn_id = m.THREAD_ID AND h.token IS NOT NULL)";
+        let sql = |filter: &str| {
+            format!(
+                "SELECT m.THREAD_ID, m.TABLE_SCHEMA, p.USER, p.HOST, p.TIME \
+                 FROM information_schema.METADATA_LOCK_INFO m \
+                 LEFT JOIN information_schema.PROCESSLIST p ON p.ID = m.THREAD_ID \
+                 WHERE m.LOCK_TYPE = 'User lock' AND m.THREAD_ID <> CONNECTION_ID() {filter} \
+                 ORDER BY m.TABLE_SCHEMA, m.THREAD_ID"
+            )
+        };
+        let filter = if self.shared.config.holder_info {
+            mine
+        } else {
+            ""
+        };
+        let mut result = query_rows(&mut conn.conn, &sql(filter)).await;
+        if matches!(&result, Err(e) if server_code(e) == Some(1146)) {
+            result = query_rows(&mut conn.conn, &sql("")).await;
+        }
+        let rows = match result {
+            Ok(rows) => rows,
+            Err(e) if is_unknown_table(&e) => {
+                self.shared.checkin(conn);
+                return Ok(());
+            }
+            Err(e) => return Err(self.shared.my_error("list", &e)),
+        };
+        self.shared.checkin(conn);
+        let now = SystemTime::now();
+        for row in rows {
+            let Some(name) = text(&row, 1) else { continue };
+            if !name.starts_with(prefix) || lock_name(&name) != name {
+                continue;
+            }
+            let id = int(&row, 0).unwrap_or(0);
+            let user = text(&row, 2).unwrap_or_default();
+            let mut owner = OwnerInfo::current(
+                OwnerId::from_u128(0),
+                Some(format!(
+                    "MySQL connection {id} (user {user:?}) without distlock"
+                )),
+            );
+            owner.host = text(&row, 3).unwrap_or_default();
+            owner.pid = 0;
+            owner.since = now - Duration::from_secs(int(&row, 4).unwrap_or(0).max(0) as u64);
+            let index = match infos.iter().position(|i| i.name == name) {
+                Some(index) => index,
+                None => {
+                    infos.push(LockInfo::new(name, BACKEND));
+                    infos.len() - 1
+                }
+            };
+            infos[index].holders.push(Holder::new(
+                owner,
+                LockMode::Exclusive,
+                FencingToken::new(0),
+                None,
+            ));
+        }
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(())
     }
 
     /// Adds a connection holding the name's `GET_LOCK` name without distlock (interop).

@@ -28,7 +28,7 @@ fn wrong_password_is_a_clear_error_without_the_password() {
             .await
             .unwrap_err();
         let (shown, debug) = (err.to_string(), format!("{err:?}"));
-        assert_eq!(err.kind(), ErrorKind::Config, "{shown}");
+        assert_eq!(err.kind(), ErrorKind::Backend, "{shown}");
         assert!(shown.starts_with("mysql: "), "{shown}");
         assert!(shown.contains("Access denied"), "{shown}");
         assert!(
@@ -51,7 +51,7 @@ fn missing_database_is_a_clear_error() {
     runtime().block_on(async {
         let url = format!("mysql://distlock@127.0.0.1:{}/no_such_db", server.port());
         let err = distlock_mysql::connect(&url).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
         assert!(err.to_string().contains("does not exist"), "{err}");
         let err =
             distlock_mysql::connect(&format!("mysql://u:hunter22@127.0.0.1:{}", server.port()))

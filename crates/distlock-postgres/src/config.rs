@@ -34,6 +34,11 @@ pub struct PostgresConfig {
     pub client_check: Duration,
     /// Path of a PEM file of CA certificates to trust (`sslrootcert`), for TLS.
     pub ssl_root_cert: Option<String>,
+    /// Transaction-scoped locks (`distlock_mode=transaction`), for PgBouncer's transaction
+    /// pooling: each lease is a `pg_advisory_xact_lock` inside a transaction held open for the
+    /// lease's life and ended by `COMMIT`. No holder rows are written (another session could
+    /// not see them before the commit) and semaphores are not offered. See `docs/postgres.md`.
+    pub transaction_mode: bool,
     pub(crate) display_url: String,
 }
 
@@ -46,6 +51,7 @@ impl fmt::Debug for PostgresConfig {
             .field("holder_info", &self.holder_info)
             .field("client_check", &self.client_check)
             .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("transaction_mode", &self.transaction_mode)
             .finish()
     }
 }
@@ -75,6 +81,7 @@ impl PostgresConfig {
             holder_info: true,
             client_check: Duration::from_secs(1),
             ssl_root_cert: None,
+            transaction_mode: false,
             display_url: redact_url(url),
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -111,13 +118,26 @@ impl PostgresConfig {
                     config.client_check = humantime::parse_duration(value)
                         .map_err(|e| invalid(url, format!("distlock_client_check: {e}")))?;
                 }
+                "distlock_mode" => {
+                    config.transaction_mode = match value {
+                        "session" => false,
+                        "transaction" => true,
+                        _ => {
+                            return Err(invalid(
+                                url,
+                                "distlock_mode must be session or transaction",
+                            ));
+                        }
+                    }
+                }
                 "sslrootcert" => config.ssl_root_cert = Some(value.to_owned()),
                 other if other.starts_with("distlock_") => {
                     return Err(invalid(
                         url,
                         format!(
                             "unknown option {other:?}; distlock's options are distlock_schema, \
-                             distlock_max_connections, distlock_holder_info, distlock_client_check"
+                             distlock_max_connections, distlock_holder_info, \
+                             distlock_client_check, distlock_mode"
                         ),
                     ));
                 }
@@ -148,6 +168,11 @@ impl PostgresConfig {
         }
         if config.pg.get_connect_timeout().is_none() {
             config.pg.connect_timeout(Duration::from_secs(10));
+        }
+        if config.transaction_mode {
+            // A holder row written in the lock's open transaction is invisible to everyone
+            // else until the commit that releases the lock.
+            config.holder_info = false;
         }
         Ok(config)
     }
@@ -182,6 +207,12 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("bob:***@db.example"), "{shown}");
+
+        assert!(!config.transaction_mode);
+        let config = PostgresConfig::from_url("postgres://h/db?distlock_mode=transaction").unwrap();
+        assert!(config.transaction_mode && !config.holder_info);
+        let err = PostgresConfig::from_url("postgres://h/db?distlock_mode=xact").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidUrl);
 
         let err =
             PostgresConfig::from_url("postgres://bob:hunter2@h/db?distlock_bogus=1").unwrap_err();

@@ -12,6 +12,10 @@
 //!   at once (the connection task ends) and makes the lease `Lost`.
 //! - Waiting happens in the server (`pg_advisory_lock` with `lock_timeout`); a dropped
 //!   `acquire()` sends a cancel request and closes its session.
+//! - For PgBouncer's transaction pooling, `?distlock_mode=transaction` takes
+//!   `pg_advisory_xact_lock` inside a transaction held open for the lease and ended by `COMMIT`
+//!   (`idle_in_transaction_session_timeout` = TTL; exclusive and shared locks, no semaphores,
+//!   no holder rows).
 //!
 //! See `docs/postgres.md` for the full contract.
 //!
@@ -117,9 +121,10 @@ impl Drop for PgConn {
 impl PostgresBackend {
     /// Parses `url`, opens one session to check it and returns the backend.
     ///
-    /// Errors: [`ErrorKind::InvalidUrl`] for a URL that does not parse, [`ErrorKind::Config`]
-    /// for a wrong password, an unknown role or database, [`ErrorKind::Connection`] when the
-    /// server cannot be reached. No error contains the password.
+    /// Errors: [`ErrorKind::InvalidUrl`] for a URL that does not parse, [`ErrorKind::Backend`]
+    /// when the server refuses the login (a wrong password, an unknown role or database),
+    /// [`ErrorKind::Connection`] when the server cannot be reached. No error contains the
+    /// password.
     ///
     /// # Cancel safety
     ///
@@ -135,12 +140,16 @@ impl PostgresBackend {
     ///
     /// Cancel safe: dropping the future closes the session being opened.
     pub async fn with_config(mut config: PostgresConfig) -> Result<PostgresBackend> {
-        let check_ms = config.client_check.as_millis().max(1);
-        let options = format!(
-            "{} -c client_connection_check_interval={check_ms}",
-            config.pg.get_options().unwrap_or("")
-        );
-        config.pg.options(options.trim_start());
+        if !config.transaction_mode {
+            // (PgBouncer refuses the `options` startup parameter; transaction mode sets this
+            // in the waiting transaction instead.)
+            let check_ms = config.client_check.as_millis().max(1);
+            let options = format!(
+                "{} -c client_connection_check_interval={check_ms}",
+                config.pg.get_options().unwrap_or("")
+            );
+            config.pg.options(options.trim_start());
+        }
         let tls = make_tls(&config)?;
         let sql = Statements::new(&config);
         let backend = PostgresBackend {
@@ -281,7 +290,9 @@ impl Shared {
     /// Maps a driver error during `what`.
     fn pg_error(&self, what: &str, error: &tokio_postgres::Error) -> Error {
         let kind = match sqlstate(error) {
-            Some(code) if code.starts_with("28") || code == "3D000" => ErrorKind::Config,
+            // The server refused the login (wrong password, unknown role or database): the
+            // backend is unavailable to this configuration; a retry does not help.
+            Some(code) if code.starts_with("28") || code == "3D000" => ErrorKind::Backend,
             Some(code) if code.starts_with("08") || code.starts_with("57P") => {
                 ErrorKind::Connection
             }
@@ -301,7 +312,7 @@ impl Shared {
             );
             if sqlstate(&e) == Some("3D000") {
                 error = self.error(
-                    ErrorKind::Config,
+                    ErrorKind::Backend,
                     format!(
                         "could not connect to {}: the database does not exist ({})",
                         self.config.redacted_url(),
@@ -507,6 +518,36 @@ impl Attempt<'_> {
 
 type Row = (Vec<i64>, Option<i64>);
 
+/// Runs a simple-protocol query and returns the first column of its first row as a number
+/// (`None` for SQL NULL).
+async fn simple_token(
+    client: &Client,
+    sql: &str,
+) -> std::result::Result<Option<i64>, tokio_postgres::Error> {
+    let messages = client.simple_query(sql).await?;
+    Ok(messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                Some(row.get(0).and_then(|v| v.parse().ok()))
+            }
+            _ => None,
+        })
+        .flatten())
+}
+
+/// Transaction mode: ends the attempt's transaction (and any lock in it) and gives the session
+/// back; a session that cannot roll back is closed.
+async fn rollback_and_return(attempt: &mut Attempt<'_>) {
+    attempt.waiting = false;
+    let Some(conn) = attempt.conn.take() else {
+        return;
+    };
+    if conn.client.batch_execute("ROLLBACK").await.is_ok() {
+        attempt.shared.checkin(conn);
+    }
+}
+
 impl PostgresBackend {
     async fn acquire_impl(
         &self,
@@ -641,6 +682,142 @@ impl PostgresBackend {
                     attempt.conn = None;
                     return Err(shared.pg_error("acquire", &e));
                 }
+            }
+        }
+    }
+
+    /// Transaction mode: `BEGIN`, then `pg_[try_]advisory_xact_lock[_shared]` with the token
+    /// and the transaction-local settings in the same statement; the transaction stays open
+    /// for the lease (see `docs/postgres.md`). Every value in the SQL is a number, so the
+    /// simple-query protocol carries `BEGIN` and the try in one round trip.
+    async fn acquire_xact(
+        &self,
+        request: &distlock_core::AcquireRequest,
+        signal: LeaseSignal,
+    ) -> Result<Box<dyn HeldLock>> {
+        let started = Instant::now();
+        let shared = &*self.shared;
+        let spec = Spec::new(request.name.as_str(), request.options.mode);
+        if spec.keys.len() != 1 {
+            return Err(shared.error(
+                ErrorKind::Unsupported,
+                "semaphores need session mode (distlock_mode=transaction takes one \
+                 transaction-level advisory lock per lease)",
+            ));
+        }
+        let key = spec.keys[0];
+        let (try_fn, lock_fn) = if spec.shared {
+            (
+                "pg_try_advisory_xact_lock_shared",
+                "pg_advisory_xact_lock_shared",
+            )
+        } else {
+            ("pg_try_advisory_xact_lock", "pg_advisory_xact_lock")
+        };
+        let ttl = request.options.ttl;
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let seq = shared.config.qualify("distlock_token_seq");
+        // Local to the transaction, so nothing outlives it on a pooled server connection.
+        // `application_name` carries the holder's identity (`distlock <token> <pid> <owner>`)
+        // for inspection, since no holder row can be written; `token` is a column of `n`.
+        let settings = format!(
+            "set_config('idle_in_transaction_session_timeout', '{ttl_ms}', true), \
+             set_config('tcp_keepalives_idle', '{}', true), \
+             set_config('tcp_keepalives_interval', '{}', true), \
+             set_config('tcp_keepalives_count', '3', true), \
+             set_config('tcp_user_timeout', '{ttl_ms}', true), \
+             set_config('application_name', 'distlock ' || token || ' {} {}', true)",
+            (ttl_ms / 3000).max(1),
+            (ttl_ms / 9000).max(1),
+            request.owner.pid,
+            request.owner.owner,
+        );
+        let wait = request.options.wait;
+        let deadline = match wait {
+            Wait::Bounded(bound) => Some(started + bound),
+            _ => None,
+        };
+        let try_sql = format!(
+            "BEGIN; WITH g AS MATERIALIZED (SELECT {try_fn}({key}) AS ok), \
+             n AS MATERIALIZED (SELECT nextval('{seq}') AS token FROM g WHERE ok), \
+             t AS MATERIALIZED (SELECT token, {settings} FROM n) \
+             SELECT (SELECT token FROM t)"
+        );
+        let mut attempt = Attempt {
+            shared,
+            conn: Some(shared.checkout().await?),
+            waiting: false,
+        };
+        let mut setup_done = false;
+        loop {
+            let sent = Instant::now();
+            match simple_token(&attempt.conn().client, &try_sql).await {
+                Ok(Some(token)) => {
+                    return Ok(self.granted(attempt, &spec, vec![key], token, sent, signal));
+                }
+                Ok(None) => break,
+                Err(e) if sqlstate(&e) == Some("42P01") && !setup_done => {
+                    attempt.conn = None;
+                    shared.setup().await?;
+                    setup_done = true;
+                    attempt.conn = Some(shared.checkout().await?);
+                }
+                Err(e) => {
+                    attempt.conn = None;
+                    return Err(shared.pg_error("acquire", &e));
+                }
+            }
+        }
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if wait == Wait::NoWait || remaining == Some(Duration::ZERO) {
+            rollback_and_return(&mut attempt).await;
+            return Err(if wait == Wait::NoWait {
+                shared.error(ErrorKind::WouldBlock, "held by another session")
+            } else {
+                self.timeout(wait)
+            });
+        }
+        let lock_timeout = remaining.map_or(0, |r| {
+            r.saturating_sub((r / 20).min(ms(25))).as_millis().max(1) as u64
+        });
+        let check_ms = shared.config.client_check.as_millis().max(1);
+        let wait_sql = format!(
+            "WITH w AS MATERIALIZED (SELECT set_config('lock_timeout', '{lock_timeout}', true), \
+             set_config('client_connection_check_interval', '{check_ms}', true)), \
+             l AS MATERIALIZED (SELECT {lock_fn}({key})::text AS v FROM w), \
+             n AS MATERIALIZED (SELECT nextval('{seq}') AS token FROM l), \
+             t AS MATERIALIZED (SELECT token, {settings}, \
+             set_config('lock_timeout', '0', true) FROM n) \
+             SELECT (SELECT token FROM t)"
+        );
+        attempt.waiting = true;
+        let sent = Instant::now();
+        let outcome = simple_token(&attempt.conn().client, &wait_sql).await;
+        attempt.waiting = false;
+        match outcome {
+            Ok(Some(token)) => {
+                let granted_at = self.fresh_grant(&attempt, sent, ttl).await?;
+                Ok(self.granted(attempt, &spec, vec![key], token, granted_at, signal))
+            }
+            Err(e) if matches!(sqlstate(&e), Some("55P03") | Some("57014")) => {
+                // ROLLBACK ends the transaction and with it a lock granted just as the
+                // timeout fired: no race is left.
+                rollback_and_return(&mut attempt).await;
+                if let Some(deadline) = deadline {
+                    tokio::time::sleep_until(deadline.into()).await;
+                }
+                Err(self.timeout(wait))
+            }
+            Ok(None) => {
+                attempt.conn = None;
+                Err(shared.error(
+                    ErrorKind::Backend,
+                    "acquire: the lock statement returned no token",
+                ))
+            }
+            Err(e) => {
+                attempt.conn = None;
+                Err(shared.pg_error("acquire", &e))
             }
         }
     }
@@ -887,6 +1064,21 @@ impl HeldLock for PgHeld {
             let Some(conn) = self.conn.lock().await.take() else {
                 return Ok(());
             };
+            if self.shared.config.transaction_mode {
+                // The lock is the transaction's: COMMIT ends both (an aborted transaction's
+                // COMMIT rolls back, which releases it too).
+                return match conn.client.batch_execute("COMMIT").await {
+                    Ok(()) => {
+                        self.shared.checkin(conn);
+                        Ok(())
+                    }
+                    Err(e) if e.is_closed() || conn.client.is_closed() => {
+                        Err(self
+                            .lost("the PostgreSQL session had ended before the release".to_owned()))
+                    }
+                    Err(e) => Err(self.shared.pg_error("release", &e)),
+                };
+            }
             let sql = if self.shared_mode {
                 &self.shared.sql.release_shared
             } else {
@@ -921,7 +1113,13 @@ impl Backend for PostgresBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::EXCLUSIVE_ONLY.with_shared().with_semaphore()
+        if self.shared.config.transaction_mode {
+            // One transaction-level lock per lease; a semaphore's slot search would need
+            // savepoints per slot and is not offered.
+            Capabilities::EXCLUSIVE_ONLY.with_shared()
+        } else {
+            Capabilities::EXCLUSIVE_ONLY.with_shared().with_semaphore()
+        }
     }
 
     fn acquire<'a>(
@@ -929,7 +1127,11 @@ impl Backend for PostgresBackend {
         request: &'a distlock_core::AcquireRequest,
         signal: LeaseSignal,
     ) -> BoxFuture<'a, Result<Box<dyn HeldLock>>> {
-        Box::pin(self.acquire_impl(request, signal))
+        if self.shared.config.transaction_mode {
+            Box::pin(self.acquire_xact(request, signal))
+        } else {
+            Box::pin(self.acquire_impl(request, signal))
+        }
     }
 
     fn inspect<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<LockInfo>> {
@@ -946,7 +1148,11 @@ impl Backend for PostgresBackend {
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
-        Box::pin(async move { self.query_infos(&self.shared.sql.list, prefix).await })
+        Box::pin(async move {
+            let mut infos = self.query_infos(&self.shared.sql.list, prefix).await?;
+            self.add_foreign_list(&mut infos, prefix).await?;
+            Ok(infos)
+        })
     }
 
     fn force_release<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<usize>> {
@@ -1111,35 +1317,115 @@ impl PostgresBackend {
             Err(e) => return Err(self.shared.pg_error("inspect", &e)),
         };
         for row in rows {
-            let pid: i32 = row.get(0);
-            let granted: bool = row.get(1);
-            let mode: String = row.get(2);
-            let app: String = row.get(3);
-            let host: String = row.get(4);
-            let since: i64 = row.get(5);
-            let mut owner = OwnerInfo::current(
-                OwnerId::from_u128(0),
-                Some(format!(
-                    "PostgreSQL session {pid} without distlock (application_name {app:?})"
-                )),
-            );
-            owner.host = host;
-            owner.pid = 0;
-            owner.since = from_millis(since);
-            let mode = if mode == "ShareLock" {
-                LockMode::Shared
-            } else {
-                LockMode::Exclusive
-            };
-            if granted {
-                info.holders
-                    .push(Holder::new(owner, mode, FencingToken::new(0), None));
-            } else {
-                info.waiters.push(Waiter::new(owner, mode, 0));
-            }
+            add_foreign_row(info, &row, 0);
         }
         Ok(())
     }
+
+    /// Adds to `list`'s report every advisory lock (key shown as its decimal name) that a
+    /// session holds or waits for without distlock.
+    async fn add_foreign_list(&self, infos: &mut Vec<LockInfo>, prefix: &str) -> Result<()> {
+        let conn = self.shared.checkout().await?;
+        let sql = if self.shared.config.holder_info {
+            &self.shared.sql.foreign_list
+        } else {
+            &self.shared.sql.foreign_list_all
+        };
+        let mut result = conn.client.query_typed(sql, &[(&prefix, Type::TEXT)]).await;
+        if matches!(&result, Err(e) if sqlstate(e) == Some("42P01")) {
+            // No holder table: nothing was ever acquired through distlock here.
+            result = conn
+                .client
+                .query_typed(&self.shared.sql.foreign_list_all, &[(&prefix, Type::TEXT)])
+                .await;
+        }
+        let rows = match result {
+            Ok(rows) => {
+                self.shared.checkin(conn);
+                rows
+            }
+            Err(e) => return Err(self.shared.pg_error("list", &e)),
+        };
+        for row in rows {
+            let Ok(name) = row.try_get::<_, String>(0) else {
+                continue;
+            };
+            let index = match infos.iter().position(|i| i.name == name) {
+                Some(index) => index,
+                None => {
+                    infos.push(LockInfo::new(name, BACKEND));
+                    infos.len() - 1
+                }
+            };
+            add_foreign_row(&mut infos[index], &row, 1);
+        }
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(())
+    }
+}
+
+/// One `pg_locks` row of a session without distlock, its columns from `first`: pid, granted,
+/// mode, application_name, host, since (ms). Shown with owner id 0 and token 0.
+fn add_foreign_row(info: &mut LockInfo, row: &tokio_postgres::Row, first: usize) {
+    let parsed = (|| -> std::result::Result<_, tokio_postgres::Error> {
+        Ok((
+            row.try_get::<_, i32>(first)?,
+            row.try_get::<_, bool>(first + 1)?,
+            row.try_get::<_, String>(first + 2)?,
+            row.try_get::<_, String>(first + 3)?,
+            row.try_get::<_, String>(first + 4)?,
+            row.try_get::<_, i64>(first + 5)?,
+        ))
+    })();
+    let Ok((pid, granted, mode, app, host, since)) = parsed else {
+        return;
+    };
+    let mode = if mode == "ShareLock" {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    };
+    if let (true, Some((token, os_pid, owner_id))) = (granted, transaction_holder(&app)) {
+        // A transaction-mode distlock holder: its identity is in `application_name`.
+        let mut owner = OwnerInfo::current(owner_id, None);
+        owner.host = host;
+        owner.pid = os_pid;
+        owner.since = from_millis(since);
+        info.holders
+            .push(Holder::new(owner, mode, FencingToken::new(token), None));
+        return;
+    }
+    let mut owner = OwnerInfo::current(
+        OwnerId::from_u128(0),
+        Some(format!(
+            "PostgreSQL session {pid} without distlock (application_name {app:?})"
+        )),
+    );
+    owner.host = host;
+    owner.pid = 0;
+    owner.since = from_millis(since);
+    if granted {
+        info.holders
+            .push(Holder::new(owner, mode, FencingToken::new(0), None));
+    } else {
+        info.waiters.push(Waiter::new(owner, mode, 0));
+    }
+}
+
+/// Parses the `application_name` a transaction-mode holder sets:
+/// `distlock <token> <os pid> <owner id>` (token, pid, owner).
+fn transaction_holder(app: &str) -> Option<(u64, u32, OwnerId)> {
+    let mut parts = app.split(' ');
+    if parts.next()? != "distlock" {
+        return None;
+    }
+    let token = parts.next()?.parse().ok()?;
+    let pid = parts.next()?.parse().ok()?;
+    let owner = parts.next()?;
+    if owner.len() != 32 || parts.next().is_some() {
+        return None;
+    }
+    Some((token, pid, owner.parse().ok()?))
 }
 
 fn from_millis(ms: i64) -> SystemTime {

@@ -17,6 +17,8 @@ pub(crate) struct Statements {
     pub inspect: String,
     pub list: String,
     pub foreign: String,
+    pub foreign_list: String,
+    pub foreign_list_all: String,
     pub force_release: String,
     pub setup: String,
 }
@@ -157,6 +159,10 @@ impl Statements {
                     String::new()
                 }
             ),
+            // Every advisory lock taken without distlock, named by its key's decimal form (the
+            // name distlock maps to that key): holders and waiters, for `list`.
+            foreign_list: foreign_list(Some(&holders)),
+            foreign_list_all: foreign_list(None),
             force_release: format!(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(x.pid)) FROM (\
                  SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
@@ -186,4 +192,27 @@ impl Statements {
             ),
         }
     }
+}
+
+/// `list`'s query for advisory locks held or awaited by sessions without a distlock holder row
+/// (all sessions when `holders` is `None`). `$1` is the name prefix. Columns: name, pid,
+/// granted, mode, application_name, client host, since (ms).
+fn foreign_list(holders: Option<&str>) -> String {
+    let key = "((l.classid::int8 << 32) | l.objid::int8)::text";
+    format!(
+        "SELECT {key}, l.pid, l.granted, l.mode, coalesce(a.application_name, ''), \
+         coalesce(host(a.client_addr), 'local'), \
+         (extract(epoch FROM coalesce(a.state_change, now())) * 1000)::int8 \
+         FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.objsubid = 1 \
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND l.pid <> pg_backend_pid() AND starts_with({key}, $1::text) {} \
+         ORDER BY 1, l.granted DESC, l.pid",
+        match holders {
+            Some(holders) => {
+                format!("AND NOT EXISTS (SELECT 1 FROM {holders} h WHERE h.pid = l.pid)")
+            }
+            None => String::new(),
+        }
+    )
 }

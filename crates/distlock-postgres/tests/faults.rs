@@ -36,7 +36,7 @@ fn wrong_password_is_a_clear_error_without_the_password() {
             .await
             .unwrap_err();
         let (shown, debug) = (err.to_string(), format!("{err:?}"));
-        assert_eq!(err.kind(), ErrorKind::Config, "{shown}");
+        assert_eq!(err.kind(), ErrorKind::Backend, "{shown}");
         assert!(shown.starts_with("postgres: "), "{shown}");
         assert!(shown.contains("password authentication failed"), "{shown}");
         assert!(
@@ -62,7 +62,7 @@ fn missing_database_is_a_clear_error() {
     runtime().block_on(async {
         let url = format!("postgres://distlock@127.0.0.1:{}/no_such_db", server.port());
         let err = distlock_postgres::connect(&url).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
         assert!(err.to_string().contains("does not exist"), "{err}");
         assert!(err.to_string().contains("no_such_db"), "{err}");
     });

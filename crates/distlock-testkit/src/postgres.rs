@@ -397,3 +397,113 @@ impl Drop for PostgresServer {
         self.signal_group(libc::SIGKILL);
     }
 }
+
+/// A private PgBouncer in **transaction pooling** mode in front of a [`PostgresServer`], on a
+/// free port of 127.0.0.1 (as the `postgres` OS user when the tests run as root). It serves the
+/// database [`DATABASE`] to [`SUPERUSER`] without a password, with a pool of
+/// [`PgBouncer::POOL_SIZE`] server connections. Binary: `$DISTLOCK_PGBOUNCER`, else
+/// `/usr/sbin/pgbouncer`. Stopped (SIGKILL) when dropped.
+pub struct PgBouncer {
+    port: u16,
+    _dir: tempfile::TempDir,
+    process: Option<Process>,
+}
+
+impl std::fmt::Debug for PgBouncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBouncer")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl PgBouncer {
+    /// Server connections per pool.
+    pub const POOL_SIZE: u32 = 4;
+
+    /// Whether a PgBouncer binary is installed.
+    pub fn available() -> bool {
+        Self::binary().exists()
+    }
+
+    fn binary() -> PathBuf {
+        std::env::var_os("DISTLOCK_PGBOUNCER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/sbin/pgbouncer"))
+    }
+
+    /// Starts PgBouncer in front of `server`. Panics with the reason if it cannot.
+    pub fn start(server: &PostgresServer) -> PgBouncer {
+        let owner = os_user_if_root("postgres");
+        let dir = tempfile::Builder::new()
+            .prefix("distlock-pgbouncer-")
+            .tempdir()
+            .expect("temp dir for pgbouncer");
+        let port = free_port();
+        let path = dir.path();
+        std::fs::write(path.join("userlist.txt"), format!("\"{SUPERUSER}\" \"\"\n"))
+            .expect("write userlist");
+        std::fs::write(
+            path.join("pgbouncer.ini"),
+            format!(
+                "[databases]\n\
+                 {DATABASE} = host=127.0.0.1 port={} dbname={DATABASE} user={SUPERUSER}\n\
+                 [pgbouncer]\n\
+                 listen_addr = 127.0.0.1\n\
+                 listen_port = {port}\n\
+                 unix_socket_dir =\n\
+                 auth_type = trust\n\
+                 auth_file = {}\n\
+                 pool_mode = transaction\n\
+                 default_pool_size = {}\n\
+                 max_client_conn = 500\n\
+                 logfile = {}\n\
+                 ignore_startup_parameters = extra_float_digits\n",
+                server.port(),
+                path.join("userlist.txt").display(),
+                Self::POOL_SIZE,
+                path.join("pgbouncer.log").display(),
+            ),
+        )
+        .expect("write pgbouncer.ini");
+        chown_tree(path, owner);
+        let mut command = Command::new(Self::binary());
+        // -q: log to the log file only, not to the test's stderr.
+        command.arg("-q").arg(path.join("pgbouncer.ini"));
+        as_owner(&mut command, owner);
+        let mut process = Process::spawn("pgbouncer", command).expect("spawn pgbouncer");
+        let ready = crate::wait_until(Duration::from_secs(20), || {
+            process.wait_exit(Duration::ZERO).is_some()
+                || TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let log = || std::fs::read_to_string(path.join("pgbouncer.log")).unwrap_or_default();
+        assert!(
+            ready && process.wait_exit(Duration::ZERO).is_none(),
+            "pgbouncer on port {port} did not start; its log:\n{}",
+            log()
+        );
+        PgBouncer {
+            port,
+            _dir: dir,
+            process: Some(process),
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `postgres://distlock@127.0.0.1:<port>/distlock`, through PgBouncer.
+    pub fn url(&self) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{DATABASE}", self.port)
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+}

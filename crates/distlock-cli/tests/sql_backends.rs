@@ -1,0 +1,484 @@
+//! End-to-end tests of the `distlock` binary with `postgres://` and `mysql://` URLs, against
+//! private servers started by the testkit: turns and fencing tokens, `status`/`list` from the
+//! servers' own lock views (including holders that do not use distlock), and the exit codes and
+//! messages of a wrong password, a missing database and an unreachable server.
+//!
+//! Each test starts its own server; processes are killed by guards even when a test fails.
+//! Timing is only asserted as generous upper bounds.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use distlock_testkit::mysql::MariaDbServer;
+use distlock_testkit::postgres::{PgBouncer, PostgresServer};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_distlock");
+/// Upper bound for anything that should take well under a second.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+#[derive(Debug)]
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// `distlock --url URL ARGS...` with a clean environment for distlock's variables.
+fn cmd(url: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("DISTLOCK_URL")
+        .env_remove("DISTLOCK_LOG")
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// A running process, SIGKILLed and reaped on drop, with its output read by threads.
+struct Proc {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    stdin: Option<ChildStdin>,
+    /// Another process to SIGKILL on drop (the command started by `distlock run`).
+    also_kill: Option<i32>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        Proc {
+            stdout: lines(child.stdout.take().unwrap()),
+            stderr: lines(child.stderr.take().unwrap()),
+            stdin: child.stdin.take(),
+            child,
+            also_kill: None,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stdout_line(&mut self) -> String {
+        self.stdout
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|e| panic!("no stdout line: {e}"))
+    }
+
+    /// Waits (bounded) for the exit and returns everything it printed.
+    fn finish(mut self) -> Output {
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pid {} still running after {PATIENCE:?}",
+                self.pid()
+            );
+            thread::sleep(Duration::from_millis(10));
+        };
+        let collect = |rx: &mpsc::Receiver<String>| {
+            let mut text = String::new();
+            while let Ok(line) = rx.recv_timeout(PATIENCE) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        };
+        Output {
+            code: status.code(),
+            stdout: collect(&self.stdout),
+            stderr: collect(&self.stderr),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(pid) = self.also_kill {
+            // SAFETY: kill(2); the pid is a command this test started, at worst already gone.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn output(url: &str, args: &[&str]) -> Output {
+    Proc::spawn(cmd(url, args)).finish()
+}
+
+fn json(url: &str, args: &[&str]) -> Value {
+    let out = output(url, args);
+    assert_eq!(out.code, Some(0), "{args:?}: {out:?}");
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?} is not JSON ({e}): {out:?}"))
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `distlock run NAME --description DESCRIPTION -- sh -c 'echo $$; exec sleep 60'`, returned once
+/// the command runs (so the lock is held).
+fn hold(url: &str, name: &str, description: &str) -> Proc {
+    hold_with(url, name, &["--description", description])
+}
+
+/// `distlock run NAME EXTRA... -- sh -c 'echo $$; exec sleep 60'`, once the command runs.
+fn hold_with(url: &str, name: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["run", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "sh", "-c", "echo $$; exec sleep 60"]);
+    let mut holder = Proc::spawn(cmd(url, &args));
+    let pid: i32 = holder
+        .stdout_line()
+        .trim()
+        .parse()
+        .expect("the command prints its pid");
+    holder.also_kill = Some(pid);
+    holder
+}
+
+/// Three concurrent `run`s of one name never overlap, and their tokens increase in the order
+/// they held the lock.
+fn runs_take_turns_with_increasing_tokens(url: &str) {
+    let script = "echo start $DISTLOCK_TOKEN $(date +%s%N); sleep 0.3; echo end $(date +%s%N)";
+    let runs: Vec<Proc> = (0..3)
+        .map(|_| Proc::spawn(cmd(url, &["run", "turns", "--", "sh", "-c", script])))
+        .collect();
+    let mut intervals = Vec::new();
+    for run in runs {
+        let out = run.finish();
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let words: Vec<&str> = out.stdout.split_whitespace().collect();
+        assert_eq!(words.len(), 5, "{out:?}");
+        assert_eq!((words[0], words[3]), ("start", "end"), "{out:?}");
+        let token: u64 = words[1].parse().unwrap();
+        let start: u128 = words[2].parse().unwrap();
+        let end: u128 = words[4].parse().unwrap();
+        intervals.push((start, end, token));
+    }
+    intervals.sort();
+    for pair in intervals.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "runs overlapped: {intervals:?}");
+        assert!(pair[0].2 < pair[1].2, "tokens must increase: {intervals:?}");
+    }
+}
+
+/// `status --json` and `list --json` show a `distlock run` holder with its pid, token and
+/// description, and a holder that does not use distlock (`foreign`, already holding) with
+/// owner id 0.
+fn status_and_list_show_holders(url: &str, backend: &str, foreign: &str) {
+    let free = json(url, &["status", "jobs/report", "--json"]);
+    assert_eq!(free["holders"].as_array().unwrap().len(), 0, "{free}");
+
+    let holder = hold(url, "jobs/report", "nightly report");
+    let info = json(url, &["status", "jobs/report", "--json"]);
+    assert_eq!(info["backend"], backend, "{info}");
+    let holders = info["holders"].as_array().unwrap();
+    assert_eq!(holders.len(), 1, "{info}");
+    let h = &holders[0];
+    assert_eq!(h["pid"], holder.pid(), "{info}");
+    assert_eq!(h["description"], "nightly report", "{info}");
+    assert_eq!(h["mode"], "exclusive", "{info}");
+    assert!(h["token"].as_u64().unwrap() >= 1, "{info}");
+    assert_eq!(h["owner"].as_str().unwrap().len(), 32, "{info}");
+    assert_ne!(h["owner"], "0".repeat(32), "{info}");
+    assert!(
+        h["expires"].as_str().is_some(),
+        "an idle holder's lease expires: {info}"
+    );
+
+    let out = output(url, &["status", "jobs/report"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("nightly report"), "{out:?}");
+    assert!(out.stdout.contains(&holder.pid().to_string()), "{out:?}");
+
+    let all = json(url, &["list", "--json"]);
+    let all = all.as_array().unwrap();
+    let report = all
+        .iter()
+        .find(|i| i["name"] == "jobs/report")
+        .unwrap_or_else(|| panic!("list shows the holder: {all:?}"));
+    assert_eq!(report["holders"][0]["pid"], holder.pid(), "{report}");
+    assert_eq!(report["holders"][0]["token"], h["token"], "{report}");
+    assert_eq!(
+        report["holders"][0]["description"], "nightly report",
+        "{report}"
+    );
+    let other = all
+        .iter()
+        .find(|i| i["name"] == foreign)
+        .unwrap_or_else(|| panic!("list shows the holder without distlock: {all:?}"));
+    assert_eq!(other["holders"][0]["owner"], "0".repeat(32), "{other}");
+    assert_eq!(other["holders"][0]["token"], 0, "{other}");
+
+    let jobs = json(url, &["list", "jobs/", "--json"]);
+    let names: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["jobs/report"], "{jobs}");
+    let none = json(url, &["list", "nothing/", "--json"]);
+    assert_eq!(none, Value::Array(Vec::new()));
+
+    let theirs = json(url, &["status", foreign, "--json"]);
+    assert_eq!(theirs["holders"][0]["owner"], "0".repeat(32), "{theirs}");
+    // distlock and the plain session exclude each other.
+    let out = output(url, &["run", foreign, "-n", "--", "true"]);
+    assert_eq!(out.code, Some(75), "{out:?}");
+
+    drop(holder);
+    wait_until("the killed holder's lock is free", || {
+        json(url, &["status", "jobs/report", "--json"])["holders"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    let out = output(url, &["run", "jobs/report", "-n", "--", "true"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+/// A wrong password exits 69 without showing it; so do a missing database (with a message
+/// saying so) and a server nobody listens on.
+fn connection_errors(
+    wrong_password_url: &str,
+    secret: &str,
+    missing_db_url: &str,
+    unreachable: &str,
+) {
+    for args in [&["status", "x"][..], &["run", "x", "--", "true"][..]] {
+        let out = output(wrong_password_url, args);
+        assert_eq!(out.code, Some(69), "{out:?}");
+        assert!(out.stderr.starts_with("distlock: "), "{out:?}");
+        assert!(!out.stderr.contains(secret), "{out:?}");
+        assert!(!out.stdout.contains(secret), "{out:?}");
+        assert!(out.stderr.contains("***"), "{out:?}");
+    }
+    let out = output(missing_db_url, &["status", "x"]);
+    assert_eq!(out.code, Some(69), "{out:?}");
+    assert!(out.stderr.contains("does not exist"), "{out:?}");
+    assert!(out.stderr.contains("no_such_db"), "{out:?}");
+    let out = output(unreachable, &["run", "x", "--", "true"]);
+    assert_eq!(out.code, Some(69), "{out:?}");
+    assert!(!out.stderr.contains("hunter22"), "{out:?}");
+}
+
+/// A `psql` session holding `pg_advisory_lock(key)` until dropped.
+fn psql_holding(server: &PostgresServer, key: i64) -> Proc {
+    let mut psql = Command::new("psql");
+    psql.args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
+        .args(["-U", distlock_testkit::postgres::SUPERUSER])
+        .args(["-d", distlock_testkit::postgres::DATABASE])
+        .args(["-X", "-q", "-A", "-t"])
+        .stdin(Stdio::piped());
+    let mut proc = Proc::spawn(psql);
+    let stdin = proc.stdin.as_mut().unwrap();
+    writeln!(stdin, "SELECT pg_advisory_lock({key});").unwrap();
+    stdin.flush().unwrap();
+    proc
+}
+
+/// A `mariadb` client session holding `GET_LOCK(name)` until dropped.
+fn mariadb_holding(server: &MariaDbServer, name: &str) -> Proc {
+    let mut client = Command::new("mariadb");
+    client
+        .arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P", &server.port().to_string()])
+        .args(["-u", distlock_testkit::mysql::SUPERUSER])
+        .args(["--batch", "--skip-column-names", "--unbuffered"])
+        .arg(distlock_testkit::mysql::DATABASE)
+        .stdin(Stdio::piped());
+    let mut proc = Proc::spawn(client);
+    let stdin = proc.stdin.as_mut().unwrap();
+    writeln!(stdin, "SELECT GET_LOCK('{name}', 10);").unwrap();
+    stdin.flush().unwrap();
+    proc
+}
+
+#[test]
+fn postgres_url_end_to_end() {
+    let server = PostgresServer::start();
+    let url = server.url();
+    runs_take_turns_with_increasing_tokens(&url);
+
+    let _plain = psql_holding(&server, 4242);
+    wait_until("psql holds advisory lock 4242", || {
+        server.psql_db(
+            distlock_testkit::postgres::DATABASE,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND granted",
+        ) == "1"
+    });
+    status_and_list_show_holders(&url, "postgres", "4242");
+
+    let secret = "Wr0ng-Pa55word-xyzzy";
+    connection_errors(
+        &server.url_with_password(secret),
+        secret,
+        &format!("postgres://distlock@127.0.0.1:{}/no_such_db", server.port()),
+        &format!(
+            "postgres://u:hunter22@127.0.0.1:{}/db?connect_timeout=2",
+            distlock_testkit::free_port()
+        ),
+    );
+}
+
+#[test]
+fn postgres_transaction_mode_end_to_end() {
+    let server = PostgresServer::start();
+    let url = format!("{}?distlock_mode=transaction", server.url());
+    runs_take_turns_with_increasing_tokens(&url);
+    // A holder in transaction mode is visible (from pg_locks) while it runs, and its lock is
+    // a transaction-level advisory lock: exclusive against session-mode users of the name.
+    let holder = hold(&url, "tx/job", "in a transaction");
+    let info = json(&url, &["status", "tx/job", "--json"]);
+    assert_tx_holder(&info, &holder);
+    let all = json(&url, &["list", "--json"]);
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    assert_tx_holder(&all[0], &holder);
+    let out = output(&server.url(), &["run", "tx/job", "-n", "--", "true"]);
+    assert_eq!(out.code, Some(75), "{out:?}");
+    // (Polled: a renewal makes the session briefly `active`.)
+    wait_until("the lock lives in an open, idle transaction", || {
+        server.psql_db(
+            distlock_testkit::postgres::DATABASE,
+            "SELECT state FROM pg_stat_activity WHERE pid IN \
+             (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)",
+        ) == "idle in transaction"
+    });
+    drop(holder);
+    wait_until("the killed holder's transaction lock is free", || {
+        output(&server.url(), &["run", "tx/job", "-n", "--", "true"]).code == Some(0)
+    });
+
+    // A holder paused past its TTL is cut off by idle_in_transaction_session_timeout.
+    let paused = hold_with(&url, "tx/paused", &["--ttl", "2s"]);
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(paused.pid() as i32, libc::SIGSTOP);
+    }
+    let stopped = Instant::now();
+    wait_until("the paused holder's lock is free", || {
+        output(&url, &["run", "tx/paused", "-n", "--", "true"]).code == Some(0)
+    });
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2 + 1 + 2),
+        "freed after {:?}, ttl 2s",
+        stopped.elapsed()
+    );
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(paused.pid() as i32, libc::SIGCONT);
+    }
+    let out = paused.finish();
+    assert_eq!(
+        out.code,
+        Some(74),
+        "the resumed holder sees the loss: {out:?}"
+    );
+}
+
+/// A transaction-mode holder, as `status`/`list` show it: pid, token and owner id from its
+/// `application_name`; no description (no holder row).
+fn assert_tx_holder(info: &Value, holder: &Proc) {
+    let holders = info["holders"].as_array().unwrap();
+    assert_eq!(holders.len(), 1, "{info}");
+    let h = &holders[0];
+    assert_eq!(h["pid"], holder.pid(), "{info}");
+    assert!(h["token"].as_u64().unwrap() >= 1, "{info}");
+    assert_eq!(h["owner"].as_str().unwrap().len(), 32, "{info}");
+    assert_ne!(h["owner"], "0".repeat(32), "{info}");
+}
+
+/// Transaction mode through PgBouncer's transaction pooling: turns, tokens, exclusion against
+/// direct session-mode users, inspection, and a killed holder's lock freed.
+#[test]
+fn postgres_transaction_mode_through_pgbouncer() {
+    assert!(
+        PgBouncer::available(),
+        "no pgbouncer binary: scripts/install-test-deps installs it (apt-get install pgbouncer)"
+    );
+    let server = PostgresServer::start();
+    let bouncer = PgBouncer::start(&server);
+    let url = format!("{}?distlock_mode=transaction", bouncer.url());
+    runs_take_turns_with_increasing_tokens(&url);
+    let holder = hold(&url, "pgb/job", "through pgbouncer");
+    let info = json(&url, &["status", "pgb/job", "--json"]);
+    assert_tx_holder(&info, &holder);
+    // More clients than the pool has server connections still work while the lease pins one.
+    for _ in 0..PgBouncer::POOL_SIZE + 2 {
+        let out = output(&url, &["run", "pgb/job", "-n", "--", "true"]);
+        assert_eq!(out.code, Some(75), "{out:?}");
+    }
+    let out = output(&server.url(), &["run", "pgb/job", "-n", "--", "true"]);
+    assert_eq!(
+        out.code,
+        Some(75),
+        "a direct session-mode user is excluded: {out:?}"
+    );
+    let out = output(&url, &["run", "pgb/other", "-n", "--", "true"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    drop(holder);
+    wait_until("the killed holder's lock is free", || {
+        output(&url, &["run", "pgb/job", "-n", "--", "true"]).code == Some(0)
+    });
+}
+
+#[test]
+fn mysql_url_end_to_end() {
+    let server = MariaDbServer::start();
+    let url = server.url();
+    runs_take_turns_with_increasing_tokens(&url);
+
+    let _plain = mariadb_holding(&server, "plain/lock");
+    wait_until("the mariadb client holds plain/lock", || {
+        server.sql("SELECT IS_USED_LOCK('plain/lock') IS NOT NULL") == "1"
+    });
+    status_and_list_show_holders(&url, "mysql", "plain/lock");
+
+    let secret = "Wr0ng-Pa55word-xyzzy";
+    connection_errors(
+        &server.url_with_password(secret),
+        secret,
+        &format!("mysql://distlock@127.0.0.1:{}/no_such_db", server.port()),
+        &format!(
+            "mysql://u:hunter22@127.0.0.1:{}/db",
+            distlock_testkit::free_port()
+        ),
+    );
+}
