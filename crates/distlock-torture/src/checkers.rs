@@ -32,6 +32,10 @@ pub struct Checks {
     pub grants: u64,
     /// Critical sections completed (commits logged).
     pub operations: u64,
+    /// `acquire()` calls that failed with an error (not a wait that ran out while another
+    /// client held the lock): server down, connection or session gone.
+    #[serde(default)]
+    pub acquire_errors: u64,
     /// Pairs of grants (A, B) where A was acknowledged before B was requested yet token A ≥
     /// token B.
     pub token_order_violations: u64,
@@ -100,9 +104,19 @@ pub fn check(input: &Input) -> Checks {
                     });
                 }
                 "commit" => checks.operations += 1,
+                "acquire_error" if !e.detail.as_deref().is_some_and(is_wait_timeout) => {
+                    checks.acquire_errors += 1;
+                }
                 "lost" | "releasing" => {
+                    // Lost-detection latency counts only a Lost that reached a holder still
+                    // inside its critical section: one that surfaces while the holder is
+                    // already releasing (a release stuck behind a partition, say) is the
+                    // release's outcome, not a detection.
                     if e.ev == "lost"
                         && let Some(token) = e.token
+                        && open
+                            .as_ref()
+                            .is_some_and(|h| h.token == token && h.end == u64::MAX)
                     {
                         lost_at.entry(token).or_insert(e.t);
                     }
@@ -230,6 +244,11 @@ pub fn check(input: &Input) -> Checks {
     checks
 }
 
+/// Whether an acquire error is only the wait bound running out.
+fn is_wait_timeout(detail: &str) -> bool {
+    detail.contains("not acquired within")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +309,53 @@ mod tests {
         assert_eq!(c.overlaps, 1);
         assert_eq!(c.token_order_violations, 1);
         assert_eq!(c.duplicate_tokens, 1);
+    }
+
+    #[test]
+    fn a_lost_during_the_release_is_no_detection() {
+        let events = [
+            ev(1, "a", "request", None),
+            ev(2, "a", "granted", Some(10)),
+            ev(3, "a", "releasing", Some(10)),
+            ev(6, "a", "lost", Some(10)),
+            ev(6, "a", "released", Some(10)),
+            ev(1, "b", "request", None),
+            ev(7, "b", "granted", Some(11)),
+            ev(9, "b", "lost", Some(11)),
+            ev(10, "b", "releasing", Some(11)),
+            ev(10, "b", "released", Some(11)),
+        ];
+        let samples = [
+            ObserverSample {
+                t: 2_000_000,
+                tokens: vec![10],
+                pids: vec![1],
+                error: None,
+            },
+            ObserverSample {
+                t: 4_000_000,
+                tokens: vec![],
+                pids: vec![],
+                error: None,
+            },
+            ObserverSample {
+                t: 7_000_000,
+                tokens: vec![11],
+                pids: vec![2],
+                error: None,
+            },
+            ObserverSample {
+                t: 8_000_000,
+                tokens: vec![],
+                pids: vec![],
+                error: None,
+            },
+        ];
+        let mut i = input(&events, &[]);
+        i.samples = &samples;
+        let c = check(&i);
+        assert_eq!(c.lost_signals, 1);
+        assert_eq!(c.max_lost_latency_ms, Some(1.0));
     }
 
     #[test]

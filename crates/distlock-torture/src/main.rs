@@ -54,7 +54,8 @@ enum Cmd {
         /// smoke or soak.
         #[arg(long, value_enum, default_value = "smoke")]
         profile: Profile,
-        /// Soak: total time shared by the runs (e.g. 30m). Smoke: time per run (default 15s).
+        /// Soak: total time shared by the runs (e.g. 30m). Smoke: time per run (default 15s
+        /// for files, Redis and Redlock, 10s for the others).
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
         /// Seed of the first run; each run adds its index.
@@ -72,7 +73,7 @@ enum Cmd {
     },
     /// Runs one backend × fault and prints its result as JSON; exits 1 when a gate fails.
     Scenario {
-        /// Backend label: file, redis, redis-aof, redlock.
+        /// Backend label: file, redis, redis-aof, redlock, postgres, mysql, zookeeper, etcd.
         #[arg(long)]
         backend: String,
         /// The fault.
@@ -200,8 +201,8 @@ fn suite(
         .filter(|s| only.is_empty() || only.iter().any(|o| o == s.label))
         .flat_map(|s| s.faults.iter().map(move |f| (s, *f)))
         .collect();
-    let per_run = match profile {
-        Profile::Smoke => duration.unwrap_or(Duration::from_secs(15)),
+    let per_run = |spec: &backends::BackendSpec| match profile {
+        Profile::Smoke => duration.unwrap_or(spec.smoke_run),
         Profile::Soak => {
             let total = duration.unwrap_or(Duration::from_secs(30 * 60));
             (total / matrix.len().max(1) as u32).max(Duration::from_secs(15))
@@ -211,6 +212,7 @@ fn suite(
     let mut results = Vec::new();
     for (i, (spec, fault)) in matrix.iter().enumerate() {
         let run_seed = seed + i as u64;
+        let per_run = per_run(spec);
         eprintln!(
             "[{}/{}] {} × {} for {:?} (seed {run_seed})",
             i + 1,
@@ -221,8 +223,9 @@ fn suite(
         );
         let result = controller::run(Scenario::new(spec, *fault, per_run, run_seed), out);
         eprintln!(
-            "    ops {} lost {} fenced-rej {} stale {} overlaps {} double {} unavail {:?} lost-latency {:?}",
+            "    ops {} acq-err {} lost {} fenced-rej {} stale {} overlaps {} double {} unavail {:?} lost-latency {:?}",
             result.checks.operations,
+            result.checks.acquire_errors,
             result.oracle.lost_updates,
             result.oracle.fenced_writes_rejected,
             result.oracle.fenced_accepted_stale,

@@ -79,9 +79,17 @@ pub fn gates(results: &[ScenarioResult]) -> Vec<Gate> {
             _ => {}
         }
         if r.fault == "sigkill" {
-            let bound = r.ttl_ms as f64 + 1000.0;
+            let slack = spec.map_or(0.0, |s| s.crash_slack.as_secs_f64() * 1000.0);
+            let bound = r.ttl_ms as f64 + 1000.0 + slack;
+            let rule = if slack > 0.0 {
+                format!(
+                    "unavailability after holder crash ≤ ttl + 1 s + {slack:.0} ms ({bound} ms)"
+                )
+            } else {
+                format!("unavailability after holder crash ≤ ttl + 1 s ({bound} ms)")
+            };
             gate(
-                &format!("unavailability after holder crash ≤ ttl + 1 s ({bound} ms)"),
+                &rule,
                 c.crashes > 0 && c.max_unavailability_ms.is_some_and(|m| m <= bound),
             );
         }
@@ -110,7 +118,9 @@ pub fn markdown(results: &[ScenarioResult], gates: &[Gate], how: &str) -> String
         "Columns: **ops** critical sections completed; **lost upd.** unfenced writes that \
          overwrote another client's update; **fenced rej.** stale writes the fenced register \
          rejected; **stale acc.** fenced writes accepted although another write intervened; \
-         **CAS fail** control register conflicts; **overlaps** pairs of believed-held intervals \
+         **CAS fail** control register conflicts; **acq. err.** `acquire()` calls that failed \
+         with an error other than the wait bound running out (server down, connection or \
+         session gone); **overlaps** pairs of believed-held intervals \
          (grant .. min(release, Lost, death)) that intersect, with the longest; **double** \
          observer samples with two exclusive holders on the server; **order** token-order \
          violations + repeated tokens; **unavail.** longest SIGKILL-of-holder → next grant; \
@@ -131,13 +141,16 @@ pub fn markdown(results: &[ScenarioResult], gates: &[Gate], how: &str) -> String
                  (unavailability, not a violation); lost latency has no server-side reference.\n"
             );
         }
+        if let Some(note) = spec.note {
+            let _ = writeln!(s, "{note}\n");
+        }
         let _ = writeln!(
             s,
-            "| fault | seed | s | faults | ops | lost upd. | fenced rej. | stale acc. | CAS fail | overlaps (max) | double | order | unavail. | lost latency |"
+            "| fault | seed | s | faults | ops | lost upd. | fenced rej. | stale acc. | CAS fail | acq. err. | overlaps (max) | double | order | unavail. | lost latency |"
         );
         let _ = writeln!(
             s,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in rows {
             let o = &r.oracle;
@@ -153,7 +166,7 @@ pub fn markdown(results: &[ScenarioResult], gates: &[Gate], how: &str) -> String
             };
             let _ = writeln!(
                 s,
-                "| {}{control} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} ({:.0} ms) | {} | {} | {} | {} |",
+                "| {}{control} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} ({:.0} ms) | {} | {} | {} | {} |",
                 r.fault,
                 r.seed,
                 r.duration_s,
@@ -163,6 +176,7 @@ pub fn markdown(results: &[ScenarioResult], gates: &[Gate], how: &str) -> String
                 o.fenced_writes_rejected,
                 o.fenced_accepted_stale,
                 o.cas_failed,
+                c.acquire_errors,
                 c.overlaps,
                 c.max_overlap_ms,
                 c.double_grants,

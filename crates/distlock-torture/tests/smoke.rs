@@ -1,6 +1,7 @@
 //! A very short end-to-end torture run, so CI exercises the harness: the file backend under
 //! SIGKILL must be clean and available again at once; the Redis SIGSTOP positive control must
-//! show the lost update that fencing rejects.
+//! show the lost update that fencing rejects; etcd under SIGKILL must be free again within the
+//! TTL and never grant twice.
 
 use std::process::Command;
 
@@ -53,4 +54,20 @@ fn redis_sigstop_positive_control_shows_the_lost_update() {
     );
     assert_eq!(r["oracle"]["fenced_accepted_stale"], 0, "{r}");
     assert!(r["checks"]["overlaps"].as_u64().unwrap() >= 1, "{r}");
+}
+
+#[test]
+fn etcd_under_sigkill_recovers_within_ttl_and_never_double_grants() {
+    let out = tempfile::tempdir().unwrap();
+    let r = scenario("etcd", "sigkill", "8s", out.path());
+    let c = &r["checks"];
+    assert!(c["operations"].as_u64().unwrap() > 0, "{r}");
+    assert!(c["crashes"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(c["double_grants"], 0, "{r}");
+    assert_eq!(c["overlaps"], 0, "{r}");
+    assert_eq!(r["oracle"]["fenced_accepted_stale"], 0, "{r}");
+    assert!(
+        c["max_unavailability_ms"].as_f64().unwrap() <= 3000.0,
+        "{r}"
+    );
 }

@@ -16,6 +16,9 @@ pub const SPEC: BackendSpec = BackendSpec {
     monotonic_tokens: true,
     no_double_grants: true,
     server_expiry: false,
+    crash_slack: Duration::ZERO,
+    smoke_run: super::SMOKE_RUN,
+    note: None,
     start,
 };
 

@@ -1,9 +1,13 @@
 //! The backends under test. Adding one is one module here: start its servers through the
 //! testkit, say how clients reach it, which faults apply, and what its tokens promise.
 
+mod etcd;
 mod file;
+mod mysql;
+mod postgres;
 mod redis;
 mod redlock;
+mod zookeeper;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -45,12 +49,36 @@ pub struct BackendSpec {
     /// Whether a holder's lease expires on the server by itself (else unavailability after a
     /// pause is expected, and lost-detection latency has no server-side reference).
     pub server_expiry: bool,
+    /// Allowance beyond ttl + 1 s for the unavailability after a holder's SIGKILL (ZooKeeper:
+    /// the server expires sessions once per tick).
+    pub crash_slack: Duration,
+    /// The smoke profile's default time per run.
+    pub smoke_run: Duration,
+    /// A note printed under the backend's table (conditions of the measurement, known
+    /// violations and the conditions under which they happen).
+    pub note: Option<&'static str>,
     /// Starts the servers.
     pub start: fn(dir: &std::path::Path) -> Box<dyn TortureBackend>,
 }
 
 /// Every backend the harness knows, in report order.
-pub const ALL: &[BackendSpec] = &[file::SPEC, redis::SPEC, redis::SPEC_AOF, redlock::SPEC];
+pub const ALL: &[BackendSpec] = &[
+    file::SPEC,
+    redis::SPEC,
+    redis::SPEC_AOF,
+    redlock::SPEC,
+    postgres::SPEC,
+    mysql::SPEC,
+    zookeeper::SPEC,
+    etcd::SPEC,
+];
+
+/// The smoke profile's time per run for the first backends (files, Redis, Redlock).
+pub(crate) const SMOKE_RUN: Duration = Duration::from_secs(15);
+
+/// The smoke profile's time per run for the database and coordination-service backends,
+/// shorter so the whole smoke profile stays within 10 minutes (their servers start slower).
+pub(crate) const NEW_SMOKE_RUN: Duration = Duration::from_secs(10);
 
 /// Looks a backend up by label.
 pub fn spec(label: &str) -> Option<&'static BackendSpec> {

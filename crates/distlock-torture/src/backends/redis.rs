@@ -26,6 +26,9 @@ pub const SPEC: BackendSpec = BackendSpec {
     monotonic_tokens: true,
     no_double_grants: false,
     server_expiry: true,
+    crash_slack: Duration::ZERO,
+    smoke_run: super::SMOKE_RUN,
+    note: None,
     start: start_plain,
 };
 
@@ -37,6 +40,9 @@ pub const SPEC_AOF: BackendSpec = BackendSpec {
     monotonic_tokens: true,
     no_double_grants: false,
     server_expiry: true,
+    crash_slack: Duration::ZERO,
+    smoke_run: super::SMOKE_RUN,
+    note: None,
     start: start_aof,
 };
 

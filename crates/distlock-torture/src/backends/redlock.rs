@@ -23,6 +23,9 @@ pub const SPEC: BackendSpec = BackendSpec {
     monotonic_tokens: false,
     no_double_grants: false,
     server_expiry: true,
+    crash_slack: Duration::ZERO,
+    smoke_run: super::SMOKE_RUN,
+    note: None,
     start,
 };
 
