@@ -1,0 +1,100 @@
+//! Scenarios: each measures a floor, distlock and (where they install) peers in one run, and
+//! returns a report [`Section`].
+//!
+//! A new backend adds a module here (and its floor under [`crate::floors`]) and lists its
+//! scenarios in [`all`].
+
+pub mod cli;
+pub mod file_cycle;
+pub mod python_peers;
+
+use std::path::{Path, PathBuf};
+
+use crate::Result;
+use crate::measure::Plan;
+use crate::report::Section;
+
+/// What every scenario may use.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Iterations for in-process lock cycles.
+    pub cycles: Plan,
+    /// Iterations for process spawns.
+    pub spawns: Plan,
+    /// Where scenarios create their temporary lock directories.
+    pub tmp: PathBuf,
+    /// The `distlock` binary (release build).
+    pub distlock_bin: PathBuf,
+    /// util-linux `flock(1)`.
+    pub flock_bin: PathBuf,
+    /// A Python with `filelock` and `portalocker` installed, if peers are to run.
+    pub python: Option<PathBuf>,
+}
+
+/// One benchmark scenario.
+pub trait Scenario {
+    /// A short stable id, used by `--scenarios` and in the JSON.
+    fn id(&self) -> &'static str;
+
+    /// Runs it. `earlier` holds the sections of the scenarios run before it in this run, for
+    /// those that compare with another's floor.
+    fn run(&self, ctx: &Context, earlier: &[Section]) -> Result<Section>;
+}
+
+/// Every scenario, in the order they run.
+pub fn all() -> Vec<Box<dyn Scenario>> {
+    vec![
+        Box::new(file_cycle::FileCycle),
+        Box::new(python_peers::PythonPeers),
+        Box::new(cli::CliInvocation),
+    ]
+}
+
+/// A fresh temporary directory under `ctx.tmp`, removed when dropped.
+pub fn temp_dir(ctx: &Context, prefix: &str) -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&ctx.tmp)?)
+}
+
+/// The `file:///...` URL of `dir`, which must be absolute and need no percent-encoding.
+pub fn file_url(dir: &Path) -> Result<String> {
+    let text = dir
+        .to_str()
+        .filter(|p| p.starts_with('/'))
+        .ok_or_else(|| format!("{} is not an absolute UTF-8 path", dir.display()))?;
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+    {
+        return Err(format!("{text} would need percent-encoding in a URL; use --tmp").into());
+    }
+    Ok(format!("file://{text}"))
+}
+
+/// The first executable file called `name` on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|path| {
+            path.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls() {
+        assert_eq!(
+            file_url(Path::new("/tmp/a-b_c")).unwrap(),
+            "file:///tmp/a-b_c"
+        );
+        assert!(file_url(Path::new("relative")).is_err());
+        assert!(file_url(Path::new("/tmp/a b")).is_err());
+    }
+}
