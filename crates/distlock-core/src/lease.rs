@@ -180,13 +180,24 @@ struct Inner {
     acquired_at: Instant,
     renewal: StdMutex<Option<JoinHandle<()>>>,
     release_gate: tokio::sync::Mutex<()>,
+    /// Held by the renewal task while a renewal is in flight, so that `release()` waits for
+    /// an in-flight renewal only, not for the renewal task's cancellation on another thread.
+    renewing: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
-    fn stop_renewal(&self) -> Option<JoinHandle<()>> {
-        let handle = self.renewal.lock().unwrap().take()?;
-        handle.abort();
-        Some(handle)
+    /// Cancels the renewal task; it never starts another renewal.
+    fn stop_renewal(&self) {
+        if let Some(handle) = self.renewal.lock().unwrap().take() {
+            handle.abort();
+        }
+    }
+
+    /// Cancels the renewal task and waits until no renewal is in flight. Waiting for the
+    /// task's cancellation itself would cost a cross-thread wake-up on every release.
+    async fn quiesce_renewal(&self) {
+        self.stop_renewal();
+        drop(self.renewing.lock().await);
     }
 
     fn lost_error(&self) -> Error {
@@ -248,6 +259,7 @@ impl Lease {
             acquired_at: Instant::now(),
             renewal: StdMutex::new(None),
             release_gate: tokio::sync::Mutex::new(()),
+            renewing: tokio::sync::Mutex::new(()),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let handle = runtime.spawn(renew_until_final(Arc::clone(&inner)));
@@ -350,16 +362,12 @@ impl Lease {
         match self.state() {
             LeaseState::Released => return Ok(()),
             LeaseState::Lost => {
-                if let Some(handle) = self.inner.stop_renewal() {
-                    let _ = handle.await;
-                }
+                self.inner.quiesce_renewal().await;
                 return Err(self.inner.lost_error());
             }
             LeaseState::Held | LeaseState::Jeopardy => {}
         }
-        if let Some(handle) = self.inner.stop_renewal() {
-            let _ = handle.await;
-        }
+        self.inner.quiesce_renewal().await;
         let result = self.inner.held.release().await;
         // The state may have moved to Lost while we were releasing; report it.
         self.inner.signal.released();
@@ -411,11 +419,13 @@ async fn renew_until_final(inner: Arc<Inner>) {
             }
             _ = states.wait_for(|s| s.is_final()) => break,
         }
+        let in_flight = inner.renewing.lock().await;
         let sent = Instant::now();
         let outcome = tokio::select! {
             outcome = inner.held.renew(ttl) => Some(outcome),
             _ = sleep_until_deadline(deadline) => None,
         };
+        drop(in_flight);
         match outcome {
             None => {
                 inner

@@ -29,7 +29,7 @@ pub use lease::{Lease, LeaseSignal, LeaseState, drift_margin};
 pub use name::{LockName, MAX_NAME_BYTES, NameRule};
 pub use options::{
     AcquireOptions, AcquireRequest, DEFAULT_TTL, LockMode, MAX_DESCRIPTION_BYTES, MIN_TTL,
-    OwnerInfo, Wait, local_host,
+    OwnerInfo, Wait, current_pid, local_host,
 };
 pub use token::{FencingToken, OwnerId, ParseOwnerIdError};
 pub use url::redact_url;

@@ -144,10 +144,38 @@ impl OwnerInfo {
             owner,
             description,
             host: local_host().to_owned(),
-            pid: std::process::id(),
+            pid: current_pid(),
             since: SystemTime::now(),
         }
     }
+}
+
+/// This process's id, without a system call after the first: glibc does not cache `getpid`,
+/// and a lock cycle asks for it several times. A `pthread_atfork` child handler clears the
+/// cache, so a forked child reads its own id.
+pub fn current_pid() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static FORK_HANDLER: std::sync::Once = std::sync::Once::new();
+
+    extern "C" fn forget_pid_in_child() {
+        PID.store(0, Ordering::Relaxed);
+    }
+
+    let cached = PID.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    // Registered before the first store, so a fork racing the store leaves the child at 0.
+    FORK_HANDLER.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic, which is async-signal-safe
+        // as a fork child handler must be.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_pid_in_child)) };
+    });
+    let pid = std::process::id();
+    PID.store(pid, Ordering::Relaxed);
+    pid
 }
 
 /// This machine's host name, read once.
@@ -181,5 +209,31 @@ impl AcquireRequest {
             options,
             owner,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::current_pid;
+
+    #[test]
+    fn the_cached_pid_follows_fork() {
+        let parent = current_pid();
+        assert_eq!(parent, std::process::id());
+        // SAFETY: the child only calls async-signal-safe functions and _exit.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0);
+        if child == 0 {
+            let ok = current_pid() == unsafe { libc::getpid() } as u32;
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child saw a stale pid"
+        );
+        assert_eq!(current_pid(), parent);
     }
 }

@@ -507,7 +507,7 @@ impl Acq {
             slot: held_slot,
             target: Arc::clone(&self.target),
             pool: Arc::clone(&self.pool),
-            pid: std::process::id(),
+            pid: distlock_core::current_pid(),
         })
     }
 }
@@ -626,7 +626,7 @@ impl FileHeld {
         let Some(file) = self.file().take() else {
             return Ok(());
         };
-        if std::process::id() != self.pid {
+        if distlock_core::current_pid() != self.pid {
             // We are a fork child holding a copy of the parent's description: unlocking would
             // take the lock away from the parent. Closing our copy leaves it alone.
             return Ok(());

@@ -50,7 +50,7 @@ impl Pool {
     pub(crate) fn new() -> Self {
         Pool {
             inner: Mutex::new(Inner {
-                pid: std::process::id(),
+                pid: distlock_core::current_pid(),
                 ..Inner::default()
             }),
         }
@@ -62,7 +62,7 @@ impl Pool {
 
     /// An idle description of `path` whose file is still linked, if the pool has one.
     pub(crate) fn take(&self, path: &Path) -> Option<File> {
-        let pid = std::process::id();
+        let pid = distlock_core::current_pid();
         loop {
             let file = {
                 let mut inner = self.lock();
