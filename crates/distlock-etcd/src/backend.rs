@@ -145,6 +145,13 @@ impl SessionLease {
                     "the keep-alive stream closed",
                 ))
             }
+            Ok(Err(error)) if lease_not_found(&error) => {
+                // A new keep-alive stream on a lease etcd no longer has (expired while we were
+                // cut off, or revoked): etcd-client reports it as an error, not as TTL 0.
+                *keeper = None;
+                self.mark_dead();
+                Err(self.lost_error())
+            }
             Ok(Err(error)) => {
                 *keeper = None;
                 Err(map_error(error, "keep-alive failed"))
@@ -633,6 +640,140 @@ impl Drop for PendingKey {
     }
 }
 
+impl EtcdBackend {
+    /// One attempt at acquiring with the session lease `lease`.
+    async fn acquire_on(
+        &self,
+        lease: Arc<SessionLease>,
+        request: &AcquireRequest,
+        signal: &LeaseSignal,
+    ) -> Result<Box<dyn HeldLock>> {
+        let shared = &self.shared;
+        let name = request.name.as_str();
+        let ttl = request.options.ttl;
+        let prefix = keys::prefix(&shared.config.root, name);
+        let key = shared.reserve_key(&prefix, lease.id);
+        let mut pending = PendingKey {
+            shared: Arc::clone(shared),
+            name: name.to_owned(),
+            key: key.clone(),
+            revision: None,
+            armed: true,
+        };
+        let record = Record {
+            owner: request.owner.clone(),
+            mode: request.options.mode,
+        };
+        let value = serde_json::to_vec(&record).expect("a record serializes");
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                value,
+                Some(PutOptions::new().with_lease(lease.id)),
+            )])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let created = match shared
+            .rpc("creating the lock key", name, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await
+        {
+            Ok(created) => created,
+            Err(error) => {
+                if caused_by_lease_not_found(&error) {
+                    // Every lock on it is gone with it.
+                    lease.mark_dead();
+                }
+                return Err(error);
+            }
+        };
+        let revision = if created.succeeded() {
+            created.header().map_or(0, |h| h.revision())
+        } else {
+            // The key exists: a create of ours whose reply was lost. It is ours (the
+            // name carries our lease and the key was not reserved by anyone else here).
+            created
+                .op_responses()
+                .into_iter()
+                .find_map(|r| match r {
+                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
+                    _ => None,
+                })
+                .unwrap_or(0)
+        };
+        pending.revision = Some(revision);
+        loop {
+            let (entries, read_revision) = shared.entries(name, &prefix).await?;
+            let Some(position) = entries
+                .iter()
+                .position(|e| e.key == key && e.create_revision == revision)
+            else {
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    BACKEND,
+                    format!(
+                        "the lock key vanished while waiting (session lease {:x} expired?)",
+                        lease.id
+                    ),
+                )
+                .with_lock(name));
+            };
+            let Some(blocker) = blocker(&entries[..position], request.options.mode) else {
+                break;
+            };
+            if request.options.wait == Wait::NoWait {
+                // `pending` deletes the key when dropped; do it now so a retry sees the
+                // lock as it is.
+                pending.armed = false;
+                let result = shared.delete_key(name, &key, Some(revision)).await;
+                shared.in_use.lock().unwrap().remove(&key);
+                result?;
+                return Err(
+                    Error::new(ErrorKind::WouldBlock, BACKEND, "held by another owner")
+                        .with_lock(name),
+                );
+            }
+            shared
+                .wait_for_delete(name, &prefix, blocker, read_revision, &lease)
+                .await?;
+        }
+        // The lease's server-side deadline counts from the last confirmed keep-alive; make
+        // it recent so the local deadline (counted from that send time) is not short.
+        let last = *lease.last_ok_sent.lock().unwrap();
+        let granted_at = if last.elapsed() > ttl / 6 {
+            lease.keep_alive(&shared.client, shared.timeout()).await?
+        } else {
+            last
+        };
+        {
+            // Checked under the lock: `mark_dead` marks the lease dead before it drains the
+            // signals, so either it tells ours or we see it dead here.
+            let mut signals = lease.signals.lock().unwrap();
+            if lease.is_dead() {
+                return Err(lease.lost_error().with_lock(name));
+            }
+            signals.retain(|s| !s.state().is_final());
+            signals.push(signal.clone());
+        }
+        shared
+            .fences
+            .lock()
+            .unwrap()
+            .insert((name.to_owned(), revision as u64), key.clone());
+        pending.disarm();
+        Ok(Box::new(EtcdHeld {
+            shared: Arc::clone(shared),
+            lease,
+            name: name.to_owned(),
+            key,
+            revision,
+            granted_at,
+        }) as Box<dyn HeldLock>)
+    }
+}
+
 impl Backend for EtcdBackend {
     fn name(&self) -> &'static str {
         BACKEND
@@ -648,121 +789,23 @@ impl Backend for EtcdBackend {
         signal: LeaseSignal,
     ) -> BoxFuture<'a, Result<Box<dyn HeldLock>>> {
         Box::pin(async move {
-            let shared = &self.shared;
-            let name = request.name.as_str();
-            let ttl = request.options.ttl;
-            let ttl_secs = ttl.as_secs_f64().ceil().max(1.0) as i64;
-            let lease = shared.lease(ttl_secs, name).await?;
-            let prefix = keys::prefix(&shared.config.root, name);
-            let key = shared.reserve_key(&prefix, lease.id);
-            let mut pending = PendingKey {
-                shared: Arc::clone(shared),
-                name: name.to_owned(),
-                key: key.clone(),
-                revision: None,
-                armed: true,
-            };
-            let record = Record {
-                owner: request.owner.clone(),
-                mode: request.options.mode,
-            };
-            let value = serde_json::to_vec(&record).expect("a record serializes");
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(
-                    key.as_str(),
-                    value,
-                    Some(PutOptions::new().with_lease(lease.id)),
-                )])
-                .or_else([TxnOp::get(key.as_str(), None)]);
-            let created = shared
-                .rpc("creating the lock key", name, |mut c| {
-                    let txn = txn.clone();
-                    async move { c.txn(txn).await }
-                })
-                .await?;
-            let revision = if created.succeeded() {
-                created.header().map_or(0, |h| h.revision())
-            } else {
-                // The key exists: a create of ours whose reply was lost. It is ours (the
-                // name carries our lease and the key was not reserved by anyone else here).
-                created
-                    .op_responses()
-                    .into_iter()
-                    .find_map(|r| match r {
-                        TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
-                        _ => None,
-                    })
-                    .unwrap_or(0)
-            };
-            pending.revision = Some(revision);
+            let ttl_secs = request.options.ttl.as_secs_f64().ceil().max(1.0) as i64;
+            let mut attempt = 0;
             loop {
-                let (entries, read_revision) = shared.entries(name, &prefix).await?;
-                let Some(position) = entries
-                    .iter()
-                    .position(|e| e.key == key && e.create_revision == revision)
-                else {
-                    return Err(Error::new(
-                        ErrorKind::Connection,
-                        BACKEND,
-                        format!(
-                            "the lock key vanished while waiting (session lease {:x} expired?)",
-                            lease.id
-                        ),
-                    )
-                    .with_lock(name));
-                };
-                let Some(blocker) = blocker(&entries[..position], request.options.mode) else {
-                    break;
-                };
-                if request.options.wait == Wait::NoWait {
-                    // `pending` deletes the key when dropped; do it now so a retry sees the
-                    // lock as it is.
-                    pending.armed = false;
-                    let result = shared.delete_key(name, &key, Some(revision)).await;
-                    shared.in_use.lock().unwrap().remove(&key);
-                    result?;
-                    return Err(Error::new(
-                        ErrorKind::WouldBlock,
-                        BACKEND,
-                        "held by another owner",
-                    )
-                    .with_lock(name));
+                attempt += 1;
+                let lease = self.shared.lease(ttl_secs, request.name.as_str()).await?;
+                match self.acquire_on(Arc::clone(&lease), request, &signal).await {
+                    // The session lease died before the lock was granted (it expired while
+                    // we were cut off, or was revoked): nothing of this attempt survives it,
+                    // so try again on a new lease. The old lease is never used again.
+                    Err(error) if attempt < 3 && lease.is_dead() => {
+                        tracing::info!(backend = BACKEND, lock = request.name.as_str(),
+                            lease = lease.id, %error,
+                            "etcd session lease gone during an acquisition; retrying on a new lease");
+                    }
+                    other => return other,
                 }
-                shared
-                    .wait_for_delete(name, &prefix, blocker, read_revision, &lease)
-                    .await?;
             }
-            // The lease's server-side deadline counts from the last confirmed keep-alive; make
-            // it recent so the local deadline (counted from that send time) is not short.
-            let last = *lease.last_ok_sent.lock().unwrap();
-            let granted_at = if last.elapsed() > ttl / 6 {
-                lease.keep_alive(&shared.client, shared.timeout()).await?
-            } else {
-                last
-            };
-            {
-                let mut signals = lease.signals.lock().unwrap();
-                signals.retain(|s| !s.state().is_final());
-                signals.push(signal);
-            }
-            if lease.is_dead() {
-                return Err(lease.lost_error().with_lock(name));
-            }
-            shared
-                .fences
-                .lock()
-                .unwrap()
-                .insert((name.to_owned(), revision as u64), key.clone());
-            pending.disarm();
-            Ok(Box::new(EtcdHeld {
-                shared: Arc::clone(shared),
-                lease,
-                name: name.to_owned(),
-                key,
-                revision,
-                granted_at,
-            }) as Box<dyn HeldLock>)
         })
     }
 
@@ -936,6 +979,24 @@ impl HeldLock for EtcdHeld {
             }
         })
     }
+}
+
+/// Whether etcd said the lease a request named does not exist (expired or revoked).
+fn lease_not_found(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::NotFound && status.message().contains("lease not found")
+        }
+        etcd_client::Error::LeaseKeepAliveError(message) => message.contains("lease not found"),
+        _ => false,
+    }
+}
+
+/// [`lease_not_found`] for the source of a mapped error.
+fn caused_by_lease_not_found(error: &Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<etcd_client::Error>())
+        .is_some_and(lease_not_found)
 }
 
 /// Whether a request failed before any member received it (so repeating it is harmless).

@@ -19,7 +19,8 @@
 //!
 //! - **Sessions**: one etcd lease per [`EtcdBackend`] (per `connect()`) and TTL in whole
 //!   seconds, kept alive at a third of its TTL; the local deadline of a held lock counts from
-//!   the send time of the last keep-alive etcd confirmed.
+//!   the send time of the last keep-alive etcd confirmed. A lease that expired or was revoked
+//!   loses its locks, and the next acquisition grants a new one (never reviving the old).
 //! - **Keys**: `<root><escaped name>/<lease id hex>`, ordered by create revision; the fencing
 //!   token is the create revision.
 //! - **Waiting**: a watch on the delete of the key with the next lower create revision.

@@ -294,3 +294,74 @@ async fn user_and_password_auth() {
         assert!(!text.contains(password), "{text}");
     }
 }
+
+/// The session lease is revoked while no lock holds it (as when it expires during a partition
+/// longer than its TTL): the next acquisitions on the same handle, several at once, grant one
+/// new lease and succeed, with larger tokens; a lease of the old one stays Lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquisitions_after_the_session_lease_is_gone_use_a_new_lease() {
+    let server = tokio::task::block_in_place(Etcd::start);
+    let backend = distlock_etcd::connect(&server.url()).await.unwrap();
+    let locks = Locks::new(backend.clone());
+    let ttl = Duration::from_secs(3);
+    let first = locks.mutex("new-lease").ttl(ttl).acquire().await.unwrap();
+    let held = locks
+        .mutex("new-lease-held")
+        .ttl(ttl)
+        .acquire()
+        .await
+        .unwrap();
+    let key = backend.fence(&first).unwrap().key;
+    let old_lease = key.rsplit('/').next().unwrap().to_owned();
+    first.release().await.unwrap();
+
+    // Revoke it and acquire at once, before the keep-alive task can notice.
+    let out = tokio::task::block_in_place(|| server.etcdctl(&["lease", "revoke", &old_lease]));
+    assert!(out.status.success(), "{out:?}");
+    let acquisitions: Vec<_> = (0..4)
+        .map(|i| {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                locks
+                    .mutex(format!("new-lease-{i}"))
+                    .ttl(ttl)
+                    .no_wait()
+                    .acquire()
+                    .await
+            })
+        })
+        .collect();
+    let mut leases = Vec::new();
+    for acquisition in acquisitions {
+        leases.push(acquisition.await.unwrap().expect("acquired on a new lease"));
+    }
+    let new_leases: std::collections::HashSet<String> = leases
+        .iter()
+        .map(|l| {
+            let key = backend.fence(l).unwrap().key;
+            key.rsplit('/').next().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(new_leases.len(), 1, "one new lease: {new_leases:?}");
+    assert!(!new_leases.contains(&old_lease), "not the revoked lease");
+    let again = locks
+        .mutex("new-lease")
+        .ttl(ttl)
+        .no_wait()
+        .acquire()
+        .await
+        .unwrap();
+    assert!(again.token() > first.token());
+
+    let error = tokio::time::timeout(SOON, held.lost()).await.expect("Lost");
+    assert!(error.is_lost(), "{error}");
+    assert_eq!(held.state(), LeaseState::Lost, "never revived");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for lease in leases.iter().chain([&again]) {
+        assert_eq!(lease.state(), LeaseState::Held, "kept alive");
+    }
+    for lease in leases {
+        lease.release().await.unwrap();
+    }
+    again.release().await.unwrap();
+}

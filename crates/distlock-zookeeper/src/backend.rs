@@ -1,6 +1,7 @@
 //! Sessions, Curator's node layout, acquisition by sequence order, predecessor watches.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -107,7 +108,8 @@ fn parse_duration(text: &str) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
-/// The ZooKeeper backend: one session per [`connect`](crate::connect). Cheap to clone.
+/// The ZooKeeper backend: one session at a time per [`connect`](crate::connect), replaced by a
+/// new one on the next acquisition once it has expired. Cheap to clone.
 #[derive(Clone)]
 pub struct ZooKeeperBackend {
     shared: Arc<Shared>,
@@ -122,16 +124,100 @@ impl fmt::Debug for ZooKeeperBackend {
 }
 
 struct Shared {
-    client: zk::Client,
     config: ZkConfig,
+    /// The current session. Once it has ended (expired, closed) the next acquisition replaces
+    /// it; locks granted on it keep their own `Arc` and stay lost.
+    current: StdMutex<Arc<Session>>,
+    /// Held while a session is being replaced, so that concurrent acquisitions replace it once.
+    replacing: tokio::sync::Mutex<()>,
+}
+
+/// One ZooKeeper session: its client and the locks held on it.
+struct Session {
+    client: zk::Client,
+    /// Set when a request answered that the session expired or the client closed (which the
+    /// state watcher may report a moment later).
+    ended: AtomicBool,
     /// Signals of held locks, told about session state changes.
     signals: Arc<StdMutex<Vec<LeaseSignal>>>,
     state_task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Shared {
+impl Drop for Session {
     fn drop(&mut self) {
         self.state_task.abort();
+    }
+}
+
+impl Session {
+    /// Connects and waits for the session to be established.
+    async fn open(config: &ZkConfig) -> Result<Session> {
+        let connect = zk::Client::connector()
+            .with_session_timeout(config.session_timeout)
+            .with_connection_timeout(Duration::from_secs(5))
+            .with_fail_eagerly()
+            .connect(&config.connect_string);
+        let unreachable = |why: String| {
+            Error::new(
+                ErrorKind::Connection,
+                BACKEND,
+                format!(
+                    "could not reach zookeeper at {}: {why}",
+                    config.connect_string
+                ),
+            )
+        };
+        let client = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => return Err(unreachable(error.to_string())),
+            Err(_) => return Err(unreachable("no session within 10 s".into())),
+        };
+        let signals = Arc::new(StdMutex::new(Vec::new()));
+        let state_task = tokio::spawn(follow_session(
+            client.state_watcher(),
+            Arc::clone(&signals),
+            client.session_timeout(),
+        ));
+        Ok(Session {
+            client,
+            ended: AtomicBool::new(false),
+            signals,
+            state_task,
+        })
+    }
+
+    /// Whether the session is over for good: expired, closed or refused. ZooKeeper never
+    /// revives a session, so only a new one can serve further acquisitions.
+    fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst) || self.client.state().is_terminated()
+    }
+
+    /// Every lock held on this session is lost (its ephemeral nodes are gone).
+    fn end(&self, why: &str) {
+        self.ended.store(true, Ordering::SeqCst);
+        for s in self.signals.lock().unwrap().drain(..) {
+            s.lost(why);
+        }
+    }
+
+    /// [`zk_error`], noting first whether the error says the session is over.
+    fn error(&self, error: zk::Error, what: &str, name: &str) -> Error {
+        self.note(&error);
+        zk_error(error, what, name)
+    }
+
+    fn note(&self, error: &zk::Error) {
+        if matches!(error, zk::Error::SessionExpired | zk::Error::ClientClosed) {
+            self.ended.store(true, Ordering::SeqCst);
+        }
+    }
+
+    async fn children(&self, name: &str, path: &str) -> Result<Vec<Node>> {
+        match self.client.list_children(path).await {
+            Ok(children) => Ok(nodes_of(children)),
+            Err(zk::Error::NoNode) => Ok(Vec::new()),
+            Err(error) => Err(self.error(error, "listing the lock nodes", name)),
+        }
     }
 }
 
@@ -342,40 +428,46 @@ impl ZooKeeperBackend {
     ///
     /// Cancel safe: nothing is held until it returns.
     pub async fn connect(config: ZkConfig) -> Result<ZooKeeperBackend> {
-        let connect = zk::Client::connector()
-            .with_session_timeout(config.session_timeout)
-            .with_connection_timeout(Duration::from_secs(5))
-            .with_fail_eagerly()
-            .connect(&config.connect_string);
-        let unreachable = |why: String| {
-            Error::new(
-                ErrorKind::Connection,
-                BACKEND,
-                format!(
-                    "could not reach zookeeper at {}: {why}",
-                    config.connect_string
-                ),
-            )
-        };
-        let client = match tokio::time::timeout(Duration::from_secs(10), connect).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(error)) => return Err(unreachable(error.to_string())),
-            Err(_) => return Err(unreachable("no session within 10 s".into())),
-        };
-        let signals = Arc::new(StdMutex::new(Vec::new()));
-        let state_task = tokio::spawn(follow_session(
-            client.state_watcher(),
-            Arc::clone(&signals),
-            client.session_timeout(),
-        ));
+        let session = Session::open(&config).await?;
         Ok(ZooKeeperBackend {
             shared: Arc::new(Shared {
-                client,
                 config,
-                signals,
-                state_task,
+                current: StdMutex::new(Arc::new(session)),
+                replacing: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    fn current(&self) -> Arc<Session> {
+        Arc::clone(&self.shared.current.lock().unwrap())
+    }
+
+    /// The current session, or a new one if it has ended. Concurrent callers that find it
+    /// ended wait for one replacement rather than each opening a session.
+    ///
+    /// A new session never revives the old one's locks: they were told Lost (here, by the
+    /// session follower, or by their next renewal), and their nodes were ephemeral nodes of
+    /// the old session, which ZooKeeper deleted when it expired.
+    async fn session(&self) -> Result<Arc<Session>> {
+        let current = self.current();
+        if !current.has_ended() {
+            return Ok(current);
+        }
+        let _replacing = self.shared.replacing.lock().await;
+        let current = self.current();
+        if !current.has_ended() {
+            return Ok(current);
+        }
+        let fresh = Arc::new(Session::open(&self.shared.config).await?);
+        current.end("zookeeper session ended (expired or closed); its nodes are gone");
+        tracing::info!(
+            backend = BACKEND,
+            old = current.client.session().id().0,
+            new = fresh.client.session().id().0,
+            "zookeeper session ended; opened a new one"
+        );
+        *self.shared.current.lock().unwrap() = Arc::clone(&fresh);
+        Ok(fresh)
     }
 
     /// The ZooKeeper path of lock `name`: `/<root>/<escaped name>`.
@@ -383,33 +475,26 @@ impl ZooKeeperBackend {
         format!("/{}/{}", self.shared.config.root, escape(name))
     }
 
-    /// The underlying ZooKeeper client.
-    pub fn client(&self) -> &zk::Client {
-        &self.shared.client
-    }
-
-    async fn children(&self, name: &str, path: &str) -> Result<Vec<Node>> {
-        match self.shared.client.list_children(path).await {
-            Ok(children) => Ok(nodes_of(children)),
-            Err(zk::Error::NoNode) => Ok(Vec::new()),
-            Err(error) => Err(zk_error(error, "listing the lock nodes", name)),
-        }
+    /// The ZooKeeper client of the current session (a new session, and so a new client,
+    /// replaces it after it expires).
+    pub fn client(&self) -> zk::Client {
+        self.current().client.clone()
     }
 
     async fn describe(&self, name: &str) -> Result<LockInfo> {
+        let session = self.session().await?;
         let path = self.lock_path(name);
-        let nodes = self.children(name, &path).await?;
+        let nodes = session.children(name, &path).await?;
         let mut info = LockInfo::new(name, BACKEND);
         for (i, node) in nodes.iter().enumerate() {
-            let (data, stat) = match self
-                .shared
+            let (data, stat) = match session
                 .client
                 .get_data(&format!("{path}/{}", node.name))
                 .await
             {
                 Ok(found) => found,
                 Err(zk::Error::NoNode) => continue,
-                Err(error) => return Err(zk_error(error, "reading a lock node", name)),
+                Err(error) => return Err(session.error(error, "reading a lock node", name)),
             };
             let owner = match serde_json::from_slice::<Record>(&data) {
                 Ok(record) => record.owner,
@@ -458,6 +543,128 @@ impl Drop for PendingNode {
     }
 }
 
+impl ZooKeeperBackend {
+    /// One attempt at acquiring on `session`.
+    async fn acquire_on(
+        &self,
+        session: &Arc<Session>,
+        request: &AcquireRequest,
+        signal: &LeaseSignal,
+    ) -> Result<Box<dyn HeldLock>> {
+        let name = request.name.as_str();
+        let client = &session.client;
+        let path = self.lock_path(name);
+        let mode = request.options.mode;
+        // Curator's protected mode: a random id in the name lets us find our node if the
+        // reply to the create is lost.
+        let uuid = format!("{:032x}", rand::random::<u128>());
+        let uuid = format!(
+            "{}-{}-{}-{}-{}",
+            &uuid[..8],
+            &uuid[8..12],
+            &uuid[12..16],
+            &uuid[16..20],
+            &uuid[20..]
+        );
+        let prefix = format!("{path}/_c_{uuid}-{}", kind_label(mode));
+        let data = serde_json::to_vec(&Record {
+            owner: request.owner.clone(),
+            mode,
+        })
+        .expect("a record serializes");
+        let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+        let mut pending = PendingNode {
+            client: client.clone(),
+            path: None,
+        };
+        let created = match client.create(&prefix, &data, &options).await {
+            Err(zk::Error::NoNode) => {
+                let parent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                match client.mkdir(&path, &parent).await {
+                    Ok(()) | Err(zk::Error::NodeExists) => {}
+                    Err(error) => {
+                        return Err(session.error(error, "creating the lock path", name));
+                    }
+                }
+                client.create(&prefix, &data, &options).await
+            }
+            other => other,
+        };
+        let (stat, sequence) = match created {
+            Ok(created) => created,
+            Err(zk::Error::ConnectionLoss) => {
+                // Protected mode: look for our node by its id before giving up.
+                let children = client.list_children(&path).await.unwrap_or_default();
+                if let Some(ours) = children.iter().find(|c| c.contains(&uuid)) {
+                    pending.path = Some(format!("{path}/{ours}"));
+                }
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    BACKEND,
+                    "the connection was lost while creating the lock node",
+                )
+                .with_lock(name));
+            }
+            Err(error) => return Err(session.error(error, "creating the lock node", name)),
+        };
+        let own_name = format!("{}{sequence}", &prefix[path.len() + 1..]);
+        let own_path = format!("{path}/{own_name}");
+        pending.path = Some(own_path.clone());
+        loop {
+            let nodes = session.children(name, &path).await?;
+            let Some(position) = nodes.iter().position(|n| n.name == own_name) else {
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    BACKEND,
+                    "the lock node vanished while waiting (session expired or deleted)",
+                )
+                .with_lock(name));
+            };
+            let Some(blocker) = blocker(&nodes[..position], mode) else {
+                break;
+            };
+            if request.options.wait == Wait::NoWait {
+                pending.path = None;
+                let _ = client.delete(&own_path, None).await;
+                return Err(
+                    Error::new(ErrorKind::WouldBlock, BACKEND, "held by another owner")
+                        .with_lock(name),
+                );
+            }
+            let watched = format!("{path}/{}", blocker.name);
+            match client.check_and_watch_stat(&watched).await {
+                Ok((Some(_), watcher)) => {
+                    watcher.changed().await;
+                }
+                Ok((None, _)) => {}
+                Err(error) => return Err(session.error(error, "watching the predecessor", name)),
+            }
+        }
+        {
+            // Checked under the lock: the follower drains the signals only after the session
+            // state has ended, so either it will see ours or we see the end here.
+            let mut signals = session.signals.lock().unwrap();
+            if session.has_ended() {
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    BACKEND,
+                    "the zookeeper session ended while acquiring",
+                )
+                .with_lock(name));
+            }
+            signals.retain(|s| !s.state().is_final());
+            signals.push(signal.clone());
+        }
+        pending.path = None;
+        Ok(Box::new(ZkHeld {
+            session: Arc::clone(session),
+            name: name.to_owned(),
+            path: own_path,
+            czxid: stat.czxid,
+        }) as Box<dyn HeldLock>)
+    }
+}
+
 impl Backend for ZooKeeperBackend {
     fn name(&self) -> &'static str {
         BACKEND
@@ -473,103 +680,20 @@ impl Backend for ZooKeeperBackend {
         signal: LeaseSignal,
     ) -> BoxFuture<'a, Result<Box<dyn HeldLock>>> {
         Box::pin(async move {
-            let name = request.name.as_str();
-            let client = &self.shared.client;
-            let path = self.lock_path(name);
-            let mode = request.options.mode;
-            // Curator's protected mode: a random id in the name lets us find our node if the
-            // reply to the create is lost.
-            let uuid = format!("{:032x}", rand::random::<u128>());
-            let uuid = format!(
-                "{}-{}-{}-{}-{}",
-                &uuid[..8],
-                &uuid[8..12],
-                &uuid[12..16],
-                &uuid[16..20],
-                &uuid[20..]
-            );
-            let prefix = format!("{path}/_c_{uuid}-{}", kind_label(mode));
-            let data = serde_json::to_vec(&Record {
-                owner: request.owner.clone(),
-                mode,
-            })
-            .expect("a record serializes");
-            let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
-            let mut pending = PendingNode {
-                client: client.clone(),
-                path: None,
-            };
-            let created = match client.create(&prefix, &data, &options).await {
-                Err(zk::Error::NoNode) => {
-                    let parent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                    match client.mkdir(&path, &parent).await {
-                        Ok(()) | Err(zk::Error::NodeExists) => {}
-                        Err(error) => return Err(zk_error(error, "creating the lock path", name)),
-                    }
-                    client.create(&prefix, &data, &options).await
-                }
-                other => other,
-            };
-            let (stat, sequence) = match created {
-                Ok(created) => created,
-                Err(zk::Error::ConnectionLoss) => {
-                    // Protected mode: look for our node by its id before giving up.
-                    let children = client.list_children(&path).await.unwrap_or_default();
-                    if let Some(ours) = children.iter().find(|c| c.contains(&uuid)) {
-                        pending.path = Some(format!("{path}/{ours}"));
-                    }
-                    return Err(Error::new(
-                        ErrorKind::Connection,
-                        BACKEND,
-                        "the connection was lost while creating the lock node",
-                    )
-                    .with_lock(name));
-                }
-                Err(error) => return Err(zk_error(error, "creating the lock node", name)),
-            };
-            let own_name = format!("{}{sequence}", &prefix[path.len() + 1..]);
-            let own_path = format!("{path}/{own_name}");
-            pending.path = Some(own_path.clone());
+            let mut attempt = 0;
             loop {
-                let nodes = self.children(name, &path).await?;
-                let Some(position) = nodes.iter().position(|n| n.name == own_name) else {
-                    return Err(Error::new(
-                        ErrorKind::Connection,
-                        BACKEND,
-                        "the lock node vanished while waiting (session expired or deleted)",
-                    )
-                    .with_lock(name));
-                };
-                let Some(blocker) = blocker(&nodes[..position], mode) else {
-                    break;
-                };
-                if request.options.wait == Wait::NoWait {
-                    pending.path = None;
-                    let _ = client.delete(&own_path, None).await;
-                    return Err(Error::new(
-                        ErrorKind::WouldBlock,
-                        BACKEND,
-                        "held by another owner",
-                    )
-                    .with_lock(name));
-                }
-                let watched = format!("{path}/{}", blocker.name);
-                match client.check_and_watch_stat(&watched).await {
-                    Ok((Some(_), watcher)) => {
-                        watcher.changed().await;
+                attempt += 1;
+                let session = self.session().await?;
+                match self.acquire_on(&session, request, &signal).await {
+                    // The session expired before the lock was granted: nothing of this
+                    // attempt survives it (its node was ephemeral), so try on a new session.
+                    Err(error) if attempt < 3 && session.has_ended() => {
+                        tracing::info!(backend = BACKEND, lock = request.name.as_str(), %error,
+                            "zookeeper session ended during an acquisition; retrying on a new session");
                     }
-                    Ok((None, _)) => {}
-                    Err(error) => return Err(zk_error(error, "watching the predecessor", name)),
+                    other => return other,
                 }
             }
-            self.shared.signals.lock().unwrap().push(signal);
-            pending.path = None;
-            Ok(Box::new(ZkHeld {
-                client: client.clone(),
-                name: name.to_owned(),
-                path: own_path,
-                czxid: stat.czxid,
-            }) as Box<dyn HeldLock>)
         })
     }
 
@@ -580,10 +704,11 @@ impl Backend for ZooKeeperBackend {
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
         Box::pin(async move {
             let root = format!("/{}", self.shared.config.root);
-            let locks = match self.shared.client.list_children(&root).await {
+            let session = self.session().await?;
+            let locks = match session.client.list_children(&root).await {
                 Ok(locks) => locks,
                 Err(zk::Error::NoNode) => Vec::new(),
-                Err(error) => return Err(zk_error(error, "listing locks", prefix)),
+                Err(error) => return Err(session.error(error, "listing locks", prefix)),
             };
             let mut names: Vec<String> = locks
                 .iter()
@@ -605,12 +730,12 @@ impl Backend for ZooKeeperBackend {
     fn force_release<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<usize>> {
         Box::pin(async move {
             let path = self.lock_path(name.as_str());
-            let nodes = self.children(name.as_str(), &path).await?;
+            let session = self.session().await?;
+            let nodes = session.children(name.as_str(), &path).await?;
             let mut removed = 0;
             for i in 0..nodes.len() {
                 if blocker(&nodes[..i], nodes[i].mode).is_none() {
-                    match self
-                        .shared
+                    match session
                         .client
                         .delete(&format!("{path}/{}", nodes[i].name), None)
                         .await
@@ -618,7 +743,11 @@ impl Backend for ZooKeeperBackend {
                         Ok(()) => removed += 1,
                         Err(zk::Error::NoNode) => {}
                         Err(error) => {
-                            return Err(zk_error(error, "deleting a holder's node", name.as_str()));
+                            return Err(session.error(
+                                error,
+                                "deleting a holder's node",
+                                name.as_str(),
+                            ));
                         }
                     }
                 }
@@ -630,7 +759,8 @@ impl Backend for ZooKeeperBackend {
 
 /// A lock node this session holds.
 struct ZkHeld {
-    client: zk::Client,
+    /// The session the node belongs to (never a later one).
+    session: Arc<Session>,
     name: String,
     path: String,
     czxid: i64,
@@ -648,7 +778,7 @@ impl HeldLock for ZkHeld {
 
     fn renew(&self, _ttl: Duration) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            match self.client.check_stat(&self.path).await {
+            match self.session.client.check_stat(&self.path).await {
                 Ok(Some(stat)) if stat.czxid == self.czxid => Ok(()),
                 Ok(_) => Err(Error::new(
                     ErrorKind::Lost,
@@ -657,6 +787,7 @@ impl HeldLock for ZkHeld {
                 )
                 .with_lock(&self.name)),
                 Err(zk::Error::SessionExpired) => {
+                    self.session.ended.store(true, Ordering::SeqCst);
                     Err(
                         Error::new(ErrorKind::Lost, BACKEND, "the zookeeper session expired")
                             .with_lock(&self.name),
@@ -670,12 +801,12 @@ impl HeldLock for ZkHeld {
     fn release(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             // Only our own node, and only the incarnation we created.
-            match self.client.check_stat(&self.path).await {
+            match self.session.client.check_stat(&self.path).await {
                 Ok(Some(stat)) if stat.czxid == self.czxid => {}
                 Ok(_) | Err(zk::Error::SessionExpired) => return Ok(()),
                 Err(error) => return Err(zk_error(error, "checking the lock node", &self.name)),
             }
-            match self.client.delete(&self.path, None).await {
+            match self.session.client.delete(&self.path, None).await {
                 Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::SessionExpired) => Ok(()),
                 Err(error) => Err(zk_error(error, "deleting the lock node", &self.name)),
             }

@@ -21,7 +21,8 @@
 //! - **Token**: the czxid of the lock node.
 //! - **Waiting**: a watch on the predecessor only.
 //! - **Session**: disconnected → Jeopardy; expired (or disconnected for a third of the session
-//!   timeout) → Lost.
+//!   timeout) → Lost. After a session has expired, the next acquisition opens a new session
+//!   on the same handle; locks of the old session stay Lost.
 //!
 //! The layout, guarantees and their limits are in `docs/zookeeper.md`.
 

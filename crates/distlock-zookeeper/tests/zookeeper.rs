@@ -319,3 +319,79 @@ async fn curator_interprocess_mutex_and_distlock_exclude_each_other() {
     let status = tokio::task::block_in_place(|| curator.wait_exit(SOON));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
+
+/// After the session of a `connect()` has expired (the server was frozen past the session
+/// timeout), the same handle keeps working: the next acquisitions open one new session and
+/// succeed, with larger tokens, while the lease of the old session stays Lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquisitions_after_session_expiry_use_a_new_session() {
+    let server = tokio::task::block_in_place(ZooKeeper::start);
+    let backend = distlock_zookeeper::connect(&format!("{}?session_timeout=1s", server.url()))
+        .await
+        .unwrap();
+    let old_session = backend.client().session().id();
+    let locks = Locks::new(backend.clone());
+    let lease = locks.mutex("renewed-session").acquire().await.unwrap();
+
+    server.pause(0);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server.resume(0);
+    let error = tokio::time::timeout(SOON, lease.lost())
+        .await
+        .expect("Lost");
+    assert!(error.is_lost(), "{error}");
+    // Wait until the client has learnt from the server that its session expired.
+    let deadline = Instant::now() + SOON;
+    while !backend.client().state().is_terminated() {
+        assert!(
+            Instant::now() < deadline,
+            "the session never expired: {:?}",
+            backend.client().state()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Several acquisitions at once while the session is being replaced: all succeed, on one
+    // new session.
+    let acquisitions: Vec<_> = (0..4)
+        .map(|i| {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let name = if i == 0 {
+                    "renewed-session".to_owned()
+                } else {
+                    format!("renewed-session-{i}")
+                };
+                locks.mutex(&name).wait(SOON).acquire().await
+            })
+        })
+        .collect();
+    let mut leases = Vec::new();
+    for acquisition in acquisitions {
+        leases.push(
+            acquisition
+                .await
+                .unwrap()
+                .expect("acquired on a new session"),
+        );
+    }
+    let new_session = backend.client().session().id();
+    assert_ne!(new_session, old_session);
+    assert!(leases[0].token() > lease.token());
+    assert_eq!(lease.state(), LeaseState::Lost, "the old lease stays Lost");
+    assert!(lease.release().await.unwrap_err().is_lost());
+    for next in &leases {
+        assert!(next.is_held());
+    }
+    let info = locks.inspect("renewed-session").await.unwrap();
+    assert_eq!(info.holders.len(), 1, "{info:?}");
+    assert_eq!(info.holders[0].token, leases[0].token());
+    for next in leases {
+        next.release().await.unwrap();
+    }
+    assert_eq!(
+        backend.client().session().id(),
+        new_session,
+        "replaced once"
+    );
+}
