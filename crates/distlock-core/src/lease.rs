@@ -198,6 +198,9 @@ impl Inner {
     async fn quiesce_renewal(&self) {
         self.stop_renewal();
         drop(self.renewing.lock().await);
+        // Let the scheduler drop the cancelled task now, rather than let cancelled tasks pile
+        // up in a loop that never yields and be dropped in one burst.
+        tokio::task::yield_now().await;
     }
 
     fn lost_error(&self) -> Error {
