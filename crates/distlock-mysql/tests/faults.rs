@@ -1,13 +1,14 @@
 //! Bad input and faults against a private MariaDB: wrong password, missing database, server
 //! restart while held, a paused holder, and interop with plain `GET_LOCK` users.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use distlock_core::{ErrorKind, LeaseState};
-use distlock_testkit::Process;
+use distlock_core::{ErrorKind, LeaseState, Locks};
 use distlock_testkit::mysql::MariaDbServer;
 use mysql_async::prelude::Queryable;
+
+#[path = "../../distlock-testkit/shared/paused_holder.rs"]
+mod paused_holder;
 
 const SOON: Duration = Duration::from_secs(20);
 
@@ -96,47 +97,17 @@ fn server_restart_while_held_makes_the_lease_lost() {
 #[test]
 #[ignore = "helper: run in a child process"]
 fn paused_holder_child() {
-    let url = std::env::var("DISTLOCK_MY_CHILD_URL").expect("run by the parent test");
-    runtime().block_on(async {
-        let locks = distlock_mysql::connect(&url).await.unwrap();
-        let lease = locks
-            .mutex("paused")
-            .ttl(Duration::from_secs(2))
-            .acquire()
-            .await
-            .unwrap();
-        println!("\nHELD {}", lease.token());
-        std::future::pending::<()>().await;
-    });
+    runtime().block_on(paused_holder::hold(connect));
 }
 
 #[test]
 fn paused_holder_is_cut_off_by_the_server() {
     let server = MariaDbServer::start();
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args(["--exact", "paused_holder_child", "--ignored", "--nocapture"])
-        .env("DISTLOCK_MY_CHILD_URL", server.url());
-    let mut child = Process::spawn("paused holder", command).unwrap();
-    let token: u64 = child.wait_for_line("HELD", SOON).parse().unwrap();
-    runtime().block_on(async {
-        let locks = distlock_mysql::connect(&server.url()).await.unwrap();
-        let err = locks.mutex("paused").no_wait().acquire().await.unwrap_err();
-        assert!(err.is_would_block(), "{err}");
-        child.pause().unwrap();
-        let paused = Instant::now();
-        // ttl (2 s; wait_timeout 2 s) + 1 s, plus 2 s of slack for a loaded machine.
-        let lease = locks
-            .mutex("paused")
-            .wait(Duration::from_secs(5))
-            .acquire()
-            .await
-            .expect("wait_timeout cuts the paused holder off");
-        assert!(lease.token().get() > token);
-        assert!(paused.elapsed() < Duration::from_secs(5));
-        lease.release().await.unwrap();
-    });
-    child.kill();
+    paused_holder::is_cut_off(&runtime(), &server.url(), connect, "wait_timeout");
+}
+
+async fn connect(url: String) -> Locks {
+    distlock_mysql::connect(&url).await.unwrap()
 }
 
 #[test]

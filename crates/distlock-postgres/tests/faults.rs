@@ -2,12 +2,13 @@
 //! database, server restart while held, a paused holder, and interop with plain
 //! `pg_advisory_lock` users.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use distlock_core::{ErrorKind, LeaseState};
-use distlock_testkit::Process;
+use distlock_core::{ErrorKind, LeaseState, Locks};
 use distlock_testkit::postgres::PostgresServer;
+
+#[path = "../../distlock-testkit/shared/paused_holder.rs"]
+mod paused_holder;
 
 const SOON: Duration = Duration::from_secs(20);
 
@@ -131,47 +132,17 @@ fn crash_keeps_tokens_increasing() {
 #[test]
 #[ignore = "helper: run in a child process"]
 fn paused_holder_child() {
-    let url = std::env::var("DISTLOCK_PG_CHILD_URL").expect("run by the parent test");
-    runtime().block_on(async {
-        let locks = distlock_postgres::connect(&url).await.unwrap();
-        let lease = locks
-            .mutex("paused")
-            .ttl(Duration::from_secs(2))
-            .acquire()
-            .await
-            .unwrap();
-        println!("\nHELD {}", lease.token());
-        std::future::pending::<()>().await;
-    });
+    runtime().block_on(paused_holder::hold(connect));
 }
 
 #[test]
 fn paused_holder_is_cut_off_by_the_server() {
     let server = PostgresServer::start();
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args(["--exact", "paused_holder_child", "--ignored", "--nocapture"])
-        .env("DISTLOCK_PG_CHILD_URL", server.url());
-    let mut child = Process::spawn("paused holder", command).unwrap();
-    let token: u64 = child.wait_for_line("HELD", SOON).parse().unwrap();
-    runtime().block_on(async {
-        let locks = distlock_postgres::connect(&server.url()).await.unwrap();
-        let err = locks.mutex("paused").no_wait().acquire().await.unwrap_err();
-        assert!(err.is_would_block(), "{err}");
-        child.pause().unwrap();
-        let paused = Instant::now();
-        // ttl (2 s) + 1 s, plus 2 s of slack for a loaded machine.
-        let lease = locks
-            .mutex("paused")
-            .wait(Duration::from_secs(5))
-            .acquire()
-            .await
-            .expect("idle_session_timeout cuts the paused holder off");
-        assert!(lease.token().get() > token);
-        assert!(paused.elapsed() < Duration::from_secs(5));
-        lease.release().await.unwrap();
-    });
-    child.kill();
+    paused_holder::is_cut_off(&runtime(), &server.url(), connect, "idle_session_timeout");
+}
+
+async fn connect(url: String) -> Locks {
+    distlock_postgres::connect(&url).await.unwrap()
 }
 
 #[test]

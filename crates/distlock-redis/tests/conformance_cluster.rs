@@ -1,52 +1,21 @@
 //! The shared conformance suite against a real 3-master Redis Cluster.
 
-use distlock_core::conformance::Fixture;
-use distlock_core::{BoxFuture, Lease, Locks};
+mod common;
+
+use distlock_core::Locks;
 use distlock_testkit::redis::RedisCluster;
 
-struct ClusterFixture {
-    url: String,
-    // `Process` is not `Sync`; the fixture only keeps the server alive.
-    _cluster: std::sync::Mutex<RedisCluster>,
-}
-
-impl Fixture for ClusterFixture {
-    fn url(&self) -> String {
-        self.url.clone()
-    }
-
-    fn connect(&self) -> BoxFuture<'_, Locks> {
-        Box::pin(connect(self.url.clone()))
-    }
-
-    /// Deletes the holder's entry behind its back, as an expiry or an operator would.
-    fn break_lease<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let locks = self.connect().await;
-            assert_eq!(locks.force_release(lease.name()).await.unwrap(), 1);
-        })
-    }
-}
-
-async fn fixture() -> ClusterFixture {
+async fn fixture() -> common::ServerFixture<RedisCluster> {
     let cluster = RedisCluster::start();
-    ClusterFixture {
-        url: format!("redis+cluster://{}/", cluster.hosts()),
-        _cluster: std::sync::Mutex::new(cluster),
-    }
+    common::ServerFixture::new(
+        format!("redis+cluster://{}/", cluster.hosts()),
+        cluster,
+        true,
+    )
 }
 
 async fn connect(url: String) -> Locks {
-    if std::env::var_os("DISTLOCK_CONFORMANCE_URL").is_some() {
-        // In the child holder, libtest has printed "test conformance::child_holder ... "
-        // without a newline; end that line so the parent sees the HELD line at its start.
-        println!();
-    }
-    Locks::new(
-        distlock_redis::connect(&url)
-            .await
-            .expect("connect to redis"),
-    )
+    common::connect(url).await
 }
 
 distlock_core::conformance_suite!(fixture = fixture, connect = connect);

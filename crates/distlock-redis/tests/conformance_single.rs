@@ -1,52 +1,17 @@
 //! The shared conformance suite against one real redis-server.
 
-use distlock_core::conformance::Fixture;
-use distlock_core::{BoxFuture, Lease, Locks};
+mod common;
+
+use distlock_core::Locks;
 use distlock_testkit::redis::RedisServer;
 
-struct SingleFixture {
-    url: String,
-    // `Process` is not `Sync`; the fixture only keeps the server alive.
-    _server: std::sync::Mutex<RedisServer>,
-}
-
-impl Fixture for SingleFixture {
-    fn url(&self) -> String {
-        self.url.clone()
-    }
-
-    fn connect(&self) -> BoxFuture<'_, Locks> {
-        Box::pin(connect(self.url.clone()))
-    }
-
-    /// Deletes the holder's entry behind its back, as an expiry or an operator would.
-    fn break_lease<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let locks = self.connect().await;
-            assert_eq!(locks.force_release(lease.name()).await.unwrap(), 1);
-        })
-    }
-}
-
-async fn fixture() -> SingleFixture {
+async fn fixture() -> common::ServerFixture<RedisServer> {
     let server = RedisServer::start();
-    SingleFixture {
-        url: server.url(),
-        _server: std::sync::Mutex::new(server),
-    }
+    common::ServerFixture::new(server.url(), server, true)
 }
 
 async fn connect(url: String) -> Locks {
-    if std::env::var_os("DISTLOCK_CONFORMANCE_URL").is_some() {
-        // In the child holder, libtest has printed "test conformance::child_holder ... "
-        // without a newline; end that line so the parent sees the HELD line at its start.
-        println!();
-    }
-    Locks::new(
-        distlock_redis::connect(&url)
-            .await
-            .expect("connect to redis"),
-    )
+    common::connect(url).await
 }
 
 distlock_core::conformance_suite!(fixture = fixture, connect = connect);

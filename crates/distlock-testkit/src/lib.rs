@@ -11,6 +11,8 @@
 //! backend issues; each starts the locally installed binary on a free port in a temp dir and
 //! fails loudly when it cannot.
 
+pub mod child;
+mod datadir;
 pub mod etcd;
 pub mod mysql;
 pub mod postgres;

@@ -9,12 +9,13 @@
 //! Binaries: `$DISTLOCK_MARIADBD` / `$DISTLOCK_MARIADB_INSTALL_DB`, else `/usr/sbin/mariadbd`
 //! and `mariadb-install-db` on `$PATH`.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::postgres::{as_owner, chown_tree, os_user_if_root};
+use crate::datadir::{
+    as_owner, chown_tree, copy_template, os_user_if_root, port_open, template, wait_started,
+};
 use crate::{Process, free_port};
 
 /// How long a server gets to start answering before the test fails loudly.
@@ -54,37 +55,6 @@ fn plugin_installed() -> bool {
         .any(|d| Path::new(d).join("metadata_lock_info.so").exists())
 }
 
-/// The prepared template data directory, built once per machine and user.
-fn template(mariadbd: &Path, owner: Option<(u32, u32)>) -> PathBuf {
-    static TEMPLATE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
-    let mut cached = TEMPLATE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = cached.as_ref() {
-        return path.clone();
-    }
-    let tag: String = mariadbd
-        .display()
-        .to_string()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    let path = std::env::temp_dir().join(format!("distlock-mariadb-template-{uid}-v1-{tag}"));
-    if !path.join("READY").exists() {
-        let build = tempfile::Builder::new()
-            .prefix("distlock-mariadb-build-")
-            .tempdir()
-            .expect("temp dir for the template");
-        let built = MariaDbServer::build(mariadbd, build, owner);
-        std::fs::write(built.join("READY"), "").expect("mark the template");
-        if std::fs::rename(&built, &path).is_err() {
-            let _ = std::fs::remove_dir_all(&built);
-        }
-    }
-    *cached = Some(path.clone());
-    path
-}
-
 fn env_or(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var)
         .map(PathBuf::from)
@@ -99,19 +69,10 @@ impl MariaDbServer {
     pub fn start() -> MariaDbServer {
         let owner = os_user_if_root("mysql");
         let mariadbd = env_or("DISTLOCK_MARIADBD", "/usr/sbin/mariadbd");
-        let template = template(&mariadbd, owner);
-        let dir = tempfile::Builder::new()
-            .prefix("distlock-mariadb-")
-            .tempdir()
-            .expect("temp dir for mariadb");
-        let status = Command::new("cp")
-            .arg("-a")
-            .arg(template.join("data"))
-            .arg(dir.path().join("data"))
-            .status()
-            .expect("cp runs");
-        assert!(status.success(), "copying the template data dir failed");
-        chown_tree(dir.path(), owner);
+        let template = template("mariadb", &mariadbd, |dir| {
+            Self::build(&mariadbd, dir, owner)
+        });
+        let dir = copy_template("mariadb", &template, owner);
         let mut server = MariaDbServer {
             port: free_port(),
             dir,
@@ -225,11 +186,9 @@ impl MariaDbServer {
             }
             as_owner(&mut command, self.owner);
             let mut process = Process::spawn("mariadbd", command).expect("spawn mariadbd");
-            let ready = crate::wait_until(Duration::from_secs(30), || {
-                process.wait_exit(Duration::ZERO).is_some()
-                    || (TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.ping())
-            });
-            if ready && process.wait_exit(Duration::ZERO).is_none() {
+            if wait_started(&mut process, Duration::from_secs(30), || {
+                port_open(self.port) && self.ping()
+            }) {
                 self.process = Some(process);
                 return;
             }
@@ -318,9 +277,7 @@ impl MariaDbServer {
             let _ = process.resume();
             process.kill();
         }
-        crate::wait_until(Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", self.port)).is_err()
-        });
+        crate::wait_until(Duration::from_secs(10), || !port_open(self.port));
     }
 
     /// SIGSTOP: the server stops answering.

@@ -11,11 +11,13 @@
 //! Binaries are looked up in `$DISTLOCK_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`,
 //! else `$PATH`.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::datadir::{
+    as_owner, chown_tree, copy_template, os_user_if_root, port_open, template, wait_started,
+};
 use crate::{Process, free_port};
 
 /// How long a cluster gets to start answering before the test fails loudly.
@@ -48,38 +50,6 @@ impl std::fmt::Debug for PostgresServer {
     }
 }
 
-/// The prepared template cluster for `bin`, built once per machine and user.
-fn template(bin: &Path, owner: Option<(u32, u32)>) -> PathBuf {
-    static TEMPLATE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
-    let mut cached = TEMPLATE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = cached.as_ref() {
-        return path.clone();
-    }
-    let tag: String = bin
-        .display()
-        .to_string()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    let path = std::env::temp_dir().join(format!("distlock-pg-template-{uid}-v1-{tag}"));
-    if !path.join("READY").exists() {
-        let build = tempfile::Builder::new()
-            .prefix("distlock-pg-build-")
-            .tempdir()
-            .expect("temp dir for the template");
-        let built = PostgresServer::build(bin, build, owner).keep();
-        std::fs::write(built.join("READY"), "").expect("mark the template");
-        if std::fs::rename(&built, &path).is_err() {
-            // Another test process finished first; use its template.
-            let _ = std::fs::remove_dir_all(&built);
-        }
-    }
-    *cached = Some(path.clone());
-    path
-}
-
 fn pg_bin() -> PathBuf {
     if let Some(dir) = std::env::var_os("DISTLOCK_PG_BIN") {
         return PathBuf::from(dir);
@@ -101,53 +71,6 @@ fn pg_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(""))
 }
 
-/// The uid and gid of `user` when running as root (servers refuse to run as root).
-pub(crate) fn os_user_if_root(user: &str) -> Option<(u32, u32)> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    let out = Command::new("id")
-        .args(["-u", user])
-        .output()
-        .expect("id runs");
-    let gid = Command::new("id")
-        .args(["-g", user])
-        .output()
-        .expect("id runs");
-    assert!(
-        out.status.success(),
-        "running as root, and there is no `{user}` OS user to run the server as"
-    );
-    let parse = |o: &std::process::Output| {
-        String::from_utf8_lossy(&o.stdout)
-            .trim()
-            .parse::<u32>()
-            .expect("numeric id")
-    };
-    Some((parse(&out), parse(&gid)))
-}
-
-/// Gives `path` (recursively) to `owner`.
-pub(crate) fn chown_tree(path: &Path, owner: Option<(u32, u32)>) {
-    if let Some((uid, gid)) = owner {
-        let status = Command::new("chown")
-            .arg("-R")
-            .arg(format!("{uid}:{gid}"))
-            .arg(path)
-            .status()
-            .expect("chown runs");
-        assert!(status.success(), "chown of {} failed", path.display());
-    }
-}
-
-pub(crate) fn as_owner(command: &mut Command, owner: Option<(u32, u32)>) {
-    use std::os::unix::process::CommandExt;
-    if let Some((uid, gid)) = owner {
-        command.uid(uid).gid(gid);
-    }
-}
-
 impl PostgresServer {
     /// Creates and starts a cluster. Panics with the reason if it cannot.
     ///
@@ -156,19 +79,8 @@ impl PostgresServer {
     pub fn start() -> PostgresServer {
         let bin = pg_bin();
         let owner = os_user_if_root("postgres");
-        let template = template(&bin, owner);
-        let dir = tempfile::Builder::new()
-            .prefix("distlock-pg-")
-            .tempdir()
-            .expect("temp dir for postgres");
-        let status = Command::new("cp")
-            .arg("-a")
-            .arg(template.join("data"))
-            .arg(dir.path().join("data"))
-            .status()
-            .expect("cp runs");
-        assert!(status.success(), "copying the template cluster failed");
-        chown_tree(dir.path(), owner);
+        let template = template("pg", &bin, |dir| Self::build(&bin, dir, owner).keep());
+        let dir = copy_template("pg", &template, owner);
         let mut server = PostgresServer {
             port: free_port(),
             dir,
@@ -261,13 +173,7 @@ impl PostgresServer {
                 .process_group(0);
             as_owner(&mut command, self.owner);
             let mut process = Process::spawn("postgres", command).expect("spawn postgres");
-            let ready = crate::wait_until(Duration::from_secs(20), || {
-                if process.wait_exit(Duration::ZERO).is_some() {
-                    return true;
-                }
-                self.pg_isready()
-            });
-            if ready && process.wait_exit(Duration::ZERO).is_none() {
+            if wait_started(&mut process, Duration::from_secs(20), || self.pg_isready()) {
                 self.process = Some(process);
                 return;
             }
@@ -283,7 +189,7 @@ impl PostgresServer {
     }
 
     fn pg_isready(&self) -> bool {
-        if TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        if !port_open(self.port) {
             return false;
         }
         Command::new(self.bin.join("pg_isready"))
@@ -362,9 +268,7 @@ impl PostgresServer {
             process.kill();
         }
         // Wait for every backend of the group to be gone, so the port and shared memory free.
-        crate::wait_until(Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", self.port)).is_err()
-        });
+        crate::wait_until(Duration::from_secs(10), || !port_open(self.port));
     }
 
     /// SIGSTOP of the postmaster and every backend: the server stops answering.
@@ -472,13 +376,10 @@ impl PgBouncer {
         command.arg("-q").arg(path.join("pgbouncer.ini"));
         as_owner(&mut command, owner);
         let mut process = Process::spawn("pgbouncer", command).expect("spawn pgbouncer");
-        let ready = crate::wait_until(Duration::from_secs(20), || {
-            process.wait_exit(Duration::ZERO).is_some()
-                || TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let ready = wait_started(&mut process, Duration::from_secs(20), || port_open(port));
         let log = || std::fs::read_to_string(path.join("pgbouncer.log")).unwrap_or_default();
         assert!(
-            ready && process.wait_exit(Duration::ZERO).is_none(),
+            ready,
             "pgbouncer on port {port} did not start; its log:\n{}",
             log()
         );

@@ -1,79 +1,16 @@
 //! The shared conformance suite against a real standalone ZooKeeper server, one for all cases.
 
-use std::sync::{Mutex, OnceLock};
+mod common;
 
-use distlock_core::conformance::Fixture;
-use distlock_core::{BoxFuture, Lease, Locks};
+use distlock_core::Locks;
 use distlock_testkit::zookeeper::ZooKeeper;
 
-static SERVER: OnceLock<(String, Mutex<ZooKeeper>)> = OnceLock::new();
-
-extern "C" fn stop_server() {
-    if let Some((_, server)) = SERVER.get() {
-        let mut server = server.lock().unwrap_or_else(|e| e.into_inner());
-        server.shutdown();
-    }
-}
-
-/// One server for every case of this binary (the cases use unique lock names); a `static` is
-/// never dropped, so an exit hook kills it when the test binary ends.
-fn server_url() -> String {
-    SERVER
-        .get_or_init(|| {
-            let server = ZooKeeper::start();
-            // SAFETY: registers a plain function with no arguments; atexit has no other
-            // preconditions.
-            let rc = unsafe { libc::atexit(stop_server) };
-            assert_eq!(rc, 0, "atexit");
-            // Short sessions: a SIGKILLed holder's nodes go within the suite's bound.
-            (
-                format!("{}?session_timeout=2s", server.url()),
-                Mutex::new(server),
-            )
-        })
-        .0
-        .clone()
-}
-
-struct SingleFixture {
-    url: String,
-}
-
-impl Fixture for SingleFixture {
-    fn url(&self) -> String {
-        self.url.clone()
-    }
-
-    fn connect(&self) -> BoxFuture<'_, Locks> {
-        Box::pin(connect(self.url.clone()))
-    }
-
-    /// Deletes the holder's node behind its back, as an operator would.
-    fn break_lease<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let locks = self.connect().await;
-            assert_eq!(locks.force_release(lease.name()).await.unwrap(), 1);
-        })
-    }
-}
-
-async fn fixture() -> SingleFixture {
-    SingleFixture {
-        url: tokio::task::block_in_place(server_url),
-    }
+async fn fixture() -> common::ZooKeeperFixture {
+    common::fixture(ZooKeeper::start).await
 }
 
 async fn connect(url: String) -> Locks {
-    if std::env::var_os("DISTLOCK_CONFORMANCE_URL").is_some() {
-        // In the child holder, libtest has printed "test conformance::child_holder ... "
-        // without a newline; end that line so the parent sees the HELD line at its start.
-        println!();
-    }
-    Locks::new(
-        distlock_zookeeper::connect(&url)
-            .await
-            .expect("connect to zookeeper"),
-    )
+    common::connect(url).await
 }
 
 distlock_core::conformance_suite!(fixture = fixture, connect = connect);
