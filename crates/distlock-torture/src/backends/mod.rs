@@ -19,7 +19,10 @@ use crate::faults::Fault;
 /// A running backend: its servers live as long as this value.
 pub trait TortureBackend {
     /// The URL the observer and the controller use: straight to the servers.
-    fn direct_url(&self) -> String;
+    fn direct_url(&self) -> String {
+        let ports: Vec<u16> = self.upstreams().iter().map(SocketAddr::port).collect();
+        self.url_via(&ports)
+    }
     /// The server addresses clients connect to, in URL order (empty when there is no server).
     fn upstreams(&self) -> Vec<SocketAddr>;
     /// The client URL when `ports` on 127.0.0.1 stand in for [`upstreams`](Self::upstreams).

@@ -47,10 +47,6 @@ fn start(_dir: &Path) -> Box<dyn TortureBackend> {
 }
 
 impl TortureBackend for Postgres {
-    fn direct_url(&self) -> String {
-        self.url_via(&[self.server.port()])
-    }
-
     fn upstreams(&self) -> Vec<SocketAddr> {
         vec![SocketAddr::from(([127, 0, 0, 1], self.server.port()))]
     }

@@ -63,10 +63,6 @@ fn start_aof(_dir: &Path) -> Box<dyn TortureBackend> {
 }
 
 impl TortureBackend for Redis {
-    fn direct_url(&self) -> String {
-        self.url_via(&[self.server[0].port()])
-    }
-
     fn upstreams(&self) -> Vec<SocketAddr> {
         vec![SocketAddr::from(([127, 0, 0, 1], self.server[0].port()))]
     }

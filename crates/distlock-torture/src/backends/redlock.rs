@@ -40,11 +40,6 @@ fn start(_dir: &Path) -> Box<dyn TortureBackend> {
 }
 
 impl TortureBackend for Redlock {
-    fn direct_url(&self) -> String {
-        let ports: Vec<u16> = self.masters.servers.iter().map(|s| s.port()).collect();
-        self.url_via(&ports)
-    }
-
     fn upstreams(&self) -> Vec<SocketAddr> {
         self.masters
             .servers
