@@ -2,17 +2,15 @@
 //! directory (`--url file:///<tempdir>`). Children are killed by guards even when a test fails.
 //! Timing is only asserted as generous upper bounds.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_distlock");
-/// Upper bound for anything that should take well under a second.
-const PATIENCE: Duration = Duration::from_secs(15);
+use common::{BIN, Output, PATIENCE, Proc, output, wait_until};
 
 /// A lock directory of its own.
 struct Env {
@@ -36,14 +34,7 @@ impl Env {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Command::new(BIN);
-        cmd.env_remove("DISTLOCK_URL")
-            .env_remove("DISTLOCK_LOG")
-            .arg("--url")
-            .arg(self.url())
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
+        common::cmd(&self.url(), args)
     }
 
     /// Runs to completion (bounded) and returns status, stdout, stderr.
@@ -71,156 +62,6 @@ impl Env {
     }
 }
 
-#[derive(Debug)]
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn output(cmd: Command) -> Output {
-    let mut proc = Proc::spawn(cmd);
-    let status = proc.wait(PATIENCE);
-    let (stdout, stderr) = proc.drain();
-    Output {
-        code: status.code(),
-        stdout,
-        stderr,
-    }
-}
-
-/// A running process, SIGKILLed and reaped on drop, with its output read by threads.
-struct Proc {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-    reaped: Option<ExitStatus>,
-    /// Other processes to SIGKILL on drop (commands started by distlock).
-    also_kill: Vec<i32>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn distlock");
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
-        Proc {
-            child,
-            stdout,
-            stderr,
-            reaped: None,
-            also_kill: Vec::new(),
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// The next stdout line, or panics after `PATIENCE`.
-    fn stdout_line(&mut self) -> String {
-        self.stdout
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|e| panic!("no stdout line from distlock: {e}"))
-    }
-
-    /// Waits for a stderr line containing `needle`; returns the lines seen.
-    fn stderr_until(&mut self, needle: &str) -> Vec<String> {
-        let deadline = Instant::now() + PATIENCE;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(needle);
-                    seen.push(line);
-                    if found {
-                        return seen;
-                    }
-                }
-                Err(e) => panic!("no stderr line containing {needle:?} ({e}); saw {seen:?}"),
-            }
-        }
-    }
-
-    fn signal(&self, signo: i32) {
-        // SAFETY: kill(2) on our own unreaped child.
-        unsafe {
-            libc::kill(self.pid(), signo);
-        }
-    }
-
-    /// Waits for exit, panicking after `bound`.
-    fn wait(&mut self, bound: Duration) -> ExitStatus {
-        if let Some(status) = self.reaped {
-            return status;
-        }
-        let deadline = Instant::now() + bound;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                self.reaped = Some(status);
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "distlock (pid {}) still running after {bound:?}",
-                self.pid()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Everything left on stdout and stderr (after exit).
-    fn drain(&mut self) -> (String, String) {
-        let collect = |rx: &mpsc::Receiver<String>| {
-            let mut text = String::new();
-            while let Ok(line) = rx.recv_timeout(PATIENCE) {
-                text.push_str(&line);
-                text.push('\n');
-            }
-            text
-        };
-        (collect(&self.stdout), collect(&self.stderr))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        for &pid in &self.also_kill {
-            // SAFETY: kill(2); the pid is a command this test started, at worst already gone.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        if self.reaped.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Reads lines on a thread; the channel closes at EOF.
-fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            match line {
-                Ok(line) => {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-    });
-    rx
-}
-
 /// Whether process `pid` is gone (or a zombie nobody reaps, e.g. without an init in a
 /// container).
 fn process_gone(pid: i32) -> bool {
@@ -229,14 +70,6 @@ fn process_gone(pid: i32) -> bool {
         Ok(stat) => stat
             .rsplit_once(") ")
             .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
-    }
-}
-
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(20));
     }
 }
 

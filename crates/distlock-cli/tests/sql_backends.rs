@@ -6,134 +6,20 @@
 //! Each test starts its own server; processes are killed by guards even when a test fails.
 //! Timing is only asserted as generous upper bounds.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use distlock_testkit::mysql::MariaDbServer;
 use distlock_testkit::postgres::{PgBouncer, PostgresServer};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_distlock");
-/// Upper bound for anything that should take well under a second.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-#[derive(Debug)]
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// `distlock --url URL ARGS...` with a clean environment for distlock's variables.
-fn cmd(url: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("DISTLOCK_URL")
-        .env_remove("DISTLOCK_LOG")
-        .arg("--url")
-        .arg(url)
-        .args(args)
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// A running process, SIGKILLed and reaped on drop, with its output read by threads.
-struct Proc {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-    stdin: Option<ChildStdin>,
-    /// Another process to SIGKILL on drop (the command started by `distlock run`).
-    also_kill: Option<i32>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        Proc {
-            stdout: lines(child.stdout.take().unwrap()),
-            stderr: lines(child.stderr.take().unwrap()),
-            stdin: child.stdin.take(),
-            child,
-            also_kill: None,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stdout_line(&mut self) -> String {
-        self.stdout
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|e| panic!("no stdout line: {e}"))
-    }
-
-    /// Waits (bounded) for the exit and returns everything it printed.
-    fn finish(mut self) -> Output {
-        let deadline = Instant::now() + PATIENCE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pid {} still running after {PATIENCE:?}",
-                self.pid()
-            );
-            thread::sleep(Duration::from_millis(10));
-        };
-        let collect = |rx: &mpsc::Receiver<String>| {
-            let mut text = String::new();
-            while let Ok(line) = rx.recv_timeout(PATIENCE) {
-                text.push_str(&line);
-                text.push('\n');
-            }
-            text
-        };
-        Output {
-            code: status.code(),
-            stdout: collect(&self.stdout),
-            stderr: collect(&self.stderr),
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(pid) = self.also_kill {
-            // SAFETY: kill(2); the pid is a command this test started, at worst already gone.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
+use common::{Output, Proc, cmd, wait_until};
 
 fn output(url: &str, args: &[&str]) -> Output {
-    Proc::spawn(cmd(url, args)).finish()
+    common::output(cmd(url, args))
 }
 
 fn json(url: &str, args: &[&str]) -> Value {
@@ -141,14 +27,6 @@ fn json(url: &str, args: &[&str]) -> Value {
     assert_eq!(out.code, Some(0), "{args:?}: {out:?}");
     serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("{args:?} is not JSON ({e}): {out:?}"))
-}
-
-fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `distlock run NAME --description DESCRIPTION -- sh -c 'echo $$; exec sleep 60'`, returned once
@@ -168,7 +46,7 @@ fn hold_with(url: &str, name: &str, extra: &[&str]) -> Proc {
         .trim()
         .parse()
         .expect("the command prints its pid");
-    holder.also_kill = Some(pid);
+    holder.also_kill.push(pid);
     holder
 }
 
@@ -177,7 +55,7 @@ fn hold_with(url: &str, name: &str, extra: &[&str]) -> Proc {
 fn runs_take_turns_with_increasing_tokens(url: &str) {
     let script = "echo start $DISTLOCK_TOKEN $(date +%s%N); sleep 0.3; echo end $(date +%s%N)";
     let runs: Vec<Proc> = (0..3)
-        .map(|_| Proc::spawn(cmd(url, &["run", "turns", "--", "sh", "-c", script])))
+        .map(|_| Proc::spawn(cmd(url, ["run", "turns", "--", "sh", "-c", script])))
         .collect();
     let mut intervals = Vec::new();
     for run in runs {
@@ -390,7 +268,7 @@ fn postgres_transaction_mode_end_to_end() {
     let paused = hold_with(&url, "tx/paused", &["--ttl", "2s"]);
     // SAFETY: kill(2) on our own child.
     unsafe {
-        libc::kill(paused.pid() as i32, libc::SIGSTOP);
+        libc::kill(paused.pid(), libc::SIGSTOP);
     }
     let stopped = Instant::now();
     wait_until("the paused holder's lock is free", || {
@@ -403,7 +281,7 @@ fn postgres_transaction_mode_end_to_end() {
     );
     // SAFETY: as above.
     unsafe {
-        libc::kill(paused.pid() as i32, libc::SIGCONT);
+        libc::kill(paused.pid(), libc::SIGCONT);
     }
     let out = paused.finish();
     assert_eq!(
