@@ -4,17 +4,21 @@
 //! Usually run through `scripts/bench`, which builds the release binaries and installs the
 //! Python peers first. See `distlock-bench --help`.
 
+mod contention;
 mod floors;
 mod measure;
+mod peers;
 mod report;
+mod rust_peers;
 mod scenarios;
 mod stats;
 
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Parser, ValueEnum};
 
+use contention::ContentionPlan;
 use measure::Plan;
 use report::Report;
 use scenarios::Context;
@@ -37,7 +41,7 @@ struct Args {
     /// Timed spawns per command (overrides the profile).
     #[arg(long)]
     spawns: Option<usize>,
-    /// Scenarios to run, comma-separated: file_cycle, python_peers, cli.
+    /// Scenarios to run, comma-separated (see the report's section ids).
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<String>>,
     /// The `distlock` binary to measure [default: `distlock` beside this binary].
@@ -46,9 +50,23 @@ struct Args {
     /// util-linux `flock(1)` [default: `flock` on PATH].
     #[arg(long)]
     flock_bin: Option<PathBuf>,
-    /// A Python with `filelock` and `portalocker`; without it the Python peers are skipped.
+    /// A Python with the peers of python/requirements*.txt; without it the Python peers are
+    /// skipped.
     #[arg(long)]
     python: Option<PathBuf>,
+    /// A directory whose node_modules hold the JavaScript peers of node/package.json; without
+    /// it they are skipped.
+    #[arg(long)]
+    node_dir: Option<PathBuf>,
+    /// N for the contention runs, comma-separated (overrides the profile).
+    #[arg(long, value_delimiter = ',')]
+    contention_workers: Option<Vec<usize>>,
+    /// Hold times in µs for the contention runs, comma-separated (overrides the profile).
+    #[arg(long, value_delimiter = ',')]
+    contention_holds_us: Option<Vec<u64>>,
+    /// Seconds per contention run (overrides the profile).
+    #[arg(long)]
+    contention_seconds: Option<f64>,
     /// Where to create lock directories [default: the system's temporary directory].
     #[arg(long)]
     tmp: Option<PathBuf>,
@@ -102,6 +120,17 @@ impl ProfileName {
 }
 
 fn main() {
+    // `distlock-bench peer …`: one worker of the peer protocol (see peers.rs), run by the
+    // bench itself.
+    if std::env::args().nth(1).as_deref() == Some("peer") {
+        if let Err(error) =
+            rust_peers::run(rust_peers::PeerArgs::parse_from(std::env::args().skip(1)))
+        {
+            eprintln!("distlock-bench peer: error: {error}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(error) = run(Args::parse()) {
         eprintln!("distlock-bench: error: {error}");
         std::process::exit(1);
@@ -115,8 +144,18 @@ fn run(args: Args) -> Result<()> {
         eprintln!("distlock-bench: warning: a debug build; run with --release for real figures");
     }
     let (mut cycles, mut spawns) = args.profile.plans();
+    let (network_cycles, mut contention) = args.profile.network_plans();
     if let Some(n) = args.cycles {
         cycles.iterations = n;
+    }
+    if let Some(workers) = &args.contention_workers {
+        contention.workers = workers.clone();
+    }
+    if let Some(holds) = &args.contention_holds_us {
+        contention.holds_us = holds.clone();
+    }
+    if let Some(seconds) = args.contention_seconds {
+        contention.duration = Duration::from_secs_f64(seconds);
     }
     if let Some(n) = args.spawns {
         spawns.iterations = n;
@@ -134,6 +173,9 @@ fn run(args: Args) -> Result<()> {
             None => scenarios::which("flock").ok_or("flock(1) is not on PATH (util-linux)")?,
         },
         python: args.python.clone(),
+        node_dir: args.node_dir.clone(),
+        network_cycles,
+        contention,
     };
 
     if let Some(list) = &args.scenarios {
@@ -159,9 +201,19 @@ fn run(args: Args) -> Result<()> {
             continue;
         }
         eprintln!("distlock-bench: {id}: running");
-        let section = scenario
+        let mut section = scenario
             .run(&ctx, &sections)
             .map_err(|e| format!("{id}: {e}"))?;
+        if let Some(markdown) = &args.markdown {
+            // Charts beside the page: docs/benchmarks.md → docs/benchmarks/*.svg.
+            let stem = markdown
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("benchmarks");
+            let dir = markdown.with_file_name(stem);
+            report::charts::draw(&mut section, &dir, &format!("{stem}/"))
+                .map_err(|e| format!("{id}: {e}"))?;
+        }
         sections.push(section);
     }
     let others_cpu_share = cpu_before
@@ -176,6 +228,8 @@ fn run(args: Args) -> Result<()> {
             "name": args.profile,
             "cycles": ctx.cycles,
             "spawns": ctx.spawns,
+            "network_cycles": ctx.network_cycles,
+            "contention": ctx.contention,
         }),
         profile_summary: profile_summary(args.profile, &ctx),
         revision: revision(),
@@ -194,6 +248,38 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+impl ProfileName {
+    /// Lock cycles against a server, and the contention runs.
+    fn network_plans(self) -> (Plan, ContentionPlan) {
+        match self {
+            ProfileName::Quick => (
+                Plan {
+                    warmup: 200,
+                    iterations: 2_000,
+                    batch: 100,
+                },
+                ContentionPlan {
+                    workers: vec![2, 8],
+                    holds_us: vec![0],
+                    duration: Duration::from_secs(1),
+                },
+            ),
+            ProfileName::Full => (
+                Plan {
+                    warmup: 1_000,
+                    iterations: 20_000,
+                    batch: 500,
+                },
+                ContentionPlan {
+                    workers: vec![2, 4, 8, 16],
+                    holds_us: vec![0, 1_000],
+                    duration: Duration::from_secs(2),
+                },
+            ),
+        }
+    }
+}
+
 fn profile_summary(name: ProfileName, ctx: &Context) -> String {
     let name = match name {
         ProfileName::Quick => "quick",
@@ -201,12 +287,19 @@ fn profile_summary(name: ProfileName, ctx: &Context) -> String {
     };
     format!(
         "{name}: lock cycles {} timed (+{} warm-up) per subject in batches of {}; \
-         CLI {} timed runs (+{} warm-up) per command",
+         CLI {} timed runs (+{} warm-up) per command; lock cycles against a server {} timed \
+         (+{} warm-up) in batches of {}; contention N = {:?}, hold {:?} µs, {:.1} s per run",
         ctx.cycles.iterations,
         ctx.cycles.warmup,
         ctx.cycles.batch,
         ctx.spawns.iterations,
-        ctx.spawns.warmup
+        ctx.spawns.warmup,
+        ctx.network_cycles.iterations,
+        ctx.network_cycles.warmup,
+        ctx.network_cycles.batch,
+        ctx.contention.workers,
+        ctx.contention.holds_us,
+        ctx.contention.duration.as_secs_f64(),
     )
 }
 

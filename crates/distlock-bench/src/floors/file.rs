@@ -86,16 +86,71 @@ fn open_rw(path: &CString) -> Result<libc::c_int> {
     Ok(fd)
 }
 
+/// A whole-file OFD lock taken by waiting in the kernel (`F_OFD_SETLKW`), on a descriptor opened
+/// at lock and closed at unlock: the floor of a blocking hand-off between processes.
+#[derive(Debug)]
+pub struct OfdWaitLock {
+    path: CString,
+    fd: Option<libc::c_int>,
+}
+
+impl OfdWaitLock {
+    /// A lock on the file `path` (created on first use).
+    pub fn new(path: &Path) -> Result<Self> {
+        Ok(OfdWaitLock {
+            path: CString::new(path.as_os_str().as_bytes())?,
+            fd: None,
+        })
+    }
+
+    /// Opens the file and waits for the lock.
+    pub fn lock(&mut self) -> Result<()> {
+        let fd = open_rw(&self.path)?;
+        if let Err(e) = ofd_lock(fd, libc::F_WRLCK as libc::c_short, libc::F_OFD_SETLKW) {
+            close(fd)?;
+            return Err(format!("fcntl(F_OFD_SETLKW): {e}").into());
+        }
+        self.fd = Some(fd);
+        Ok(())
+    }
+
+    /// Unlocks and closes.
+    pub fn unlock(&mut self) -> Result<()> {
+        let Some(fd) = self.fd.take() else {
+            return Ok(());
+        };
+        let unlocked = ofd_setlk(fd, libc::F_UNLCK as libc::c_short);
+        close(fd)?;
+        unlocked.map_err(|e| format!("fcntl(F_OFD_SETLK): {e}").into())
+    }
+}
+
+impl Drop for OfdWaitLock {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            let _ = close(fd);
+        }
+    }
+}
+
 fn ofd_setlk(fd: libc::c_int, kind: libc::c_short) -> io::Result<()> {
+    ofd_lock(fd, kind, libc::F_OFD_SETLK)
+}
+
+fn ofd_lock(fd: libc::c_int, kind: libc::c_short, command: libc::c_int) -> io::Result<()> {
     // SAFETY: an all-zero flock is valid: whole file from offset 0, l_pid 0 as OFD locks need.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
     lock.l_type = kind;
     lock.l_whence = libc::SEEK_SET as libc::c_short;
-    // SAFETY: fd is open and lock is a valid struct flock.
-    if unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &lock) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    loop {
+        // SAFETY: fd is open and lock is a valid struct flock.
+        if unsafe { libc::fcntl(fd, command, &lock) } == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
     }
 }
 

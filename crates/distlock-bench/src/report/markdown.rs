@@ -117,12 +117,28 @@ fn targets(out: &mut String, report: &Report) {
 }
 
 fn render_section(out: &mut String, number: usize, section: &Section) {
-    let u = section.unit;
     let _ = writeln!(
         out,
         "## {number}. {}\n\n{}\n",
         section.title, section.method
     );
+    if !section.rows.is_empty() {
+        latency_table(out, section);
+    }
+    contention_table(out, section);
+    for chart in &section.charts {
+        let _ = writeln!(out, "![{}]({})\n", chart.title, chart.path);
+    }
+    for note in &section.notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    if !section.notes.is_empty() {
+        out.push('\n');
+    }
+}
+
+fn latency_table(out: &mut String, section: &Section) {
+    let u = section.unit;
     out.push_str("| subject | kind | p50 | p99 | p99.9 | mean | n |");
     let mut rule = String::from("|---|---|--:|--:|--:|--:|--:|");
     for baseline in &section.baselines {
@@ -168,12 +184,52 @@ fn render_section(out: &mut String, number: usize, section: &Section) {
         let _ = writeln!(out, " {target} |");
     }
     out.push('\n');
-    for note in &section.notes {
-        let _ = writeln!(out, "- {note}");
+}
+
+fn contention_table(out: &mut String, section: &Section) {
+    if section.contention.is_empty() {
+        return;
     }
-    if !section.notes.is_empty() {
-        out.push('\n');
+    let _ = writeln!(
+        out,
+        "N-way contention on one lock (hand-off gap: holder starts releasing → a waiter that \
+         was already blocked is granted):\n\n\
+         | subject | N | hold | grants/s | gap p50 | gap p99 | gap p50 ÷ floor | Jain | FIFO | \
+         utilisation | overlaps |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    );
+    let u = section.unit;
+    for row in &section.contention {
+        let gap = |f: fn(&crate::stats::Summary) -> u64| {
+            row.handoff
+                .as_ref()
+                .map_or_else(|| "–".to_owned(), |h| time(u, f(h) as f64))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {:.3} | {} | {:.0}% | {} |",
+            row.label,
+            row.workers,
+            if row.hold_us == 0 {
+                "0".to_owned()
+            } else {
+                format!("{} ms", row.hold_us as f64 / 1000.0)
+            },
+            row.grants_per_s,
+            gap(|h| h.p50_ns),
+            gap(|h| h.p99_ns),
+            ratio_cell(row.handoff_p50_ratio),
+            row.jain,
+            row.fifo_rate
+                .map_or_else(|| "–".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+            row.utilisation * 100.0,
+            if row.overlaps == 0 {
+                "0".to_owned()
+            } else {
+                format!("**{}**", row.overlaps)
+            },
+        );
     }
+    out.push('\n');
 }
 
 /// A duration in `unit` with three significant figures or so, and the unit's symbol.

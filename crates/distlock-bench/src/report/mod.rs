@@ -1,11 +1,13 @@
 //! The results of one run: sections of rows with their ratios to floors, rendered as Markdown
 //! ([`markdown`]) and JSON (serde).
 
+pub mod charts;
 pub mod machine;
 pub mod markdown;
 
 use serde::Serialize;
 
+use crate::contention::ContentionRow;
 use crate::stats::{Summary, ratio};
 
 pub use machine::Machine;
@@ -120,6 +122,17 @@ pub struct Row {
     pub ratios: Vec<Ratio>,
     /// The target it is held to, if any.
     pub target: Option<Target>,
+    /// The latency at each of [`DISTRIBUTION_POINTS`]' quantiles, ns, for the latency chart;
+    /// empty when only a summary is known.
+    #[serde(skip)]
+    pub distribution: Vec<u64>,
+}
+
+/// The quantiles [`Row::distribution`] holds: 0.5 % steps to 99 %, then the tail.
+pub fn distribution_points() -> Vec<f64> {
+    let mut points: Vec<f64> = (1..=198).map(|i| i as f64 * 0.005).collect();
+    points.extend([0.995, 0.999, 0.9995, 0.9999]);
+    points
 }
 
 impl Row {
@@ -131,7 +144,22 @@ impl Row {
             summary,
             ratios: Vec::new(),
             target: None,
+            distribution: Vec::new(),
         }
+    }
+
+    /// A row summarising `samples` (ns, any order), keeping their distribution for charts.
+    pub fn measured(label: impl Into<String>, kind: Kind, samples: &[u64]) -> crate::Result<Self> {
+        let label = label.into();
+        let summary = Summary::of(samples).ok_or_else(|| format!("{label}: no samples"))?;
+        let mut sorted = samples.to_vec();
+        sorted.sort_unstable();
+        let mut row = Row::new(label, kind, summary);
+        row.distribution = distribution_points()
+            .into_iter()
+            .map(|q| crate::stats::percentile(&sorted, q))
+            .collect();
+        Ok(row)
     }
 
     /// Holds the row to p50 ≤ `max` × the first baseline's p50.
@@ -161,6 +189,20 @@ pub struct Section {
     pub rows: Vec<Row>,
     /// Findings derived from this run's figures, in Markdown.
     pub notes: Vec<String>,
+    /// N-way contention runs, when the section has them (see [`crate::contention`]).
+    pub contention: Vec<ContentionRow>,
+    /// Charts drawn from this section, paths relative to the Markdown file; filled in when the
+    /// report is written.
+    pub charts: Vec<Chart>,
+}
+
+/// A chart image drawn from a section.
+#[derive(Debug, Clone, Serialize)]
+pub struct Chart {
+    /// What it shows.
+    pub title: String,
+    /// The SVG file, relative to the Markdown page.
+    pub path: String,
 }
 
 /// The unit a section's figures are shown in.
@@ -192,6 +234,23 @@ impl Unit {
 }
 
 impl Section {
+    /// An empty section: add baselines, rows, contention runs and notes, then [`finish`].
+    ///
+    /// [`finish`]: Section::finish
+    pub fn new(id: &str, title: impl Into<String>, method: impl Into<String>, unit: Unit) -> Self {
+        Section {
+            id: id.to_owned(),
+            title: title.into(),
+            method: method.into(),
+            unit,
+            baselines: Vec::new(),
+            rows: Vec::new(),
+            notes: Vec::new(),
+            contention: Vec::new(),
+            charts: Vec::new(),
+        }
+    }
+
     /// Computes every row's ratios and target verdicts. Call once all rows and baselines are in.
     pub fn finish(mut self) -> Self {
         for row in &mut self.rows {
@@ -253,6 +312,8 @@ mod tests {
                 Row::new("slow", Kind::Distlock, summary(160, 160.0)).with_target(1.5),
             ],
             notes: vec![],
+            contention: vec![],
+            charts: vec![],
         }
         .finish();
         let fast = section.row("fast").unwrap();

@@ -7,7 +7,6 @@ use std::process::{Command, Stdio};
 use crate::Result;
 use crate::measure::{Subject, interleaved};
 use crate::report::{Baseline, Kind, Row, Section, Unit, markdown::time};
-use crate::stats::Summary;
 
 use super::{Context, Scenario, file_url, temp_dir, which};
 
@@ -88,11 +87,7 @@ impl Scenario for CliInvocation {
             .iter()
             .zip(&samples)
             .map(|(inv, samples)| {
-                let row = Row::new(
-                    inv.label,
-                    inv.kind,
-                    Summary::of(samples).ok_or("no samples")?,
-                );
+                let row = Row::measured(inv.label, inv.kind, samples)?;
                 Ok(if inv.kind == Kind::Distlock {
                     row.with_target(TARGET)
                 } else {
@@ -110,6 +105,8 @@ impl Scenario for CliInvocation {
             baselines,
             rows,
             notes: Vec::new(),
+            contention: Vec::new(),
+            charts: Vec::new(),
         }
         .finish();
         section.notes = notes(&section);

@@ -5,7 +5,6 @@ use std::time::Instant;
 use crate::floors::file::{OfdCycle, OfdTokenCycle};
 use crate::measure::{Subject, elapsed_ns, interleaved};
 use crate::report::{Baseline, Kind, Row, Section, Unit};
-use crate::stats::Summary;
 use crate::{Result, report};
 
 use super::{Context, Scenario, file_url, temp_dir};
@@ -72,8 +71,7 @@ impl Scenario for FileCycle {
             .zip(kinds)
             .zip(&samples)
             .map(|((label, kind), samples)| {
-                let summary = Summary::of(samples).ok_or("no samples")?;
-                let row = Row::new(label, kind, summary);
+                let row = Row::measured(label, kind, samples)?;
                 Ok(if kind == Kind::Distlock {
                     row.with_target(TARGET)
                 } else {
@@ -89,6 +87,8 @@ impl Scenario for FileCycle {
             baselines: vec![Baseline::of(&rows[0], "floor")],
             rows,
             notes: Vec::new(),
+            contention: Vec::new(),
+            charts: Vec::new(),
         }
         .finish();
         section.notes = notes(&section);

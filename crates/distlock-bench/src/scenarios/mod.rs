@@ -5,12 +5,18 @@
 //! scenarios in [`all`].
 
 pub mod cli;
+pub mod coord;
+pub mod file_contention;
 pub mod file_cycle;
 pub mod python_peers;
+pub mod redis;
+pub mod sql;
+pub mod takeover;
 
 use std::path::{Path, PathBuf};
 
 use crate::Result;
+use crate::contention::ContentionPlan;
 use crate::measure::Plan;
 use crate::report::Section;
 
@@ -27,8 +33,14 @@ pub struct Context {
     pub distlock_bin: PathBuf,
     /// util-linux `flock(1)`.
     pub flock_bin: PathBuf,
-    /// A Python with `filelock` and `portalocker` installed, if peers are to run.
+    /// A Python with the peers of python/requirements*.txt installed, if they are to run.
     pub python: Option<PathBuf>,
+    /// A directory with node_modules holding the JavaScript peers, if they are to run.
+    pub node_dir: Option<PathBuf>,
+    /// Iterations for lock cycles against a server (slower than files, so fewer).
+    pub network_cycles: Plan,
+    /// The N-way contention runs.
+    pub contention: ContentionPlan,
 }
 
 /// One benchmark scenario.
@@ -43,11 +55,17 @@ pub trait Scenario {
 
 /// Every scenario, in the order they run.
 pub fn all() -> Vec<Box<dyn Scenario>> {
-    vec![
+    let mut all: Vec<Box<dyn Scenario>> = vec![
         Box::new(file_cycle::FileCycle),
         Box::new(python_peers::PythonPeers),
         Box::new(cli::CliInvocation),
-    ]
+        Box::new(file_contention::FileContention),
+    ];
+    all.extend(redis::scenarios());
+    all.extend(sql::scenarios());
+    all.extend(coord::scenarios());
+    all.push(Box::new(takeover::Takeover));
+    all
 }
 
 /// A fresh temporary directory under `ctx.tmp`, removed when dropped.

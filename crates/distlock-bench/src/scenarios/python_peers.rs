@@ -1,14 +1,13 @@
 //! Python peers (`filelock`, `portalocker`) doing the file lock cycle, timed inside Python.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::Deserialize;
 
 use crate::Result;
 use crate::report::{Baseline, Kind, Row, Section, Unit};
-use crate::stats::Summary;
 
 use super::{Context, Scenario, file_cycle, temp_dir};
 
@@ -41,32 +40,32 @@ impl Scenario for PythonPeers {
         let dir = temp_dir(ctx, "distlock-bench-python-")?;
         let output = run_script(python, dir.path(), ctx)?;
 
-        let summary = |key: &str| {
+        let samples = |key: &str| {
             output
                 .samples
                 .get(key)
-                .and_then(|s| Summary::of(s))
+                .map(Vec::as_slice)
                 .ok_or_else(|| format!("the Python script returned no samples for {key}"))
         };
         let version = |key: &str| output.versions.get(key).map_or("?", String::as_str);
-        let py_floor = Row::new(PY_FLOOR, Kind::Floor, summary("raw_ofd")?);
+        let py_floor = Row::measured(PY_FLOOR, Kind::Floor, samples("raw_ofd")?)?;
         let mut rows = vec![
-            Row::new(
+            Row::measured(
                 format!(
                     "filelock {} (`FileLock.acquire(timeout=0)` + `release()`)",
                     version("filelock")
                 ),
                 Kind::Peer,
-                summary("filelock")?,
-            ),
-            Row::new(
+                samples("filelock")?,
+            )?,
+            Row::measured(
                 format!(
                     "portalocker {} (`Lock.acquire()` + `release()`)",
                     version("portalocker")
                 ),
                 Kind::Peer,
-                summary("portalocker")?,
-            ),
+                samples("portalocker")?,
+            )?,
         ];
         let mut baselines = Vec::new();
         let rust = earlier.iter().find(|s| s.id == "file_cycle");
@@ -91,14 +90,22 @@ impl Scenario for PythonPeers {
             baselines,
             rows,
             notes: Vec::new(),
+            contention: Vec::new(),
+            charts: Vec::new(),
         }
         .finish())
     }
 }
 
-fn run_script(python: &Path, dir: &Path, ctx: &Context) -> Result<Output> {
+/// Writes the file-lock peers' script into `dir` and returns its path.
+pub fn script(dir: &Path) -> Result<PathBuf> {
     let script = dir.join("peers.py");
     std::fs::write(&script, SCRIPT)?;
+    Ok(script)
+}
+
+fn run_script(python: &Path, dir: &Path, ctx: &Context) -> Result<Output> {
+    let script = script(dir)?;
     let p = ctx.cycles;
     let output = Command::new(python)
         .arg(&script)

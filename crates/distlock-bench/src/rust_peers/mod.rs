@@ -1,0 +1,256 @@
+//! `distlock-bench peer LIB --url URL MODE …`: distlock and the Rust peers speaking the
+//! [peer protocol](crate::peers), each in its own process like the peers in other languages.
+//!
+//! A Rust peer is a [`RustPeer`]: a name, a version and a function that connects a
+//! [`PeerLock`]. The backend modules list theirs; they are compiled with the `rust-peers`
+//! feature (on in `scripts/bench`), so that the test suite does not build other lock crates.
+
+#[cfg(feature = "rust-peers")]
+mod coord;
+mod file;
+#[cfg(feature = "rust-peers")]
+mod redis;
+#[cfg(feature = "rust-peers")]
+mod sql;
+
+use std::future::Future;
+use std::io::BufRead;
+use std::pin::Pin;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::Result;
+use crate::peers::monotonic_ns;
+
+/// A boxed future, as the object-safe [`PeerLock`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One lock of one library, connected to one server.
+pub trait PeerLock: Send {
+    /// Acquires the lock, waiting (and retrying) without bound.
+    fn acquire(&mut self) -> BoxFuture<'_, Result<()>>;
+    /// Releases what [`acquire`](PeerLock::acquire) took.
+    fn release(&mut self) -> BoxFuture<'_, Result<()>>;
+}
+
+/// Connects a [`PeerLock`] on the lock `name` of the server at `url`.
+pub type Connect = fn(url: String, name: String) -> BoxFuture<'static, Result<Box<dyn PeerLock>>>;
+
+/// A Rust lock library that the peer protocol can drive.
+#[derive(Clone, Copy)]
+pub struct RustPeer {
+    /// Its name on the command line and in reports, such as `rslock`.
+    pub lib: &'static str,
+    /// Its version, as resolved in Cargo.lock.
+    pub version: &'static str,
+    /// Connects one lock.
+    pub connect: Connect,
+}
+
+/// Every library `distlock-bench peer` knows: distlock first.
+pub fn all() -> Vec<RustPeer> {
+    let mut peers = vec![RustPeer {
+        lib: "distlock",
+        version: env!("CARGO_PKG_VERSION"),
+        connect: connect_distlock,
+    }];
+    peers.extend(file::peers());
+    #[cfg(feature = "rust-peers")]
+    {
+        peers.extend(redis::peers());
+        peers.extend(sql::peers());
+        peers.extend(coord::peers());
+    }
+    peers
+}
+
+/// The arguments of `distlock-bench peer`.
+#[derive(Debug, Parser)]
+pub struct PeerArgs {
+    /// The library: `distlock` or a Rust peer.
+    lib: String,
+    /// The server (a distlock URL, or what the library takes).
+    #[arg(long)]
+    url: String,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Timed uncontended cycles.
+    Cycle {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        warmup: usize,
+        #[arg(long)]
+        iterations: usize,
+    },
+    /// Contention: see the peer protocol.
+    Contend {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        hold_us: u64,
+        #[arg(long)]
+        duration_ms: u64,
+    },
+    /// distlock only: acquire with this TTL, print `held`, then wait for the lease to be lost
+    /// and print `lost <CLOCK_MONOTONIC ns>` (the takeover scenario kills or stops this one).
+    Hold {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        ttl_ms: u64,
+    },
+    /// Print `ready`, acquire once waiting without bound, print `granted <CLOCK_MONOTONIC ns>`.
+    Take {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// Runs `distlock-bench peer …` to the end, printing its JSON.
+pub fn run(args: PeerArgs) -> Result<()> {
+    let peer = all()
+        .into_iter()
+        .find(|p| p.lib == args.lib)
+        .ok_or_else(|| {
+            let known: Vec<_> = all().iter().map(|p| p.lib).collect();
+            format!(
+                "unknown peer {:?}; known: {} (others need the rust-peers feature)",
+                args.lib,
+                known.join(", ")
+            )
+        })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let output = runtime.block_on(async {
+        match args.mode {
+            Mode::Hold { name, ttl_ms } => {
+                if peer.lib != "distlock" {
+                    return Err::<_, crate::Error>(
+                        format!("hold mode needs distlock's lease, not {}", peer.lib).into(),
+                    );
+                }
+                let locks = distlock::connect(&args.url).await?;
+                let lease = locks
+                    .mutex(&name)
+                    .ttl(Duration::from_millis(ttl_ms))
+                    .acquire()
+                    .await?;
+                println!("held");
+                let _lost = lease.lost().await;
+                println!("lost {}", monotonic_ns());
+                Ok(serde_json::json!({ "lib": peer.lib, "version": peer.version }))
+            }
+            Mode::Take { name } => {
+                let mut lock = (peer.connect)(args.url, name).await?;
+                println!("ready");
+                lock.acquire().await?;
+                println!("granted {}", monotonic_ns());
+                lock.release().await?;
+                Ok(serde_json::json!({ "lib": peer.lib, "version": peer.version }))
+            }
+            Mode::Cycle {
+                name,
+                warmup,
+                iterations,
+            } => {
+                let mut lock = (peer.connect)(args.url, name).await?;
+                for _ in 0..warmup {
+                    lock.acquire().await?;
+                    lock.release().await?;
+                }
+                let mut samples = Vec::with_capacity(iterations);
+                for _ in 0..iterations {
+                    let started = monotonic_ns();
+                    lock.acquire().await?;
+                    lock.release().await?;
+                    samples.push(monotonic_ns() - started);
+                }
+                Ok(serde_json::json!({
+                    "lib": peer.lib, "version": peer.version, "samples": samples,
+                }))
+            }
+            Mode::Contend {
+                name,
+                hold_us,
+                duration_ms,
+            } => {
+                let mut lock = (peer.connect)(args.url, name).await?;
+                lock.acquire().await?;
+                lock.release().await?;
+                println!("ready");
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                let hold = Duration::from_micros(hold_us);
+                let stop = monotonic_ns() + duration_ms * 1_000_000;
+                let mut events = Vec::new();
+                while monotonic_ns() < stop {
+                    let requested = monotonic_ns();
+                    lock.acquire().await?;
+                    let granted = monotonic_ns();
+                    if !hold.is_zero() {
+                        // Not tokio's sleep: its millisecond timer wheel would turn a 1 ms hold
+                        // into up to 2 ms. Nothing else needs this thread meanwhile.
+                        std::thread::sleep(hold);
+                    }
+                    let releasing = monotonic_ns();
+                    lock.release().await?;
+                    events.push([requested, granted, releasing, monotonic_ns()]);
+                }
+                Ok(serde_json::json!({
+                    "lib": peer.lib, "version": peer.version, "events": events,
+                }))
+            }
+        }
+    })?;
+    println!("{output}");
+    Ok(())
+}
+
+/// distlock through the facade: `connect(url)` and a mutex that waits without bound.
+fn connect_distlock(url: String, name: String) -> BoxFuture<'static, Result<Box<dyn PeerLock>>> {
+    Box::pin(async move {
+        let locks = distlock::connect(&url).await?;
+        Ok(Box::new(DistlockPeer {
+            locks,
+            name,
+            lease: None,
+        }) as Box<dyn PeerLock>)
+    })
+}
+
+struct DistlockPeer {
+    locks: distlock::Locks,
+    name: String,
+    lease: Option<distlock::Lease>,
+}
+
+impl PeerLock for DistlockPeer {
+    fn acquire(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let lease = self
+                .locks
+                .mutex(&self.name)
+                .wait_forever()
+                .acquire()
+                .await?;
+            self.lease = Some(lease);
+            Ok(())
+        })
+    }
+
+    fn release(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if let Some(lease) = self.lease.take() {
+                lease.release().await?;
+            }
+            Ok(())
+        })
+    }
+}
