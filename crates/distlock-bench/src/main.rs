@@ -44,6 +44,10 @@ struct Args {
     /// Scenarios to run, comma-separated (see the report's section ids).
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<String>>,
+    /// Backends for the scenarios that cover several (many_keys, takeover), comma-separated
+    /// [default: all].
+    #[arg(long, value_delimiter = ',')]
+    backends: Option<Vec<String>>,
     /// The `distlock` binary to measure [default: `distlock` beside this binary].
     #[arg(long)]
     distlock_bin: Option<PathBuf>,
@@ -174,6 +178,7 @@ fn run(args: Args) -> Result<()> {
         },
         python: args.python.clone(),
         node_dir: args.node_dir.clone(),
+        backends: args.backends.clone(),
         network_cycles,
         contention,
     };

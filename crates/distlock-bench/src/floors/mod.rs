@@ -5,3 +5,4 @@
 //! goes beside [`file`].
 
 pub mod file;
+pub mod keys;

@@ -126,6 +126,7 @@ fn render_section(out: &mut String, number: usize, section: &Section) {
         latency_table(out, section);
     }
     contention_table(out, section);
+    many_keys_table(out, section);
     for chart in &section.charts {
         let _ = writeln!(out, "![{}]({})\n", chart.title, chart.path);
     }
@@ -182,6 +183,30 @@ fn latency_table(out: &mut String, section: &Section) {
             None => String::new(),
         };
         let _ = writeln!(out, " {target} |");
+    }
+    out.push('\n');
+}
+
+fn many_keys_table(out: &mut String, section: &Section) {
+    if section.many_keys.is_empty() {
+        return;
+    }
+    out.push_str(
+        "| backend | keys | clients | raw cycles/s | distlock cycles/s | distlock ÷ raw | busy |\n\
+         |---|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for row in &section.many_keys {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2}× | {:.1}% |",
+            row.backend,
+            row.keys,
+            row.clients,
+            row.raw_per_s,
+            row.distlock_per_s,
+            row.ratio,
+            row.distlock_busy * 100.0
+        );
     }
     out.push('\n');
 }

@@ -191,9 +191,30 @@ pub struct Section {
     pub notes: Vec<String>,
     /// N-way contention runs, when the section has them (see [`crate::contention`]).
     pub contention: Vec<ContentionRow>,
+    /// Many-keys throughput points, when the section has them.
+    pub many_keys: Vec<ManyKeysRow>,
     /// Charts drawn from this section, paths relative to the Markdown file; filled in when the
     /// report is written.
     pub charts: Vec<Chart>,
+}
+
+/// Throughput of one (backend, keys, clients) point of the many-keys scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManyKeysRow {
+    /// The backend.
+    pub backend: String,
+    /// How many keys the clients pick from.
+    pub keys: usize,
+    /// How many clients.
+    pub clients: usize,
+    /// Raw try-lock + unlock cycles per second.
+    pub raw_per_s: f64,
+    /// distlock's cycles per second.
+    pub distlock_per_s: f64,
+    /// distlock ÷ raw.
+    pub ratio: f64,
+    /// Share of distlock's attempts that found the key busy.
+    pub distlock_busy: f64,
 }
 
 /// A chart image drawn from a section.
@@ -247,6 +268,7 @@ impl Section {
             rows: Vec::new(),
             notes: Vec::new(),
             contention: Vec::new(),
+            many_keys: Vec::new(),
             charts: Vec::new(),
         }
     }
@@ -313,6 +335,7 @@ mod tests {
             ],
             notes: vec![],
             contention: vec![],
+            many_keys: vec![],
             charts: vec![],
         }
         .finish();

@@ -106,6 +106,7 @@ impl Scenario for CliInvocation {
             rows,
             notes: Vec::new(),
             contention: Vec::new(),
+            many_keys: Vec::new(),
             charts: Vec::new(),
         }
         .finish();

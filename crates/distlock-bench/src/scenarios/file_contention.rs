@@ -82,6 +82,26 @@ impl Scenario for FileContention {
                 .zip(row.handoff)
                 .and_then(|(f, h)| crate::stats::ratio(h.p50_ns as f64, f as f64));
         }
+        let ratios: Vec<f64> = section
+            .contention
+            .iter()
+            .filter(|r| r.kind == Kind::Distlock)
+            .filter_map(|r| r.handoff_p50_ratio)
+            .collect();
+        if !ratios.is_empty() {
+            let lo = ratios.iter().copied().fold(f64::MAX, f64::min);
+            let hi = ratios.iter().copied().fold(f64::MIN, f64::max);
+            notes.push(format!(
+                "distlock's hand-off gap is {lo:.1}× to {hi:.1}× the kernel's. Where the raw \
+                 waiter is one thread woken by the unlock, a distlock waiter is a thread blocked \
+                 in `F_OFD_SETLKW` that, once woken, writes the fencing counter and holder record \
+                 and then wakes the async task that asked (a second wake-up, through the \
+                 runtime's event fd); the releasing side also stops the lease's renewal task \
+                 before it unlocks. The floor's gap is what one cross-process wake-up costs on \
+                 this machine, so distlock's gap is mostly its second wake-up and the \
+                 scheduling of the extra threads on the machine's CPUs, not work."
+            ));
+        }
         section.notes = notes;
         Ok(section.finish())
     }

@@ -88,6 +88,7 @@ impl Scenario for FileCycle {
             rows,
             notes: Vec::new(),
             contention: Vec::new(),
+            many_keys: Vec::new(),
             charts: Vec::new(),
         }
         .finish();

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod coord;
 pub mod file_contention;
 pub mod file_cycle;
+pub mod many_keys;
 pub mod python_peers;
 pub mod redis;
 pub mod sql;
@@ -37,6 +38,8 @@ pub struct Context {
     pub python: Option<PathBuf>,
     /// A directory with node_modules holding the JavaScript peers, if they are to run.
     pub node_dir: Option<PathBuf>,
+    /// The backends that scenarios covering several should run; `None` for all.
+    pub backends: Option<Vec<String>>,
     /// Iterations for lock cycles against a server (slower than files, so fewer).
     pub network_cycles: Plan,
     /// The N-way contention runs.
@@ -64,8 +67,26 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
     all.extend(redis::scenarios());
     all.extend(sql::scenarios());
     all.extend(coord::scenarios());
+    all.push(Box::new(many_keys::ManyKeys));
     all.push(Box::new(takeover::Takeover));
     all
+}
+
+/// Every backend, in the order scenarios that cover several run them.
+pub const BACKENDS: [&str; 6] = ["file", "redis", "postgres", "mysql", "zookeeper", "etcd"];
+
+impl Context {
+    /// The backends to run, in [`BACKENDS`] order.
+    pub fn backends(&self) -> Vec<&'static str> {
+        BACKENDS
+            .into_iter()
+            .filter(|b| {
+                self.backends
+                    .as_ref()
+                    .is_none_or(|list| list.iter().any(|l| l == b))
+            })
+            .collect()
+    }
 }
 
 /// A fresh temporary directory under `ctx.tmp`, removed when dropped.

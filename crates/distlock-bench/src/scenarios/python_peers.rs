@@ -91,6 +91,7 @@ impl Scenario for PythonPeers {
             rows,
             notes: Vec::new(),
             contention: Vec::new(),
+            many_keys: Vec::new(),
             charts: Vec::new(),
         }
         .finish())

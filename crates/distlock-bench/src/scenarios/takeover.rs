@@ -74,7 +74,7 @@ impl Scenario for Takeover {
 
         let dir = temp_dir(ctx, "distlock-bench-takeover-")?;
         let mut never_freed = Vec::new();
-        for backend in ["file", "redis", "postgres", "mysql", "zookeeper", "etcd"] {
+        for backend in ctx.backends() {
             eprintln!("distlock-bench:   {backend}");
             let (url, server) = start_server(backend, dir.path())?;
             let command = PeerCommand::rust("distlock", &url)?;
