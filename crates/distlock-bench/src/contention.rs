@@ -214,6 +214,9 @@ pub struct ContentionRow {
     pub utilisation: f64,
     /// Intersecting held intervals: must be 0.
     pub overlaps: usize,
+    /// Workers still waiting for the lock long after the run ended, killed (their events are
+    /// lost): a lost wake-up in that library.
+    pub stalled: usize,
 }
 
 /// Runs every subject at every N and hold time of `plan`, each run on a fresh lock name
@@ -265,8 +268,15 @@ fn measure_one(
     }
     let mut grants = Vec::new();
     let mut version = String::new();
+    let mut stalled = 0;
+    // Every worker should be done soon after the run's end: the last holder releases within
+    // a hold time, and each waiter gets its turn. One still waiting long after is stuck.
+    let grace = duration + STALL_GRACE;
     for (worker, contender) in contenders.into_iter().enumerate() {
-        let output: ContendOutput = contender.finish()?;
+        let Some(output): Option<ContendOutput> = contender.finish_within(grace)? else {
+            stalled += 1;
+            continue;
+        };
         version = format!("{} {}", output.lib, output.version);
         grants.extend(output.events.iter().map(|e| Grant {
             worker,
@@ -305,8 +315,12 @@ fn measure_one(
         fifo_rate: analysis.fifo_rate,
         utilisation: analysis.utilisation,
         overlaps: analysis.overlaps,
+        stalled,
     })
 }
+
+/// How long after a run's end a worker may still be waiting before it counts as stalled.
+const STALL_GRACE: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

@@ -58,10 +58,6 @@ struct Args {
     /// skipped.
     #[arg(long)]
     python: Option<PathBuf>,
-    /// A directory whose node_modules hold the JavaScript peers of node/package.json; without
-    /// it they are skipped.
-    #[arg(long)]
-    node_dir: Option<PathBuf>,
     /// N for the contention runs, comma-separated (overrides the profile).
     #[arg(long, value_delimiter = ',')]
     contention_workers: Option<Vec<usize>>,
@@ -177,7 +173,6 @@ fn run(args: Args) -> Result<()> {
             None => scenarios::which("flock").ok_or("flock(1) is not on PATH (util-linux)")?,
         },
         python: args.python.clone(),
-        node_dir: args.node_dir.clone(),
         backends: args.backends.clone(),
         network_cycles,
         contention,

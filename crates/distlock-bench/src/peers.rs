@@ -50,8 +50,6 @@ pub struct PeerCommand {
     pub program: PathBuf,
     /// Its leading arguments.
     pub args: Vec<String>,
-    /// Extra environment variables.
-    pub env: Vec<(String, String)>,
 }
 
 /// What a peer printed in `cycle` mode.
@@ -85,19 +83,12 @@ impl PeerCommand {
         PeerCommand {
             program: program.into(),
             args: Vec::new(),
-            env: Vec::new(),
         }
     }
 
     /// Appends an argument.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
-        self
-    }
-
-    /// Sets an environment variable for the peer.
-    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -112,10 +103,7 @@ impl PeerCommand {
 
     fn command(&self, mode: &[String]) -> Command {
         let mut command = Command::new(&self.program);
-        command
-            .args(&self.args)
-            .args(mode)
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command.args(&self.args).args(mode);
         command
     }
 
@@ -257,12 +245,36 @@ impl PeerProcess {
         }
     }
 
-    /// Waits for the peer to finish and returns the JSON it printed last.
-    pub fn finish<T: serde::de::DeserializeOwned>(mut self) -> Result<T> {
+    /// Waits for the peer to finish and returns the JSON it printed last; a peer still running
+    /// after `timeout` is killed and `None` returned: a peer stuck waiting for a lock nobody
+    /// holds is a finding, not a hang.
+    pub fn finish_within<T: serde::de::DeserializeOwned>(
+        mut self,
+        timeout: Duration,
+    ) -> Result<Option<T>> {
         drop(self.stdin.take());
+        let deadline = std::time::Instant::now().checked_add(timeout);
         let mut last = String::new();
-        for line in self.lines.iter() {
-            let line = line?;
+        loop {
+            let line = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    match self.lines.recv_timeout(left) {
+                        Ok(line) => line,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            let _ = self.child.kill();
+                            let _ = self.child.wait();
+                            self.done = true;
+                            return Ok(None);
+                        }
+                    }
+                }
+                None => match self.lines.recv() {
+                    Ok(line) => line,
+                    Err(_) => break,
+                },
+            }?;
             if !line.trim().is_empty() {
                 last = line;
             }
@@ -273,6 +285,7 @@ impl PeerProcess {
             return Err(self.failure(&format!("exited with {status}")));
         }
         serde_json::from_str(last.trim())
+            .map(Some)
             .map_err(|e| format!("{}: bad output: {e}", self.describe).into())
     }
 

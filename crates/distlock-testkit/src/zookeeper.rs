@@ -116,7 +116,7 @@ impl ZooKeeper {
             let node_dir = dir.path().join(format!("node{id}"));
             std::fs::create_dir_all(node_dir.join("data")).expect("zookeeper data dir");
             let mut cfg = format!(
-                "tickTime={TICK_MS}\ninitLimit=40\nsyncLimit=10\nmaxSessionTimeout={}\n\
+                "tickTime={TICK_MS}\ninitLimit=40\nsyncLimit=10\nmaxSessionTimeout={}\nmaxClientCnxns=0\n\
                  dataDir={}\nclientPort={client_port}\nclientPortAddress=127.0.0.1\n\
                  admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr\n",
                 TICK_MS * 20,

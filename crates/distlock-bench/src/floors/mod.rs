@@ -6,3 +6,4 @@
 
 pub mod file;
 pub mod keys;
+pub mod net;

@@ -23,8 +23,10 @@ fn header(out: &mut String, report: &Report) {
         "Every figure on this page was measured by one run of `scripts/bench`, described below; \
          none is written by hand. Each floor is the raw work any lock on that backend must do, \
          measured in the same run, and distlock and its peers are reported as ratios to it. \
-         Regenerate with `scripts/bench` (a few minutes); check a change with \
-         `scripts/bench --quick` (under a minute, writes to `target/bench/`).\n\n",
+         Regenerate with `scripts/bench` (under 30 minutes; it starts its own servers and \
+         installs the peers); check a change with `scripts/bench --quick` (a few minutes, \
+         writes to `target/bench/`), or one part with `--scenarios` and `--backends`. Charts \
+         are in [benchmarks/](benchmarks/).\n\n",
     );
     out.push_str("| | |\n|---|---|\n");
     let mut line = |k: &str, v: String| {
@@ -220,7 +222,7 @@ fn contention_table(out: &mut String, section: &Section) {
         "N-way contention on one lock (hand-off gap: holder starts releasing → a waiter that \
          was already blocked is granted):\n\n\
          | subject | N | hold | grants/s | gap p50 | gap p99 | gap p50 ÷ floor | Jain | FIFO | \
-         utilisation | overlaps |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+         utilisation | overlaps | stalled |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     );
     let u = section.unit;
     for row in &section.contention {
@@ -231,7 +233,7 @@ fn contention_table(out: &mut String, section: &Section) {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {:.3} | {} | {:.0}% | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {:.3} | {} | {:.0}% | {} | {} |",
             row.label,
             row.workers,
             if row.hold_us == 0 {
@@ -251,6 +253,11 @@ fn contention_table(out: &mut String, section: &Section) {
                 "0".to_owned()
             } else {
                 format!("**{}**", row.overlaps)
+            },
+            if row.stalled == 0 {
+                "0".to_owned()
+            } else {
+                format!("**{} of {}**", row.stalled, row.workers)
             },
         );
     }

@@ -2,16 +2,10 @@
 //! [peer protocol](crate::peers), each in its own process like the peers in other languages.
 //!
 //! A Rust peer is a [`RustPeer`]: a name, a version and a function that connects a
-//! [`PeerLock`]. The backend modules list theirs; they are compiled with the `rust-peers`
-//! feature (on in `scripts/bench`), so that the test suite does not build other lock crates.
+//! [`PeerLock`]. The backend modules list theirs; other lock crates are compiled only with the
+//! `rust-peers` feature (on in `scripts/bench`), so that the test suite does not build them.
 
-#[cfg(feature = "rust-peers")]
-mod coord;
 mod file;
-#[cfg(feature = "rust-peers")]
-mod redis;
-#[cfg(feature = "rust-peers")]
-mod sql;
 
 use std::future::Future;
 use std::io::BufRead;
@@ -56,12 +50,6 @@ pub fn all() -> Vec<RustPeer> {
         connect: connect_distlock,
     }];
     peers.extend(file::peers());
-    #[cfg(feature = "rust-peers")]
-    {
-        peers.extend(redis::peers());
-        peers.extend(sql::peers());
-        peers.extend(coord::peers());
-    }
     peers
 }
 

@@ -9,18 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use distlock_testkit::etcd::Etcd;
-use distlock_testkit::mysql::MariaDbServer;
-use distlock_testkit::postgres::PostgresServer;
-use distlock_testkit::redis::RedisServer;
-use distlock_testkit::zookeeper::ZooKeeper;
-
 use crate::Result;
 use crate::floors::keys::{self, KeyLocker};
 use crate::report::{ManyKeysRow, Section};
 use crate::rust_peers::BoxFuture;
 
-use super::{Context, Scenario, file_url, temp_dir};
+use super::{Context, Scenario, Server, start_server, temp_dir};
 
 /// See the module docs.
 #[derive(Debug)]
@@ -51,7 +45,9 @@ impl Scenario for ManyKeys {
         let mut rows = Vec::new();
         for backend in ctx.backends() {
             eprintln!("distlock-bench:   {backend}");
-            let (url, raw, _server) = start(backend, dir.path())?;
+            let server = start_server(backend, dir.path())?;
+            let raw = raw_clients(backend, &server, dir.path())?;
+            let url = server.url.clone();
             let distlock: Connect = Box::new(move || {
                 let url = url.clone();
                 Box::pin(async move { keys::distlock(&url).await })
@@ -105,12 +101,8 @@ impl Scenario for ManyKeys {
     }
 }
 
-/// Starts `backend`'s server and returns its distlock URL, a connector of raw clients and what
-/// keeps the server running.
-fn start(
-    backend: &str,
-    dir: &std::path::Path,
-) -> Result<(String, Connect, Box<dyn std::any::Any>)> {
+/// A connector of raw clients for `backend`'s `server`.
+fn raw_clients(backend: &str, server: &Server, dir: &std::path::Path) -> Result<Connect> {
     fn connect<F, Fut>(f: F) -> Connect
     where
         F: Fn() -> Fut + 'static,
@@ -118,67 +110,37 @@ fn start(
     {
         Box::new(move || Box::pin(f()))
     }
+    let url = server.url.clone();
+    let hosts = server.hosts.clone();
     Ok(match backend {
         "file" => {
-            let url = file_url(dir)?;
             let dir = dir.to_owned();
-            let raw = connect(move || {
+            connect(move || {
                 let dir = dir.clone();
                 async move { keys::file(&dir) }
-            });
-            (url, raw, Box::new(()))
+            })
         }
-        "redis" => {
-            let server = RedisServer::start();
-            let url = server.url();
-            let target = url.clone();
-            let raw = connect(move || {
-                let url = target.clone();
-                async move { keys::redis(&url).await }
-            });
-            (url, raw, Box::new(server))
-        }
-        "postgres" => {
-            let server = PostgresServer::start();
-            let url = server.url();
-            let target = url.clone();
-            let raw = connect(move || {
-                let url = target.clone();
-                async move { keys::postgres(&url).await }
-            });
-            (url, raw, Box::new(server))
-        }
-        "mysql" => {
-            let server = MariaDbServer::start();
-            let url = server.url();
-            let target = url.clone();
-            let raw = connect(move || {
-                let url = target.clone();
-                async move { keys::mysql(&url).await }
-            });
-            (url, raw, Box::new(server))
-        }
-        "zookeeper" => {
-            let server = ZooKeeper::start();
-            let url = server.url();
-            let hosts = server.hosts();
-            let raw = connect(move || {
-                let hosts = hosts.clone();
-                async move { keys::zookeeper(&hosts).await }
-            });
-            (url, raw, Box::new(server))
-        }
-        "etcd" => {
-            let server = Etcd::start();
-            let url = server.url();
-            let hosts = server.hosts();
-            let raw = connect(move || {
-                let hosts = hosts.clone();
-                async move { keys::etcd(&hosts).await }
-            });
-            (url, raw, Box::new(server))
-        }
-        other => return Err(format!("no server for {other}").into()),
+        "redis" => connect(move || {
+            let url = url.clone();
+            async move { keys::redis(&url).await }
+        }),
+        "postgres" => connect(move || {
+            let url = url.clone();
+            async move { keys::postgres(&url).await }
+        }),
+        "mysql" => connect(move || {
+            let url = url.clone();
+            async move { keys::mysql(&url).await }
+        }),
+        "zookeeper" => connect(move || {
+            let hosts = hosts.clone();
+            async move { keys::zookeeper(&hosts).await }
+        }),
+        "etcd" => connect(move || {
+            let hosts = hosts.clone();
+            async move { keys::etcd(&hosts).await }
+        }),
+        other => return Err(format!("no raw client for {other}").into()),
     })
 }
 

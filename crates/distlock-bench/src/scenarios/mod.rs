@@ -5,13 +5,11 @@
 //! scenarios in [`all`].
 
 pub mod cli;
-pub mod coord;
 pub mod file_contention;
 pub mod file_cycle;
 pub mod many_keys;
+pub mod network;
 pub mod python_peers;
-pub mod redis;
-pub mod sql;
 pub mod takeover;
 
 use std::path::{Path, PathBuf};
@@ -36,8 +34,6 @@ pub struct Context {
     pub flock_bin: PathBuf,
     /// A Python with the peers of python/requirements*.txt installed, if they are to run.
     pub python: Option<PathBuf>,
-    /// A directory with node_modules holding the JavaScript peers, if they are to run.
-    pub node_dir: Option<PathBuf>,
     /// The backends that scenarios covering several should run; `None` for all.
     pub backends: Option<Vec<String>>,
     /// Iterations for lock cycles against a server (slower than files, so fewer).
@@ -64,9 +60,7 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(cli::CliInvocation),
         Box::new(file_contention::FileContention),
     ];
-    all.extend(redis::scenarios());
-    all.extend(sql::scenarios());
-    all.extend(coord::scenarios());
+    all.extend(network::scenarios());
     all.push(Box::new(many_keys::ManyKeys));
     all.push(Box::new(takeover::Takeover));
     all
@@ -87,6 +81,52 @@ impl Context {
             })
             .collect()
     }
+}
+
+/// A backend's server, started for a scenario and stopped when dropped.
+pub struct Server {
+    /// Its distlock URL.
+    pub url: String,
+    /// `host:port[,host:port…]`, for clients that take hosts rather than a URL.
+    pub hosts: String,
+    _running: Box<dyn std::any::Any>,
+}
+
+/// Starts `backend`'s single server from the testkit (for files: the directory `dir`).
+pub fn start_server(backend: &str, dir: &Path) -> Result<Server> {
+    use distlock_testkit as kit;
+
+    fn server(url: String, hosts: String, running: impl std::any::Any) -> Server {
+        Server {
+            url,
+            hosts,
+            _running: Box::new(running),
+        }
+    }
+    Ok(match backend {
+        "file" => server(file_url(dir)?, String::new(), ()),
+        "redis" => {
+            let s = kit::redis::RedisServer::start();
+            server(s.url(), format!("127.0.0.1:{}", s.port()), s)
+        }
+        "postgres" => {
+            let s = kit::postgres::PostgresServer::start();
+            server(s.url(), format!("127.0.0.1:{}", s.port()), s)
+        }
+        "mysql" => {
+            let s = kit::mysql::MariaDbServer::start();
+            server(s.url(), format!("127.0.0.1:{}", s.port()), s)
+        }
+        "zookeeper" => {
+            let s = kit::zookeeper::ZooKeeper::start();
+            server(s.url(), s.hosts(), s)
+        }
+        "etcd" => {
+            let s = kit::etcd::Etcd::start();
+            server(s.url(), s.hosts(), s)
+        }
+        other => return Err(format!("no server for {other}").into()),
+    })
 }
 
 /// A fresh temporary directory under `ctx.tmp`, removed when dropped.

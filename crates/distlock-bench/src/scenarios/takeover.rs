@@ -14,17 +14,11 @@
 
 use std::time::Duration;
 
-use distlock_testkit::etcd::Etcd;
-use distlock_testkit::mysql::MariaDbServer;
-use distlock_testkit::postgres::PostgresServer;
-use distlock_testkit::redis::RedisServer;
-use distlock_testkit::zookeeper::ZooKeeper;
-
 use crate::Result;
 use crate::peers::{PeerCommand, PeerProcess, monotonic_ns};
 use crate::report::{Baseline, Kind, Row, Section, Unit};
 
-use super::{Context, Scenario, file_url, temp_dir};
+use super::{Context, Scenario, start_server, temp_dir};
 
 /// The holders' TTL.
 const TTL: Duration = Duration::from_secs(2);
@@ -76,7 +70,14 @@ impl Scenario for Takeover {
         let mut never_freed = Vec::new();
         for backend in ctx.backends() {
             eprintln!("distlock-bench:   {backend}");
-            let (url, server) = start_server(backend, dir.path())?;
+            let server = start_server(backend, dir.path())?;
+            let url = if backend == "zookeeper" {
+                // A ZooKeeper lock lives as long as its session: make the session timeout the
+                // TTL.
+                format!("{}?session_timeout={}ms", server.url, TTL.as_millis())
+            } else {
+                server.url.clone()
+            };
             let command = PeerCommand::rust("distlock", &url)?;
             let mut measured = Measured::default();
             for run in 0..repetitions {
@@ -133,36 +134,6 @@ impl Scenario for Takeover {
         }
         Ok(section.finish())
     }
-}
-
-/// Starts `backend`'s server; returns its URL and what keeps it running.
-fn start_server(backend: &str, dir: &std::path::Path) -> Result<(String, Box<dyn std::any::Any>)> {
-    Ok(match backend {
-        "file" => (file_url(dir)?, Box::new(())),
-        "redis" => {
-            let server = RedisServer::start();
-            (server.url(), Box::new(server))
-        }
-        "postgres" => {
-            let server = PostgresServer::start();
-            (server.url(), Box::new(server))
-        }
-        "mysql" => {
-            let server = MariaDbServer::start();
-            (server.url(), Box::new(server))
-        }
-        "zookeeper" => {
-            // A ZooKeeper lock lives as long as its session: make the session timeout the TTL.
-            let server = ZooKeeper::start();
-            let url = format!("{}?session_timeout={}ms", server.url(), TTL.as_millis());
-            (url, Box::new(server))
-        }
-        "etcd" => {
-            let server = Etcd::start();
-            (server.url(), Box::new(server))
-        }
-        other => return Err(format!("no server for {other}").into()),
-    })
 }
 
 /// One holder, one waiter, one fault.

@@ -1,0 +1,155 @@
+"""distlock-bench's Python peers for the network backends, speaking the bench's peer protocol
+(crates/distlock-bench/src/peers.rs):
+
+    net_peers.py --lib LIB --url URL cycle --name N --warmup W --iterations I
+    net_peers.py --lib LIB --url URL contend --name N --hold-us H --duration-ms MS
+
+LIB is one of redis-py, python-redis-lock, kazoo, etcd3, pals, sqlalchemy-dlock. URL is the
+distlock URL of the server (redis://, postgres://, mysql://, zk://host:port/, etcd://host:port/).
+Every lock waits without bound (each library's own way of waiting: polling for redis-py and
+etcd3's retry loop, a BLPOP signal for python-redis-lock, a watch for kazoo, a server-side wait
+for the SQL ones).
+"""
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from importlib.metadata import version
+from urllib.parse import urlsplit
+
+DIST = {
+    "redis-py": "redis",
+    "python-redis-lock": "python-redis-lock",
+    "kazoo": "kazoo",
+    "etcd3": "etcd3",
+    "pals": "pals",
+    "sqlalchemy-dlock": "sqlalchemy-dlock",
+}
+
+
+def host_port(url):
+    parts = urlsplit(url)
+    return parts.hostname, parts.port
+
+
+def sql_url(url):
+    """A SQLAlchemy URL with a driver for a distlock postgres:// or mysql:// URL."""
+    scheme, rest = url.split("://", 1)
+    driver = {
+        "postgres": "postgresql+psycopg2",
+        "postgresql": "postgresql+psycopg2",
+        "mysql": "mysql+pymysql",
+        "mariadb": "mysql+pymysql",
+    }[scheme]
+    return f"{driver}://{rest}"
+
+
+def make_lock(lib, url, name):
+    """(acquire, release) of the lock `name`, waiting without bound."""
+    if lib == "redis-py":
+        import redis
+
+        lock = redis.Redis.from_url(url).lock(name, timeout=30, blocking=True)
+        return (lambda: lock.acquire(blocking_timeout=None)), lock.release
+    if lib == "python-redis-lock":
+        import redis
+        import redis_lock
+
+        conn = redis.Redis.from_url(url)
+        lock = redis_lock.Lock(conn, name, expire=30)
+        return (lambda: lock.acquire(blocking=True)), lock.release
+    if lib == "kazoo":
+        from kazoo.client import KazooClient
+
+        host, port = host_port(url)
+        client = KazooClient(hosts=f"{host}:{port}")
+        client.start()
+        lock = client.Lock(f"/kazoo-bench/{name}", uuid.uuid4().hex)
+        return (lambda: lock.acquire(blocking=True)), lock.release
+    if lib == "etcd3":
+        import etcd3
+
+        host, port = host_port(url)
+        lock = etcd3.client(host=host, port=port).lock(name, ttl=30)
+        return (lambda: lock.acquire(timeout=None)), lock.release
+    if lib == "pals":
+        import pals
+
+        # acquire_timeout is in ms; a day is "forever" for the benchmark.
+        locker = pals.Locker("distlock-bench", sql_url(url), acquire_timeout_default=86_400_000)
+        lock = locker.lock(name)
+        return (lambda: lock.acquire(blocking=True)), lock.release
+    if lib == "sqlalchemy-dlock":
+        from sqlalchemy import create_engine
+        from sqlalchemy_dlock import create_sadlock
+
+        conn = create_engine(sql_url(url)).connect()
+        lock = create_sadlock(conn, name)
+        # Without a timeout it waits in the server on PostgreSQL; on MySQL it sends
+        # GET_LOCK(name, -1), which MariaDB answers with NULL (an error), so a day it is.
+        timeout = 86_400 if url.startswith(("mysql", "mariadb")) else None
+        return (lambda: lock.acquire(block=True, timeout=timeout)), lock.release
+    raise SystemExit(f"unknown lib {lib!r}")
+
+
+def cycle(args):
+    acquire, release = make_lock(args.lib, args.url, args.name)
+    for _ in range(args.warmup):
+        acquire()
+        release()
+    clock = time.monotonic_ns
+    samples = []
+    for _ in range(args.iterations):
+        started = clock()
+        acquire()
+        release()
+        samples.append(clock() - started)
+    return {"samples": samples}
+
+
+def contend(args):
+    acquire, release = make_lock(args.lib, args.url, args.name)
+    acquire()
+    release()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    clock = time.monotonic_ns
+    hold = args.hold_us / 1e6
+    stop = clock() + args.duration_ms * 1_000_000
+    events = []
+    while clock() < stop:
+        requested = clock()
+        acquire()
+        granted = clock()
+        if hold:
+            time.sleep(hold)
+        releasing = clock()
+        release()
+        events.append([requested, granted, releasing, clock()])
+    return {"events": events}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lib", required=True, choices=sorted(DIST))
+    parser.add_argument("--url", required=True)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    c = sub.add_parser("cycle")
+    c.add_argument("--name", required=True)
+    c.add_argument("--warmup", type=int, required=True)
+    c.add_argument("--iterations", type=int, required=True)
+    k = sub.add_parser("contend")
+    k.add_argument("--name", required=True)
+    k.add_argument("--hold-us", type=int, required=True)
+    k.add_argument("--duration-ms", type=int, required=True)
+    args = parser.parse_args()
+    output = cycle(args) if args.mode == "cycle" else contend(args)
+    output.update({"lib": args.lib, "version": version(DIST[args.lib])})
+    json.dump(output, sys.stdout)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+//! One section per network backend: the uncontended lock cycle against the backend's floor
+//! (see [`crate::floors::net`]), then N-way contention, distlock and the Python peers side by
+//! side on the same server.
+
+use std::cell::RefCell;
+use std::time::Instant;
+
+use crate::Result;
+use crate::contention::{self, Subject as Contender};
+use crate::floors::net::{self, Floor};
+use crate::measure::{Plan, Subject, elapsed_ns, interleaved};
+use crate::peers::PeerCommand;
+use crate::report::{Baseline, Kind, Row, Section, Unit};
+
+use super::{Context, Scenario, start_server, temp_dir};
+
+/// The target on distlock's uncontended cycle, as a ratio to the floor's p50.
+pub const TARGET: f64 = 1.15;
+
+/// One network backend's section.
+#[derive(Debug)]
+pub struct NetworkBackend {
+    backend: &'static str,
+    title: &'static str,
+    floor: &'static str,
+    round_trip: &'static str,
+    /// The Python peers (`net_peers.py --lib`) that run against this backend.
+    python_peers: &'static [&'static str],
+}
+
+/// Every network backend's section, in the order they run.
+pub fn scenarios() -> Vec<Box<dyn Scenario>> {
+    [
+        NetworkBackend {
+            backend: "redis",
+            title: "Redis",
+            floor: "2 × PING (redis-rs multiplexed connection)",
+            round_trip: "PING",
+            python_peers: &["redis-py", "python-redis-lock"],
+        },
+        NetworkBackend {
+            backend: "postgres",
+            title: "PostgreSQL",
+            floor: "2 × SELECT 1 (tokio-postgres, prepared)",
+            round_trip: "SELECT 1",
+            python_peers: &["pals", "sqlalchemy-dlock"],
+        },
+        NetworkBackend {
+            backend: "mysql",
+            title: "MySQL / MariaDB",
+            floor: "2 × SELECT 1 (mysql_async)",
+            round_trip: "SELECT 1",
+            python_peers: &["sqlalchemy-dlock"],
+        },
+        NetworkBackend {
+            backend: "zookeeper",
+            title: "ZooKeeper",
+            floor: "create (ephemeral sequential) + getChildren + delete (zookeeper-client)",
+            round_trip: "exists",
+            python_peers: &["kazoo"],
+        },
+        NetworkBackend {
+            backend: "etcd",
+            title: "etcd",
+            floor: "create-if-absent txn under a lease + delete (etcd-client)",
+            round_trip: "get",
+            python_peers: &["etcd3"],
+        },
+    ]
+    .into_iter()
+    .map(|s| Box::new(s) as Box<dyn Scenario>)
+    .collect()
+}
+
+impl Scenario for NetworkBackend {
+    fn id(&self) -> &'static str {
+        self.backend
+    }
+
+    fn run(&self, ctx: &Context, _earlier: &[Section]) -> Result<Section> {
+        let dir = temp_dir(ctx, "distlock-bench-net-")?;
+        let server = start_server(self.backend, dir.path())?;
+        let floor_target = match self.backend {
+            "zookeeper" | "etcd" => server.hosts.clone(),
+            _ => server.url.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let floor: RefCell<Box<dyn Floor>> =
+            RefCell::new(runtime.block_on(net::connect(self.backend, &floor_target))?);
+        let locks = runtime.block_on(distlock::connect(&server.url))?;
+
+        let round_trip_label = format!("1 round trip: {}", self.round_trip);
+        let mut subjects = vec![
+            Subject::new(self.floor, |n, out| {
+                let mut guard = floor.borrow_mut();
+                let floor = &mut **guard;
+                runtime.block_on(async {
+                    for _ in 0..n {
+                        let started = Instant::now();
+                        floor.cycle().await?;
+                        out.push(elapsed_ns(started));
+                    }
+                    Ok(())
+                })
+            }),
+            Subject::new(round_trip_label.clone(), |n, out| {
+                let mut guard = floor.borrow_mut();
+                let floor = &mut **guard;
+                runtime.block_on(async {
+                    for _ in 0..n {
+                        let started = Instant::now();
+                        floor.round_trip().await?;
+                        out.push(elapsed_ns(started));
+                    }
+                    Ok(())
+                })
+            }),
+            Subject::new("distlock", |n, out| {
+                runtime.block_on(async {
+                    for _ in 0..n {
+                        let started = Instant::now();
+                        let lease = locks.mutex("bench-cycle").no_wait().acquire().await?;
+                        lease.release().await?;
+                        drop(lease);
+                        out.push(elapsed_ns(started));
+                    }
+                    Ok(())
+                })
+            }),
+        ];
+        let durable = floor.borrow_mut().durable_write().is_some();
+        const DURABLE: &str = "1 committed single-row upsert (autocommit)";
+        if durable {
+            subjects.push(Subject::new(DURABLE, |n, out| {
+                let mut guard = floor.borrow_mut();
+                let floor = &mut **guard;
+                runtime.block_on(async {
+                    for _ in 0..n {
+                        let started = Instant::now();
+                        if let Some(write) = floor.durable_write() {
+                            write.await?;
+                        }
+                        out.push(elapsed_ns(started));
+                    }
+                    Ok(())
+                })
+            }));
+        }
+        let samples = interleaved(self.plan(ctx), &mut subjects)?;
+        drop(subjects);
+
+        let floor_row = Row::measured(self.floor, Kind::Floor, &samples[0])?;
+        let rtt_row = Row::measured(round_trip_label, Kind::Reference, &samples[1])?;
+        let distlock_row = Row::measured(
+            "distlock (`mutex(name).no_wait().acquire()` + `release()`)",
+            Kind::Distlock,
+            &samples[2],
+        )?
+        .with_target(TARGET);
+        let rtt = Baseline::of(&rtt_row, "RTT");
+        // What the server spends per script call: the part of distlock's cycle that is not
+        // round trips. Read before the peers run, so it is distlock's own.
+        let script_cost = if self.backend == "redis" {
+            runtime.block_on(redis_script_cost(&server.url))?
+        } else {
+            None
+        };
+
+        let mut section = Section::new(
+            self.backend,
+            format!("{}: lock cycle and contention", self.title),
+            self.method(ctx),
+            Unit::Micros,
+        );
+        section.baselines = vec![Baseline::of(&floor_row, "floor"), rtt.clone()];
+        section.rows = vec![floor_row, rtt_row, distlock_row];
+        if durable {
+            section
+                .rows
+                .push(Row::measured(DURABLE, Kind::Reference, &samples[3])?);
+        }
+
+        let mut contenders = vec![Contender {
+            label: "distlock".to_owned(),
+            kind: Kind::Distlock,
+            command: PeerCommand::rust("distlock", &server.url)?,
+        }];
+        match &ctx.python {
+            Some(python) => {
+                let script = dir.path().join("net_peers.py");
+                std::fs::write(&script, PYTHON_PEERS)?;
+                for lib in self.python_peers {
+                    let command = PeerCommand::new(python)
+                        .arg(script.display().to_string())
+                        .arg("--lib")
+                        .arg(*lib)
+                        .arg("--url")
+                        .arg(server.url.clone());
+                    let output = command
+                        .cycle(&format!("cycle-{lib}"), self.plan(ctx))
+                        .map_err(|e| format!("{lib}: {e}"))?;
+                    section.rows.push(Row::measured(
+                        format!("{} {} (Python)", output.lib, output.version),
+                        Kind::Peer,
+                        &output.samples,
+                    )?);
+                    contenders.push(Contender {
+                        label: format!("{lib} (Python)"),
+                        kind: Kind::Peer,
+                        command,
+                    });
+                }
+            }
+            None => section
+                .notes
+                .push("The Python peers were not run (no `--python`).".to_owned()),
+        }
+        section.contention =
+            contention::measure(&ctx.contention, "contend", Some(&rtt), &contenders)?;
+        let mut section = section.finish();
+        section.notes.extend(notes(&section));
+        if let Some(us) = script_cost {
+            section.notes.push(format!(
+                "The server spent {us:.1} µs per `EVALSHA` (`INFO commandstats`, over the \
+                 distlock cycles above): distlock's acquire and release scripts keep the FIFO \
+                 queue, the fencing counter, the holder record and the expiry of each of the \
+                 lock's keys in step, and that server time, twice per cycle, is most of what \
+                 separates distlock from two bare round trips."
+            ));
+        }
+        Ok(section)
+    }
+}
+
+/// The Python peers' script, shipped inside the binary.
+const PYTHON_PEERS: &str = include_str!("../../python/net_peers.py");
+
+impl NetworkBackend {
+    /// The profile's cycles, a quarter of them where every write is a consensus round (a
+    /// millisecond or more), so the section fits the run's time budget.
+    fn plan(&self, ctx: &Context) -> Plan {
+        let p = ctx.network_cycles;
+        if matches!(self.backend, "zookeeper" | "etcd") {
+            Plan {
+                warmup: p.warmup / 4,
+                iterations: p.iterations / 4,
+                batch: (p.batch / 4).max(1),
+            }
+        } else {
+            p
+        }
+    }
+
+    fn method(&self, ctx: &Context) -> String {
+        let p = self.plan(ctx);
+        let c = &ctx.contention;
+        format!(
+            "A private {} server from the testkit on 127.0.0.1. **Uncontended cycle**: one \
+             exclusive acquire + release per iteration, in one process on a Tokio \
+             current-thread runtime, {} warm-up then {} timed iterations per subject, \
+             interleaved in batches of {}. **Floor**: {}, with the client crate distlock \
+             uses; the target is distlock ≤ {TARGET}× its p50. The Python peers' cycles are \
+             timed inside their own process (`time.monotonic_ns()`), so their ratios include \
+             the interpreter. **Contention**: N processes (N = {:?}) loop acquire → hold \
+             ({:?} µs) → release on one lock for {:.1} s per run, waiting without bound; the \
+             hand-off gap is divided by one round trip ({}) measured above.",
+            self.title,
+            p.warmup,
+            p.iterations,
+            p.batch,
+            self.floor,
+            c.workers,
+            c.holds_us,
+            c.duration.as_secs_f64(),
+            self.round_trip,
+        )
+    }
+}
+
+/// Microseconds per `EVALSHA` call on the Redis server at `url`, from `INFO commandstats`.
+async fn redis_script_cost(url: &str) -> Result<Option<f64>> {
+    let client = redis::Client::open(url)?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await?;
+    Ok(info
+        .lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("usec_per_call=")))
+        .and_then(|v| v.trim().parse().ok()))
+}
+
+/// Findings from this section's figures.
+fn notes(section: &Section) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(row) = section.rows.iter().find(|r| r.kind == Kind::Distlock)
+        && let (Some(floor), Some(rtt)) = (row.ratios.first(), row.ratios.get(1))
+        && let (Some(to_floor), Some(to_rtt)) = (floor.p50, rtt.p50)
+    {
+        notes.push(format!(
+            "Uncontended, distlock takes {to_floor:.2}× the floor at p50, that is {to_rtt:.2} \
+             round trips."
+        ));
+    }
+    let distlock_gaps: Vec<(usize, u64, f64)> = section
+        .contention
+        .iter()
+        .filter(|r| r.kind == Kind::Distlock)
+        .filter_map(|r| r.handoff_p50_ratio.map(|g| (r.workers, r.hold_us, g)))
+        .collect();
+    if let Some(&(n, hold, gap)) = distlock_gaps
+        .iter()
+        .find(|(n, hold, _)| *n == 8 && *hold == 0)
+    {
+        notes.push(format!(
+            "With {n} contenders (hold {hold} µs), distlock's hand-off gap p50 is {gap:.2} \
+             round trips."
+        ));
+    }
+    let stalled: Vec<String> = section
+        .contention
+        .iter()
+        .filter(|r| r.stalled > 0)
+        .map(|r| format!("{} (N = {}, {} stuck)", r.label, r.workers, r.stalled))
+        .collect();
+    if !stalled.is_empty() {
+        notes.push(format!(
+            "Some workers were still waiting for a free lock 30 s after their run ended, and \
+             were killed: {}. That is a lost wake-up in the library, which would hang a real \
+             caller that waits without bound.",
+            stalled.join(", ")
+        ));
+    }
+    let overlaps: usize = section.contention.iter().map(|r| r.overlaps).sum();
+    notes.push(if overlaps == 0 {
+        "No run saw two clients hold the lock at once.".to_owned()
+    } else {
+        format!("**{overlaps} overlapping grants were seen**: see the overlaps column.")
+    });
+    notes
+}
