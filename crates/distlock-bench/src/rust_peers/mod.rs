@@ -6,6 +6,7 @@
 //! `rust-peers` feature (on in `scripts/bench`), so that the test suite does not build them.
 
 mod file;
+mod net;
 
 use std::future::Future;
 use std::io::BufRead;
@@ -50,6 +51,7 @@ pub fn all() -> Vec<RustPeer> {
         connect: connect_distlock,
     }];
     peers.extend(file::peers());
+    peers.extend(net::peers());
     peers
 }
 

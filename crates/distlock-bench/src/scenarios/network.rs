@@ -11,6 +11,7 @@ use crate::floors::net::{self, Floor};
 use crate::measure::{Plan, Subject, elapsed_ns, interleaved};
 use crate::peers::PeerCommand;
 use crate::report::{Baseline, Kind, Row, Section, Unit};
+use crate::rust_peers;
 
 use super::{Context, Scenario, start_server, temp_dir};
 
@@ -26,6 +27,8 @@ pub struct NetworkBackend {
     round_trip: &'static str,
     /// The Python peers (`net_peers.py --lib`) that run against this backend.
     python_peers: &'static [&'static str],
+    /// The Rust peers (`distlock-bench peer LIB`) that run against this backend, where built.
+    rust_peers: &'static [&'static str],
 }
 
 /// Every network backend's section, in the order they run.
@@ -37,6 +40,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             floor: "2 × PING (redis-rs multiplexed connection)",
             round_trip: "PING",
             python_peers: &["redis-py", "python-redis-lock"],
+            rust_peers: &["rslock"],
         },
         NetworkBackend {
             backend: "postgres",
@@ -44,6 +48,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             floor: "2 × SELECT 1 (tokio-postgres, prepared)",
             round_trip: "SELECT 1",
             python_peers: &["pals", "sqlalchemy-dlock"],
+            rust_peers: &["sqlx-pg-advisory-lock"],
         },
         NetworkBackend {
             backend: "mysql",
@@ -51,6 +56,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             floor: "2 × SELECT 1 (mysql_async)",
             round_trip: "SELECT 1",
             python_peers: &["sqlalchemy-dlock"],
+            rust_peers: &[],
         },
         NetworkBackend {
             backend: "zookeeper",
@@ -58,6 +64,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             floor: "create (ephemeral sequential) + getChildren + delete (zookeeper-client)",
             round_trip: "exists",
             python_peers: &["kazoo"],
+            rust_peers: &[],
         },
         NetworkBackend {
             backend: "etcd",
@@ -65,6 +72,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             floor: "create-if-absent txn under a lease + delete (etcd-client)",
             round_trip: "get",
             python_peers: &["etcd3"],
+            rust_peers: &["etcd-client-lock"],
         },
     ]
     .into_iter()
@@ -187,6 +195,23 @@ impl Scenario for NetworkBackend {
             kind: Kind::Distlock,
             command: PeerCommand::rust("distlock", &server.url)?,
         }];
+        let built: Vec<&str> = rust_peers::all().iter().map(|p| p.lib).collect();
+        for lib in self.rust_peers.iter().filter(|lib| built.contains(lib)) {
+            let command = PeerCommand::rust(lib, &server.url)?;
+            let output = command
+                .cycle(&format!("cycle-{lib}"), self.plan(ctx))
+                .map_err(|e| format!("{lib}: {e}"))?;
+            section.rows.push(Row::measured(
+                format!("{} {} (Rust, own process)", output.lib, output.version),
+                Kind::Peer,
+                &output.samples,
+            )?);
+            contenders.push(Contender {
+                label: format!("{lib} (Rust)"),
+                kind: Kind::Peer,
+                command,
+            });
+        }
         match &ctx.python {
             Some(python) => {
                 let script = dir.path().join("net_peers.py");
@@ -263,7 +288,7 @@ impl NetworkBackend {
              interleaved in batches of {}. **Floor**: {}, with the client crate distlock \
              uses; the target is distlock ≤ {TARGET}× its p50. The Python peers' cycles are \
              timed inside their own process (`time.monotonic_ns()`), so their ratios include \
-             the interpreter. **Contention**: N processes (N = {:?}) loop acquire → hold \
+             the interpreter; the Rust peers' too, each in a `distlock-bench peer` process. **Contention**: N processes (N = {:?}) loop acquire → hold \
              ({:?} µs) → release on one lock for {:.1} s per run, waiting without bound; the \
              hand-off gap is divided by one round trip ({}) measured above.",
             self.title,

@@ -1,0 +1,162 @@
+//! Rust lock crates for the network backends, each driven through the peer protocol.
+//! Compiled with the `rust-peers` feature, except the etcd lock service, which needs nothing
+//! beyond the etcd client distlock already uses.
+
+use super::{BoxFuture, PeerLock, RustPeer};
+use crate::Result;
+
+/// This module's peers.
+pub fn peers() -> Vec<RustPeer> {
+    #[allow(unused_mut)] // without the rust-peers feature, only the etcd lock service
+    let mut peers = vec![RustPeer {
+        lib: "etcd-client-lock",
+        version: "0.21",
+        connect: |url, name| Box::pin(async move { etcd_lock(&url, name).await }),
+    }];
+    #[cfg(feature = "rust-peers")]
+    {
+        peers.push(RustPeer {
+            lib: "rslock",
+            version: "0.9",
+            connect: |url, name| Box::pin(async move { rslock_peer(&url, name) }),
+        });
+        peers.push(RustPeer {
+            lib: "sqlx-pg-advisory-lock",
+            version: "0.8",
+            connect: |url, name| Box::pin(async move { sqlx_peer(&url, name).await }),
+        });
+    }
+    peers
+}
+
+/// `host:port` of an `etcd://host:port/` URL.
+fn etcd_endpoint(url: &str) -> Result<String> {
+    let rest = url
+        .strip_prefix("etcd://")
+        .ok_or_else(|| format!("{url}: not an etcd:// URL"))?;
+    Ok(rest.split('/').next().unwrap_or(rest).to_owned())
+}
+
+/// etcd's own lock service (`Lock`/`Unlock` RPCs, the server-side `concurrency.Mutex`), under
+/// one lease kept for the process, as `etcdctl lock` does.
+async fn etcd_lock(url: &str, name: String) -> Result<Box<dyn PeerLock>> {
+    let mut client = etcd_client::Client::connect([etcd_endpoint(url)?], None).await?;
+    let lease = client.lease_grant(60, None).await?.id();
+    Ok(Box::new(EtcdLock {
+        client,
+        lease,
+        name,
+        key: None,
+    }))
+}
+
+struct EtcdLock {
+    client: etcd_client::Client,
+    lease: i64,
+    name: String,
+    key: Option<Vec<u8>>,
+}
+
+impl PeerLock for EtcdLock {
+    fn acquire(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let options = etcd_client::LockOptions::new().with_lease(self.lease);
+            let response = self.client.lock(self.name.as_str(), Some(options)).await?;
+            self.key = Some(response.key().to_vec());
+            Ok(())
+        })
+    }
+
+    fn release(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if let Some(key) = self.key.take() {
+                self.client.unlock(key).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// rslock's `LockManager` on one Redis server, retrying until it gets the lock (its own retry
+/// count and delay per `lock()` call, looped).
+#[cfg(feature = "rust-peers")]
+fn rslock_peer(url: &str, name: String) -> Result<Box<dyn PeerLock>> {
+    Ok(Box::new(Rslock {
+        manager: rslock::LockManager::new(vec![url.to_owned()]),
+        name,
+        held: None,
+    }))
+}
+
+#[cfg(feature = "rust-peers")]
+struct Rslock {
+    manager: rslock::LockManager,
+    name: String,
+    held: Option<rslock::Lock>,
+}
+
+#[cfg(feature = "rust-peers")]
+impl PeerLock for Rslock {
+    fn acquire(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let ttl = std::time::Duration::from_secs(30);
+            loop {
+                if let Ok(lock) = self.manager.lock(self.name.as_bytes(), ttl).await {
+                    self.held = Some(lock);
+                    return Ok(());
+                }
+            }
+        })
+    }
+
+    fn release(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if let Some(lock) = self.held.take() {
+                self.manager.unlock(&lock).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// sqlx's `PgAdvisoryLock`: a session advisory lock waited for in the server, on one
+/// connection kept for the process.
+#[cfg(feature = "rust-peers")]
+async fn sqlx_peer(url: &str, name: String) -> Result<Box<dyn PeerLock>> {
+    use sqlx::Connection;
+    let connection = sqlx::PgConnection::connect(url).await?;
+    Ok(Box::new(SqlxLock {
+        // The guard borrows the lock for as long as it is held, across our acquire/release
+        // calls; one lock per worker process lives as long as the process.
+        lock: Box::leak(Box::new(sqlx::postgres::PgAdvisoryLock::new(name))),
+        idle: Some(connection),
+        held: None,
+    }))
+}
+
+#[cfg(feature = "rust-peers")]
+struct SqlxLock {
+    lock: &'static sqlx::postgres::PgAdvisoryLock,
+    idle: Option<sqlx::PgConnection>,
+    held: Option<sqlx::postgres::PgAdvisoryLockGuard<'static, sqlx::PgConnection>>,
+}
+
+#[cfg(feature = "rust-peers")]
+impl PeerLock for SqlxLock {
+    fn acquire(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let connection = self.idle.take().ok_or("the connection was lost")?;
+            self.held = Some(self.lock.acquire(connection).await?);
+            Ok(())
+        })
+    }
+
+    fn release(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if let Some(guard) = self.held.take() {
+                self.idle = Some(guard.release_now().await?);
+            }
+            Ok(())
+        })
+    }
+}
