@@ -1,18 +1,19 @@
-"""distlock-bench's Python peers for the network backends, speaking the bench's peer protocol
+"""distlock-bench's Python peers, speaking the bench's peer protocol
 (crates/distlock-bench/src/peers.rs):
 
     net_peers.py --lib LIB --url URL cycle --name N --warmup W --iterations I
     net_peers.py --lib LIB --url URL contend --name N --hold-us H --duration-ms MS
 
-LIB is one of redis-py, python-redis-lock, kazoo, etcd3, pals, sqlalchemy-dlock. URL is the
-distlock URL of the server (redis://, postgres://, mysql://, zk://host:port/, etcd://host:port/).
-Every lock waits without bound (each library's own way of waiting: polling for redis-py and
-etcd3's retry loop, a BLPOP signal for python-redis-lock, a watch for kazoo, a server-side wait
-for the SQL ones).
+LIB is one of filelock, portalocker, redis-py, python-redis-lock, kazoo, etcd3, pals,
+sqlalchemy-dlock. URL is the distlock URL of the lock's home (file:///dir, redis://,
+postgres://, mysql://, zk://host:port/, etcd://host:port/). Every lock waits without bound, each
+library its own way: filelock, redis-py and etcd3 poll or retry, portalocker blocks in flock,
+python-redis-lock waits on a BLPOP signal, kazoo on a watch, the SQL ones in the server.
 """
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
@@ -20,6 +21,8 @@ from importlib.metadata import version
 from urllib.parse import urlsplit
 
 DIST = {
+    "filelock": "filelock",
+    "portalocker": "portalocker",
     "redis-py": "redis",
     "python-redis-lock": "python-redis-lock",
     "kazoo": "kazoo",
@@ -48,6 +51,18 @@ def sql_url(url):
 
 def make_lock(lib, url, name):
     """(acquire, release) of the lock `name`, waiting without bound."""
+    if lib in ("filelock", "portalocker"):
+        path = os.path.join(urlsplit(url).path, name)
+        if lib == "filelock":
+            import filelock
+
+            lock = filelock.FileLock(path, timeout=-1)
+            return lock.acquire, lock.release
+        import portalocker
+
+        # Without LOCK_NB, portalocker's flock blocks in the kernel instead of polling.
+        lock = portalocker.Lock(path, timeout=None, flags=portalocker.LockFlags.EXCLUSIVE)
+        return lock.acquire, lock.release
     if lib == "redis-py":
         import redis
 

@@ -1,14 +1,8 @@
-"""distlock-bench's Python file-lock peers, filelock and portalocker.
-
-Two ways to run it, both from the bench binary:
-
-- `peers.py --dir D --warmup W --iterations I --batch B`: one uncontended acquire + release
-  per iteration by each library, next to the same raw OFD cycle as the Rust floor, interleaved
-  in batches; prints one JSON object with every sample in nanoseconds, timed with
-  time.perf_counter_ns() around each iteration.
-- `peers.py --lib LIB --dir D contend --name N --hold-us H --duration-ms MS`: one worker of
-  the bench's peer protocol (crates/distlock-bench/src/peers.rs) on the file D/N, waiting
-  without bound (filelock: its default polling; portalocker: a blocking flock in the kernel).
+"""distlock-bench's Python file-lock peers, filelock and portalocker, doing one uncontended
+acquire + release per iteration next to the same raw OFD cycle as the Rust floor, interleaved
+in batches: `peers.py --dir D --warmup W --iterations I --batch B`. Prints one JSON object with
+every sample in nanoseconds, timed with time.perf_counter_ns() around each iteration. (Their
+contention runs go through net_peers.py, the peer protocol's script.)
 """
 
 import argparse
@@ -65,41 +59,6 @@ def with_portalocker(path):
     return cycle
 
 
-def waiting_lock(lib, path):
-    """An (acquire, release) pair that waits without bound, as each library does by default."""
-    if lib == "filelock":
-        lock = filelock.FileLock(path, timeout=-1)
-        return lock.acquire, lock.release
-    if lib == "portalocker":
-        # Without LOCK_NB, portalocker's flock blocks in the kernel instead of polling.
-        lock = portalocker.Lock(path, timeout=None, flags=portalocker.LockFlags.EXCLUSIVE)
-        return lock.acquire, lock.release
-    raise SystemExit(f"unknown lib {lib!r}")
-
-
-def contend(lib, path, hold_us, duration_ms):
-    """The peer protocol's contend mode."""
-    acquire, release = waiting_lock(lib, path)
-    acquire()
-    release()
-    print("ready", flush=True)
-    sys.stdin.readline()
-    clock = time.monotonic_ns
-    hold = hold_us / 1e6
-    stop = clock() + duration_ms * 1_000_000
-    events = []
-    while clock() < stop:
-        requested = clock()
-        acquire()
-        granted = clock()
-        if hold:
-            time.sleep(hold)
-        releasing = clock()
-        release()
-        events.append([requested, granted, releasing, clock()])
-    json.dump({"lib": lib, "version": version(lib), "events": events}, sys.stdout)
-
-
 def batch(cycle, n, out):
     clock = time.perf_counter_ns
     for _ in range(n):
@@ -109,19 +68,6 @@ def batch(cycle, n, out):
 
 
 def main():
-    if "contend" in sys.argv[1:]:
-        parser = argparse.ArgumentParser()
-        parser.add_argument("--lib", required=True)
-        parser.add_argument("--dir", required=True)
-        sub = parser.add_subparsers(dest="mode", required=True)
-        mode = sub.add_parser("contend")
-        mode.add_argument("--name", required=True)
-        mode.add_argument("--hold-us", type=int, required=True)
-        mode.add_argument("--duration-ms", type=int, required=True)
-        args = parser.parse_args()
-        contend(args.lib, os.path.join(args.dir, args.name), args.hold_us, args.duration_ms)
-        return
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", required=True)
     parser.add_argument("--warmup", type=int, required=True)

@@ -18,8 +18,14 @@ use crate::rust_peers::BoxFuture;
 pub trait Floor: Send {
     /// One round trip.
     fn round_trip(&mut self) -> BoxFuture<'_, Result<()>>;
-    /// The least an uncontended lock cycle does.
-    fn cycle(&mut self) -> BoxFuture<'_, Result<()>>;
+    /// The least an uncontended lock cycle does: by default two round trips (one to take the
+    /// lock, one to give it back).
+    fn cycle(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.round_trip().await?;
+            self.round_trip().await
+        })
+    }
     /// One committed single-row upsert, for the SQL backends (what a durable fencing counter
     /// costs at the least): `None` where it does not apply.
     fn durable_write(&mut self) -> Option<BoxFuture<'_, Result<()>>> {
@@ -95,13 +101,6 @@ impl Floor for Redis {
             Ok(())
         })
     }
-
-    fn cycle(&mut self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            self.round_trip().await?;
-            self.round_trip().await
-        })
-    }
 }
 
 struct Postgres {
@@ -115,13 +114,6 @@ impl Floor for Postgres {
         Box::pin(async move {
             self.client.query_one(&self.select, &[]).await?;
             Ok(())
-        })
-    }
-
-    fn cycle(&mut self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            self.round_trip().await?;
-            self.round_trip().await
         })
     }
 
@@ -141,13 +133,6 @@ impl Floor for Mysql {
         Box::pin(async move {
             let _: Option<i64> = self.0.query_first("SELECT 1").await?;
             Ok(())
-        })
-    }
-
-    fn cycle(&mut self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            self.round_trip().await?;
-            self.round_trip().await
         })
     }
 

@@ -7,7 +7,7 @@ use crate::peers::PeerCommand;
 use crate::report::{Kind, Section, Unit};
 use crate::rust_peers;
 
-use super::{Context, Scenario, file_url, python_peers, temp_dir};
+use super::{Context, Scenario, file_url, network, temp_dir};
 
 const FLOOR: &str = "raw F_OFD_SETLKW (libc)";
 
@@ -45,7 +45,7 @@ impl Scenario for FileContention {
         let mut notes = Vec::new();
         match &ctx.python {
             Some(python) => {
-                let script = python_peers::script(dir.path())?;
+                let script = network::python_peers_script(dir.path())?;
                 for lib in ["filelock", "portalocker"] {
                     subjects.push(Subject {
                         label: format!("{lib} (Python)"),
@@ -54,8 +54,8 @@ impl Scenario for FileContention {
                             .arg(script.display().to_string())
                             .arg("--lib")
                             .arg(lib)
-                            .arg("--dir")
-                            .arg(dir.path().display().to_string()),
+                            .arg("--url")
+                            .arg(url.clone()),
                     });
                 }
             }

@@ -214,8 +214,7 @@ impl Scenario for NetworkBackend {
         }
         match &ctx.python {
             Some(python) => {
-                let script = dir.path().join("net_peers.py");
-                std::fs::write(&script, PYTHON_PEERS)?;
+                let script = python_peers_script(dir.path())?;
                 for lib in self.python_peers {
                     let command = PeerCommand::new(python)
                         .arg(script.display().to_string())
@@ -259,8 +258,13 @@ impl Scenario for NetworkBackend {
     }
 }
 
-/// The Python peers' script, shipped inside the binary.
-const PYTHON_PEERS: &str = include_str!("../../python/net_peers.py");
+/// Writes the peer protocol's Python script (shipped inside the binary) into `dir` and returns
+/// its path.
+pub fn python_peers_script(dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    let script = dir.join("net_peers.py");
+    std::fs::write(&script, include_str!("../../python/net_peers.py"))?;
+    Ok(script)
+}
 
 impl NetworkBackend {
     /// The profile's cycles, a quarter of them where every write is a consensus round (a

@@ -99,7 +99,7 @@ impl Scenario for PythonPeers {
 }
 
 /// Writes the file-lock peers' script into `dir` and returns its path.
-pub fn script(dir: &Path) -> Result<PathBuf> {
+fn script(dir: &Path) -> Result<PathBuf> {
     let script = dir.join("peers.py");
     std::fs::write(&script, SCRIPT)?;
     Ok(script)
