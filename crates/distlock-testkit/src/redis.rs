@@ -309,9 +309,20 @@ impl RedisCluster {
     pub fn start() -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
+                // An explicit bus port: the default, port + 10000, is past 65535 (and the
+                // server refuses to start) for a fifth of Linux's ephemeral range, and may be
+                // taken.
+                let bus = free_port().to_string();
                 RedisServer::start_with(
                     Persistence::None,
-                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--cluster-port",
+                        &bus,
+                    ],
                 )
             })
             .collect();
