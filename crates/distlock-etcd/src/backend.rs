@@ -518,6 +518,41 @@ impl Shared {
         .map(drop)
     }
 
+    /// Deletes `key` (created at `revision`, any when `None`) in the background, retrying
+    /// until it is gone or the session lease is dead, and only then frees its reservation.
+    /// The session lease is kept alive, so a key left behind would hold the lock, and a
+    /// freed reservation would let a later acquisition adopt the stale key.
+    fn delete_in_background(
+        self: &Arc<Self>,
+        name: String,
+        key: String,
+        revision: Option<i64>,
+        lease: Arc<SessionLease>,
+    ) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to retry on: the key goes with the session lease.
+            self.in_use.lock().unwrap().remove(&key);
+            return;
+        };
+        let shared = Arc::clone(self);
+        runtime.spawn(async move {
+            let mut warned = false;
+            while !lease.is_dead() {
+                match shared.delete_key(&name, &key, revision).await {
+                    Ok(()) => break,
+                    Err(error) if !warned => {
+                        warned = true;
+                        tracing::warn!(backend = BACKEND, lock = name.as_str(), %error,
+                            "could not delete a lock key; retrying until the session lease ends");
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            shared.in_use.lock().unwrap().remove(&key);
+        });
+    }
+
     /// Every key under `prefix`, oldest create revision first, and the read's revision.
     async fn entries(&self, name: &str, prefix: &str) -> Result<(Vec<Entry>, i64)> {
         let options = GetOptions::new()
@@ -600,6 +635,7 @@ impl Shared {
 /// timeout, or the future being dropped), then frees its reservation.
 struct PendingKey {
     shared: Arc<Shared>,
+    lease: Arc<SessionLease>,
     name: String,
     key: String,
     revision: Option<i64>,
@@ -614,28 +650,13 @@ impl PendingKey {
 
 impl Drop for PendingKey {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (shared, name, key, revision) = (
-            Arc::clone(&self.shared),
-            self.name.clone(),
-            self.key.clone(),
-            self.revision,
-        );
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(error) = shared.delete_key(&name, &key, revision).await {
-                        tracing::warn!(backend = BACKEND, %error,
-                            "could not delete the key of an abandoned acquisition; it goes with the session lease");
-                    }
-                    shared.in_use.lock().unwrap().remove(&key);
-                });
-            }
-            Err(_) => {
-                shared.in_use.lock().unwrap().remove(&key);
-            }
+        if self.armed {
+            self.shared.delete_in_background(
+                self.name.clone(),
+                self.key.clone(),
+                self.revision,
+                Arc::clone(&self.lease),
+            );
         }
     }
 }
@@ -655,6 +676,7 @@ impl EtcdBackend {
         let key = shared.reserve_key(&prefix, lease.id);
         let mut pending = PendingKey {
             shared: Arc::clone(shared),
+            lease: Arc::clone(&lease),
             name: name.to_owned(),
             key: key.clone(),
             revision: None,
@@ -726,10 +748,9 @@ impl EtcdBackend {
             if request.options.wait == Wait::NoWait {
                 // `pending` deletes the key when dropped; do it now so a retry sees the
                 // lock as it is.
-                pending.armed = false;
-                let result = shared.delete_key(name, &key, Some(revision)).await;
+                shared.delete_key(name, &key, Some(revision)).await?;
+                pending.disarm();
                 shared.in_use.lock().unwrap().remove(&key);
-                result?;
                 return Err(
                     Error::new(ErrorKind::WouldBlock, BACKEND, "held by another owner")
                         .with_lock(name),
@@ -956,24 +977,12 @@ impl HeldLock for EtcdHeld {
                     Ok(())
                 }
                 Err(error) => {
-                    // Keep trying in the background: the session lease is kept alive, so a
-                    // key left behind would hold the lock until the session ends.
-                    let (shared, name, key, revision, lease) = (
-                        Arc::clone(&self.shared),
+                    self.shared.delete_in_background(
                         self.name.clone(),
                         self.key.clone(),
-                        self.revision,
+                        Some(self.revision),
                         Arc::clone(&self.lease),
                     );
-                    tokio::spawn(async move {
-                        while !lease.is_dead() {
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            if shared.delete_key(&name, &key, Some(revision)).await.is_ok() {
-                                break;
-                            }
-                        }
-                        shared.in_use.lock().unwrap().remove(&key);
-                    });
                     Err(error)
                 }
             }

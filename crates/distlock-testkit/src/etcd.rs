@@ -220,3 +220,12 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     stream.read_to_string(&mut body).ok()?;
     Some(body)
 }
+
+impl EtcdMember {
+    /// Whether this member is the cluster's leader right now (its `/metrics` report
+    /// `etcd_server_is_leader 1`); `false` when it does not answer.
+    pub fn is_leader(&self) -> bool {
+        http_get(self.client_port, "/metrics")
+            .is_some_and(|body| body.lines().any(|l| l.trim() == "etcd_server_is_leader 1"))
+    }
+}

@@ -46,7 +46,10 @@ pub struct Checks {
     pub overlaps: u64,
     /// The longest overlap, ms.
     pub max_overlap_ms: f64,
-    /// Observer samples with more than one exclusive holder.
+    /// Server-side double grants seen by the observer: samples with more than one exclusive
+    /// holder, plus (sample state, acquisition) pairs where the server showed another holder
+    /// while a running, connected client still believed in an acquisition it had been granted
+    /// before the read (see [`server_double_grants`]).
     pub double_grants: u64,
     /// Holder SIGKILLs measured.
     pub crashes: u64,
@@ -61,13 +64,19 @@ pub struct Checks {
     pub min_lost_latency_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Hold {
     token: u64,
     requested: u64,
     granted: u64,
     end: u64,
+    owner: Option<String>,
 }
+
+/// How long a believer must still believe after a read showing another holder for the pair
+/// to count: a client whose lease just ran out logs its Lost a little after the server let go
+/// (scheduling), and that is no double grant.
+const BELIEF_SLACK_NS: u64 = 100_000_000;
 
 /// Runs every checker.
 pub fn check(input: &Input) -> Checks {
@@ -101,6 +110,7 @@ pub fn check(input: &Input) -> Checks {
                         requested,
                         granted: e.t,
                         end: u64::MAX,
+                        owner: e.owner.clone(),
                     });
                 }
                 "commit" => checks.operations += 1,
@@ -154,7 +164,7 @@ pub fn check(input: &Input) -> Checks {
             checks.duplicate_tokens += 1;
         }
     }
-    let mut by_grant: Vec<Hold> = holds.iter().map(|(_, h)| *h).collect();
+    let mut by_grant: Vec<Hold> = holds.iter().map(|(_, h)| h.clone()).collect();
     by_grant.sort_by_key(|h| h.granted);
     let mut prefix_max = Vec::with_capacity(by_grant.len());
     let mut max = 0u64;
@@ -193,11 +203,13 @@ pub fn check(input: &Input) -> Checks {
     }
 
     // Server-side double grants.
+    let client_names: Vec<&str> = by_client.keys().copied().collect();
     checks.double_grants = input
         .samples
         .iter()
         .filter(|s| s.error.is_none() && s.tokens.len() > 1)
-        .count() as u64;
+        .count() as u64
+        + server_double_grants(&holds, input.samples, input.faults, &client_names);
 
     // Unavailability after a holder crash: SIGKILL to the next grant of anyone.
     let mut grants: Vec<u64> = holds.iter().map(|(_, h)| h.granted).collect();
@@ -244,6 +256,73 @@ pub fn check(input: &Input) -> Checks {
     checks
 }
 
+/// Counts (server state, acquisition) pairs where the observer saw the server give the lock
+/// to another owner while a client that was running and connected still believed in an
+/// acquisition the server had granted it before.
+///
+/// Sound by construction, so it can gate: an owner id names one acquisition, which is the
+/// holder from the moment it becomes it until it is gone, so a sample's holders held over the
+/// whole span from its first read's reply to the send of the last read that still showed them.
+/// A believer counts only if its grant was logged before that span ends (the server had
+/// granted it by then) and it still believed [`BELIEF_SLACK_NS`] after the span began. A
+/// client that was SIGSTOPped or partitioned stops counting when that fault began: what it
+/// believes afterwards is the stale holder that overlaps and fencing measure, and the server
+/// was right to move on. What is left is a server that forgot or never saw a live grant
+/// (a restart without persistence) or granted around a live holder (a waiter that believes).
+fn server_double_grants(
+    holds: &[(usize, Hold)],
+    samples: &[ObserverSample],
+    faults: &[FaultEvent],
+    names: &[&str],
+) -> u64 {
+    // Believed-and-valid intervals, with the owner each one is known by on the server.
+    let believers: Vec<(&str, u64, u64, u64)> = holds
+        .iter()
+        .filter_map(|(ci, h)| {
+            let owner = h.owner.as_deref()?;
+            let client = names.get(*ci).copied()?;
+            let cut = faults
+                .iter()
+                .filter(|f| matches!(f.kind.as_str(), "sigstop" | "partition"))
+                .filter(|f| f.client.as_deref() == Some(client))
+                .filter(|f| f.t >= h.granted)
+                .map(|f| f.t)
+                .min()
+                .unwrap_or(u64::MAX);
+            Some((owner, h.token, h.granted, h.end.min(cut)))
+        })
+        .collect();
+    let mut count = 0;
+    for (k, s) in samples.iter().enumerate() {
+        if s.error.is_some() || s.owners.is_empty() {
+            continue;
+        }
+        // Two reads show the holders holding over [first reply, last send]; a lone read only
+        // says "somewhere in [send, reply]", so the believer must span all of it.
+        let last_send = samples
+            .get(k + 1)
+            .and_then(|n| n.prev_last_send)
+            .filter(|&last| last >= s.t);
+        for &(owner, token, granted, end) in &believers {
+            // The same acquisition by owner id, or by the server entry its token names: etcd
+            // adopts a key an earlier failed attempt of the same session left behind, whose
+            // record still carries that attempt's owner id.
+            if s.owners.iter().any(|o| o == owner) || s.tokens.contains(&token) {
+                continue;
+            }
+            let believed_until = end.saturating_sub(BELIEF_SLACK_NS);
+            let double = match last_send {
+                Some(last) => granted.max(s.t) < believed_until.min(last),
+                None => granted < s.t_send && believed_until > s.t,
+            };
+            if double {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
 /// Whether an acquire error is only the wait bound running out.
 fn is_wait_timeout(detail: &str) -> bool {
     detail.contains("not acquired within")
@@ -260,6 +339,36 @@ mod tests {
             ev: ev.into(),
             token,
             detail: None,
+            owner: None,
+        }
+    }
+
+    /// A grant by `client` known on the server as owner `owner`.
+    fn grant(t: u64, client: &str, token: u64, owner: &str) -> ClientEvent {
+        ClientEvent {
+            owner: Some(owner.into()),
+            ..ev(t, client, "granted", Some(token))
+        }
+    }
+
+    /// An observer record: first read sent at `send` and answered at `t` (ms), holders
+    /// `owners`, waiters `waiters`; `prev` = send time of the last read of the previous state.
+    fn seen(
+        send: u64,
+        t: u64,
+        prev: Option<u64>,
+        owners: &[&str],
+        waiters: &[&str],
+    ) -> ObserverSample {
+        ObserverSample {
+            t: t * 1_000_000,
+            t_send: send * 1_000_000,
+            prev_last_send: prev.map(|p| p * 1_000_000),
+            tokens: owners.iter().map(|_| 1).collect(),
+            pids: owners.iter().map(|_| 1).collect(),
+            owners: owners.iter().map(|&o| o.into()).collect(),
+            waiters: waiters.iter().map(|&o| o.into()).collect(),
+            error: None,
         }
     }
 
@@ -330,25 +439,25 @@ mod tests {
                 t: 2_000_000,
                 tokens: vec![10],
                 pids: vec![1],
-                error: None,
+                ..ObserverSample::default()
             },
             ObserverSample {
                 t: 4_000_000,
                 tokens: vec![],
                 pids: vec![],
-                error: None,
+                ..ObserverSample::default()
             },
             ObserverSample {
                 t: 7_000_000,
                 tokens: vec![11],
                 pids: vec![2],
-                error: None,
+                ..ObserverSample::default()
             },
             ObserverSample {
                 t: 8_000_000,
                 tokens: vec![],
                 pids: vec![],
-                error: None,
+                ..ObserverSample::default()
             },
         ];
         let mut i = input(&events, &[]);
@@ -378,5 +487,83 @@ mod tests {
         let c = check(&input(&events, &faults));
         assert_eq!(c.overlaps, 0);
         assert_eq!(c.max_unavailability_ms, Some(3.0));
+    }
+
+    #[test]
+    fn a_server_that_forgot_a_live_holder_is_a_double_grant() {
+        // a holds from 1000 ms to 3000 ms; the server forgets it (a restart without
+        // persistence) and grants b at 1500 ms while a is running and still believes.
+        let events = [
+            ev(900, "a", "request", None),
+            grant(1000, "a", 10, "A"),
+            ev(3000, "a", "lost", Some(10)),
+            ev(3000, "a", "releasing", Some(10)),
+            ev(3001, "a", "released", Some(10)),
+            ev(900, "b", "request", None),
+            grant(1500, "b", 11, "B"),
+            ev(2000, "b", "releasing", Some(11)),
+            ev(2001, "b", "released", Some(11)),
+        ];
+        let samples = [
+            seen(1001, 1005, None, &["A"], &[]),
+            seen(1401, 1405, Some(1390), &[], &[]),
+            seen(1502, 1506, Some(1495), &["B"], &[]),
+            seen(2002, 2006, Some(1995), &[], &[]),
+        ];
+        let mut i = input(&events, &[]);
+        i.samples = &samples;
+        assert_eq!(check(&i).double_grants, 1);
+    }
+
+    #[test]
+    fn a_believer_the_server_ranks_as_waiting_is_a_double_grant() {
+        // ZooKeeper / etcd: b believes it holds while the server still ranks a's node first.
+        let events = [
+            grant(1000, "a", 10, "A"),
+            ev(2500, "a", "releasing", Some(10)),
+            grant(1200, "b", 11, "B"),
+            ev(2600, "b", "releasing", Some(11)),
+        ];
+        let samples = [
+            seen(1150, 1160, None, &["A"], &["B"]),
+            seen(2501, 2505, Some(2490), &["B"], &[]),
+        ];
+        let mut i = input(&events, &[]);
+        i.samples = &samples;
+        assert_eq!(check(&i).double_grants, 1);
+    }
+
+    #[test]
+    fn a_clean_handoff_and_a_stopped_holder_are_no_double_grant() {
+        // a hands over to b; then b is SIGSTOPped past its TTL, the server lets go, c is
+        // granted while b still believes (an overlap, not a server-side double grant).
+        let events = [
+            grant(1000, "a", 10, "A"),
+            ev(1200, "a", "releasing", Some(10)),
+            grant(1210, "b", 11, "B"),
+            grant(4000, "c", 12, "C"),
+            ev(4200, "c", "releasing", Some(12)),
+            ev(5000, "b", "lost", Some(11)),
+            ev(5000, "b", "releasing", Some(11)),
+        ];
+        let faults = [FaultEvent {
+            t: 1_300_000_000,
+            t_end: 4_800_000_000,
+            kind: "sigstop".into(),
+            client: Some("b".into()),
+            token: Some(11),
+        }];
+        let samples = [
+            seen(1001, 1005, None, &["A"], &["B"]),
+            seen(1203, 1206, Some(1195), &["B"], &[]),
+            seen(3400, 3405, Some(3390), &[], &[]),
+            seen(4001, 4003, Some(3990), &["C"], &[]),
+            seen(4201, 4203, Some(4195), &[], &[]),
+        ];
+        let mut i = input(&events, &faults);
+        i.samples = &samples;
+        let c = check(&i);
+        assert_eq!(c.double_grants, 0);
+        assert_eq!(c.overlaps, 1);
     }
 }

@@ -1,4 +1,4 @@
-//! A client process: acquire → read the oracle → work → write the oracle with the token →
+//! A client process: acquire → read the oracle (logged) → work → write the oracle with the token →
 //! release, until its duration runs out, logging every event with a CLOCK_MONOTONIC stamp.
 //!
 //! The client writes without re-checking its lease first: that is the window every real
@@ -81,7 +81,10 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
             }
         };
         let token = lease.token().get();
-        ev("granted", Some(token), None);
+        let mut granted = ClientEvent::now(&args.name, "granted", Some(token), None);
+        // The observer reports holders by owner id: this is how the checkers match them.
+        granted.owner = Some(lease.owner().to_string());
+        log.write(&granted);
         let lost = lease.lost();
         let lost_log = log.clone();
         let name = args.name.clone();
@@ -98,6 +101,9 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
             .call(&Request::Begin { token })
             .await
             .map_err(|e| format!("oracle: {e}"))?;
+        // The controller's SIGSTOP waits for this event, so a stopped holder is stopped between
+        // its read and its write: the window a lost update needs.
+        ev("read", Some(token), None);
         let work = rng.random_range(args.work_min_ms..=args.work_max_ms.max(args.work_min_ms));
         tokio::time::sleep(Duration::from_millis(work)).await;
         let commit: CommitReply = oracle

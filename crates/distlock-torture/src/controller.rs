@@ -48,7 +48,9 @@ impl Scenario {
     /// partitions get work longer than the TTL so the cut-off holder has to renew.
     pub fn new(backend: &'static BackendSpec, fault: Fault, duration: Duration, seed: u64) -> Self {
         let work_ms = match fault {
-            Fault::ClockJump => (1500, 3000),
+            // Longer than the renewal interval (ttl/3), so the first holder still believes
+            // when the second wins its majority.
+            Fault::ClockJump => (3000, 4500),
             // Holds longer than the TTL, so a partitioned holder must renew and lose.
             Fault::Partition => (1000, 3000),
             _ => (20, 300),
@@ -64,9 +66,10 @@ impl Scenario {
             fault_every: Duration::from_secs(4),
         };
         if fault == Fault::ClockJump {
-            // The first renewal (ttl/3) finds the majority gone and reports Lost: a longer TTL
-            // leaves the second client time to win its majority before that.
-            scenario.ttl = Duration::from_secs(6);
+            // The holder's first renewal (ttl/3) finds the majority gone and reports Lost; a
+            // waiter re-checks at least every second: a 9 s TTL leaves it 3 s to win its
+            // majority first.
+            scenario.ttl = Duration::from_secs(9);
             scenario.fault_every = Duration::from_secs(3);
         }
         scenario
@@ -184,17 +187,39 @@ impl Run {
     }
 
     /// The current holder, waiting (up to 3 s) until it is inside its critical section: it
-    /// has been granted the lock and has not written yet.
+    /// has read the resource and has not written yet.
     pub fn holder_mid_work(&mut self) -> Option<(String, u64)> {
         let stop = Instant::now() + Duration::from_secs(3);
         while Instant::now() < stop {
             let (client, token) = self.current_holder()?;
-            if self.last_event(&client).as_deref() == Some("granted") {
+            if self.last_event(&client).as_deref() == Some("read") {
                 return Some((client, token));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         self.current_holder()
+    }
+
+    /// SIGSTOPs the current holder between its read and its write of the resource (up to
+    /// `within`), and returns it with its token. The check is made again once the process is
+    /// stopped, when its log can no longer move: a holder that wrote meanwhile is continued
+    /// and the next one is tried, so the stop always lands inside the read–write window.
+    pub fn pause_holder_mid_work(&mut self, within: Duration) -> Option<(String, u64)> {
+        let stop = Instant::now() + within;
+        while Instant::now() < stop {
+            let Some((client, token)) = self.holder_mid_work() else {
+                continue;
+            };
+            let process = self.client(&client)?;
+            if process.pause().is_err() {
+                return None;
+            }
+            if self.last_event(&client).as_deref() == Some("read") {
+                return Some((client, token));
+            }
+            let _ = self.client(&client)?.resume();
+        }
+        None
     }
 
     /// SIGKILLs a client and forgets it.
@@ -327,11 +352,19 @@ pub fn run(scenario: Scenario, out: &Path) -> ScenarioResult {
     let mut rng = StdRng::seed_from_u64(run.scenario.seed);
     let mut faults: Vec<FaultEvent> = Vec::new();
     if run.scenario.fault != Fault::None {
-        // Leave room at the end so the last fault's consequences land inside the run.
-        let quiet_tail = run.scenario.ttl + Duration::from_millis(1500);
+        // Leave room at the end so the last fault's consequences land inside the run (every
+        // consequence the checkers look for comes within 3 s: expiry, a renewal, a grant).
+        let quiet_tail = run.scenario.ttl.min(Duration::from_secs(3)) + Duration::from_millis(1500);
+        let mut first = true;
         loop {
             let every = run.scenario.fault_every.as_millis() as u64;
-            let wait = Duration::from_millis(rng.random_range(every / 4..=every * 5 / 4));
+            // The first fault comes early, so even a short smoke run applies one (but after the
+            // first hand-overs, so a fault that stalls the lock leaves some work done).
+            let wait = if std::mem::take(&mut first) {
+                Duration::from_millis(rng.random_range(800..=1500))
+            } else {
+                Duration::from_millis(rng.random_range(every / 4..=every * 5 / 4))
+            };
             if Instant::now() + wait + quiet_tail >= run.deadline {
                 break;
             }

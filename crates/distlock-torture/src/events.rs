@@ -25,13 +25,33 @@ pub struct ClientEvent {
     /// Free detail: an error, or the oracle's verdict on a commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The acquisition's owner id (`granted` only): what the observer sees on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// One line of the observer's log: the holders `inspect()` reported, written on every change.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// The read behind a sample happened somewhere in `[t_send, t]`; `prev_last_send` is when the
+/// last read that still showed the previous sample's state was sent, so the previous state's
+/// holders held at least over `[previous t, prev_last_send]` (an owner id names one
+/// acquisition, which stays the holder from the moment it becomes it until it is gone).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ObserverSample {
-    /// CLOCK_MONOTONIC, ns.
+    /// CLOCK_MONOTONIC, ns: when the reply arrived.
     pub t: u64,
+    /// When the request was sent, ns (0 in logs of older harness versions).
+    #[serde(default)]
+    pub t_send: u64,
+    /// Send time of the last read that showed the previous sample's state, ns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_last_send: Option<u64>,
+    /// Owner ids of the exclusive holders, in the order of `tokens`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+    /// Owner ids of the acquisitions the server ranks as waiting (ZooKeeper, etcd).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiters: Vec<String>,
     /// Tokens of the exclusive holders, as the server reports them.
     pub tokens: Vec<u64>,
     /// Process ids of those holders.
@@ -89,6 +109,7 @@ impl ClientEvent {
             ev: ev.to_owned(),
             token,
             detail,
+            owner: None,
         }
     }
 }

@@ -27,9 +27,13 @@ pub enum Fault {
     RestartImmediate,
     /// Redlock: kill one master and start it again after TTL + 1 s.
     RestartDelayed,
-    /// Redlock positive control: one master unreachable while a client wins the other two,
-    /// then a clock jump on one of those two (its key deleted), so a second client can win a
-    /// majority while the first still believes it holds.
+    /// Cluster: SIGKILL one follower, start it again after TTL + 1 s.
+    NodeKill,
+    /// Cluster: SIGKILL the leader, start it again after TTL + 1 s (the others elect a new one).
+    LeaderKill,
+    /// Redlock positive control: one master down while a client wins the other two, then a
+    /// clock jump on one of those two (its key deleted) once the third is back empty, so a
+    /// second client can win a majority while the first still believes it holds.
     ClockJump,
 }
 
@@ -44,6 +48,8 @@ impl Fault {
             Fault::Restart => "restart",
             Fault::RestartImmediate => "restart-immediate",
             Fault::RestartDelayed => "restart-delayed",
+            Fault::NodeKill => "node-kill",
+            Fault::LeaderKill => "leader-kill",
             Fault::ClockJump => "clock-jump",
         }
     }
@@ -61,10 +67,12 @@ impl Fault {
         match self {
             Fault::None => None,
             Fault::Sigstop => {
-                let (client, token) = run.holder_mid_work()?;
+                let (client, token) = run.pause_holder_mid_work(Duration::from_secs(6))?;
                 let t = now_ns();
-                run.client(&client)?.pause().ok()?;
-                std::thread::sleep(past_ttl);
+                // Long enough past the TTL that the server has let go and another client has
+                // read and written meanwhile: the stopped holder's write is then certainly a
+                // lost update (the unfenced positive control).
+                std::thread::sleep(past_ttl + Duration::from_millis(1000));
                 let _ = run.client(&client)?.resume();
                 Some(event(t, "sigstop", Some(client), Some(token)))
             }
@@ -98,6 +106,24 @@ impl Fault {
                 let (client, token) = holder.unzip();
                 Some(event(t, self.label(), client, token))
             }
+            Fault::NodeKill | Fault::LeaderKill => {
+                let holder = run.current_holder();
+                let nodes = run.backend.upstreams().len();
+                let leader = run.backend.leader()?;
+                let node = if self == Fault::LeaderKill {
+                    leader
+                } else {
+                    // A follower, picked by the seed.
+                    let followers: Vec<usize> = (0..nodes).filter(|&n| n != leader).collect();
+                    *followers.get(rng.random_range(0..followers.len().max(1)))?
+                };
+                let t = now_ns();
+                run.backend.restart(node, past_ttl);
+                let (client, token) = holder.unzip();
+                let mut e = event(t, self.label(), client, token);
+                e.kind = format!("{}:{node}", self.label());
+                Some(e)
+            }
             Fault::ClockJump => clock_jump(run),
         }
     }
@@ -127,19 +153,22 @@ fn clock_jump(run: &mut Run) -> Option<FaultEvent> {
         return None;
     }
     let before = nodes[0].command(&["EVAL", HOLDERS, "0"]);
-    // Master 3 becomes unreachable: the next client wins masters 1 and 2 only.
-    nodes[2].pause();
-    let changed = distlock_testkit::wait_until(Duration::from_secs(6), || {
+    // Master 3 goes down (SIGKILL, so nothing a client sends it is queued for later, as a
+    // SIGSTOP would): the next grant is on masters 1 and 2 only, a bare majority.
+    nodes[2].kill();
+    let changed = distlock_testkit::wait_until(Duration::from_secs(10), || {
         let now = nodes[0].command(&["EVAL", HOLDERS, "0"]);
         now != before && !now.starts_with("$0")
     });
-    if changed {
-        // Master 1's clock jumps: the holder's key there expires early.
-        nodes[0].command(&["EVAL", EXPIRE_ALL, "0"]);
-    }
-    nodes[2].resume();
+    // Master 3 comes back empty (no persistence) and the clients reconnect to it.
+    nodes[2].restart();
     if !changed {
         return None;
     }
+    std::thread::sleep(Duration::from_millis(300));
+    // Master 1's clock jumps forward: the holder's key there expires at once. Masters 1 and 3
+    // are now free, a majority, while the holder still believes — until its next renewal
+    // (ttl/3 after its grant) finds only master 2.
+    nodes[0].command(&["EVAL", EXPIRE_ALL, "0"]);
     Some(event(t, "clock-jump", None, None))
 }

@@ -41,7 +41,7 @@ struct Cli {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Profile {
-    /// Short runs of every backend × fault (a few minutes in all).
+    /// Short runs of every backend × fault (under 10 minutes in all: CI's gate).
     Smoke,
     /// The same matrix, sharing `--duration` between the runs.
     Soak,
@@ -54,8 +54,8 @@ enum Cmd {
         /// smoke or soak.
         #[arg(long, value_enum, default_value = "smoke")]
         profile: Profile,
-        /// Soak: total time shared by the runs (e.g. 30m). Smoke: time per run (default 15s
-        /// for files, Redis and Redlock, 10s for the others).
+        /// Soak: total time shared by the runs (e.g. 30m). Smoke: time per run (default 6s
+        /// without faults, 15s for the Redlock clock jump, 9s for the others).
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
         /// Seed of the first run; each run adds its index.
@@ -201,18 +201,19 @@ fn suite(
         .filter(|s| only.is_empty() || only.iter().any(|o| o == s.label))
         .flat_map(|s| s.faults.iter().map(move |f| (s, *f)))
         .collect();
-    let per_run = |spec: &backends::BackendSpec| match profile {
-        Profile::Smoke => duration.unwrap_or(spec.smoke_run),
+    let per_run = |spec: &backends::BackendSpec, fault: Fault| match profile {
+        Profile::Smoke => duration.unwrap_or_else(|| backends::smoke_duration(spec, fault)),
         Profile::Soak => {
             let total = duration.unwrap_or(Duration::from_secs(30 * 60));
             (total / matrix.len().max(1) as u32).max(Duration::from_secs(15))
         }
     };
     let _ = std::fs::create_dir_all(out);
+    let suite_started = std::time::Instant::now();
     let mut results = Vec::new();
     for (i, (spec, fault)) in matrix.iter().enumerate() {
         let run_seed = seed + i as u64;
-        let per_run = per_run(spec);
+        let per_run = per_run(spec, *fault);
         eprintln!(
             "[{}/{}] {} × {} for {:?} (seed {run_seed})",
             i + 1,
@@ -221,9 +222,13 @@ fn suite(
             fault.label(),
             per_run
         );
+        let run_started = std::time::Instant::now();
         let result = controller::run(Scenario::new(spec, *fault, per_run, run_seed), out);
         eprintln!(
-            "    ops {} acq-err {} lost {} fenced-rej {} stale {} overlaps {} double {} unavail {:?} lost-latency {:?}",
+            "    {:.1?} (suite {:.0?}): faults {} ops {} acq-err {} lost {} fenced-rej {} stale {} overlaps {} double {} unavail {:?} lost-latency {:?}{}",
+            run_started.elapsed(),
+            suite_started.elapsed(),
+            result.faults_applied,
             result.checks.operations,
             result.checks.acquire_errors,
             result.oracle.lost_updates,
@@ -233,6 +238,11 @@ fn suite(
             result.checks.double_grants,
             result.checks.max_unavailability_ms,
             result.checks.max_lost_latency_ms,
+            if result.harness_errors.is_empty() {
+                String::new()
+            } else {
+                format!(" HARNESS ERRORS {:?}", result.harness_errors)
+            },
         );
         results.push(result);
     }

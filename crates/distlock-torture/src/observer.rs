@@ -32,18 +32,20 @@ pub async fn run(args: ObserveArgs) -> Result<(), String> {
     let log = JsonlWriter::create(&args.log).map_err(|e| format!("log: {e}"))?;
     let deadline = Instant::now() + Duration::from_millis(args.duration_ms);
     let mut locks = None;
-    let mut last: Option<(Vec<u64>, bool)> = None;
+    // The state of the last sample written, and the send time of the last read showing it.
+    let mut last: Option<(Vec<String>, Vec<String>, bool)> = None;
+    let mut last_send: Option<u64> = None;
     println!("ready");
     while Instant::now() < deadline {
         if locks.is_none() {
             locks = distlock::connect(&args.url).await.ok();
         }
-        let sample = match &locks {
+        let t_send = now_ns();
+        let mut sample = match &locks {
             None => ObserverSample {
                 t: now_ns(),
-                tokens: vec![],
-                pids: vec![],
                 error: Some("connect failed".into()),
+                ..ObserverSample::default()
             },
             Some(l) => {
                 let polled = tokio::time::timeout(Duration::from_secs(1), l.inspect(&args.lock))
@@ -62,23 +64,38 @@ pub async fn run(args: ObserveArgs) -> Result<(), String> {
                             t,
                             tokens: exclusive.iter().map(|h| h.token.get()).collect(),
                             pids: exclusive.iter().map(|h| h.owner.pid).collect(),
-                            error: None,
+                            owners: exclusive
+                                .iter()
+                                .map(|h| h.owner.owner.to_string())
+                                .collect(),
+                            waiters: info
+                                .waiters
+                                .iter()
+                                .map(|w| w.owner.owner.to_string())
+                                .collect(),
+                            ..ObserverSample::default()
                         }
                     }
                     Err(e) => ObserverSample {
                         t,
-                        tokens: vec![],
-                        pids: vec![],
                         error: Some(e),
+                        ..ObserverSample::default()
                     },
                 }
             }
         };
-        let key = (sample.tokens.clone(), sample.error.is_some());
+        sample.t_send = t_send;
+        let key = (
+            sample.owners.clone(),
+            sample.waiters.clone(),
+            sample.error.is_some(),
+        );
         if last.as_ref() != Some(&key) {
+            sample.prev_last_send = last_send;
             log.write(&sample);
             last = Some(key);
         }
+        last_send = Some(t_send);
         tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
     }
     Ok(())

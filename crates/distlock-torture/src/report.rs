@@ -75,6 +75,10 @@ pub fn gates(results: &[ScenarioResult]) -> Vec<Gate> {
             }
             ("redlock", "clock-jump") => {
                 gate("positive control: overlap detected", c.overlaps > 0);
+                gate(
+                    "positive control: the observer saw the double grant",
+                    c.double_grants > 0,
+                );
             }
             _ => {}
         }
@@ -122,7 +126,11 @@ pub fn markdown(results: &[ScenarioResult], gates: &[Gate], how: &str) -> String
          with an error other than the wait bound running out (server down, connection or \
          session gone); **overlaps** pairs of believed-held intervals \
          (grant .. min(release, Lost, death)) that intersect, with the longest; **double** \
-         observer samples with two exclusive holders on the server; **order** token-order \
+         server-side double grants seen by the observer: samples with two exclusive holders, \
+         plus (server state, acquisition) pairs where the server showed another owner holding \
+         while a client that had been granted before the read, and was neither SIGSTOPped nor \
+         cut off since, still believed it held 100 ms after the read (the server forgot a live \
+         grant, or granted around one); **order** token-order \
          violations + repeated tokens; **unavail.** longest SIGKILL-of-holder → next grant; \
          **lost latency** holder's Lost minus the observer seeing its token gone on the server \
          (negative = the holder knew first), min / max.\n"

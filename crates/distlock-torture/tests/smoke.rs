@@ -1,73 +1,41 @@
-//! A very short end-to-end torture run, so CI exercises the harness: the file backend under
-//! SIGKILL must be clean and available again at once; the Redis SIGSTOP positive control must
-//! show the lost update that fencing rejects; etcd under SIGKILL must be free again within the
-//! TTL and never grant twice.
+//! CI's torture gate: the whole smoke profile — every backend × fault, positive controls
+//! included — with every gate of docs/guarantees.md, on the binary `cargo test` has just built
+//! (no release build: that would cost CI more than the runs themselves). Under 10 minutes on
+//! a 2-core machine.
+//!
+//! Progress goes straight to stderr; the logs of every run stay under
+//! `target/tmp/torture-smoke/<backend>-<fault>/` for a failure's post-mortem. The docs are left
+//! alone: `scripts/torture` regenerates them.
 
 use std::process::Command;
+use std::time::Instant;
 
-fn scenario(
-    backend: &str,
-    fault: &str,
-    duration: &str,
-    out: &std::path::Path,
-) -> serde_json::Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_distlock-torture"))
-        .args(["scenario", "--backend", backend, "--fault", fault])
-        .args(["--duration", duration, "--seed", "7"])
+#[test]
+fn smoke_profile_passes_every_gate() {
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("torture-smoke");
+    let started = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_distlock-torture"))
+        .args(["suite", "--profile", "smoke", "--seed", "1"])
         .arg("--out")
-        .arg(out)
-        .output()
+        .arg(&out)
+        .status()
         .expect("distlock-torture runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("torture smoke profile: {:.0?}", started.elapsed());
     assert!(
-        output.status.success(),
-        "{backend}/{fault}: gates failed:\n{stderr}"
+        status.success(),
+        "torture gates failed (see GATE FAILED above; logs in {})",
+        out.display()
     );
-    serde_json::from_slice(&output.stdout).expect("a JSON result")
-}
-
-#[test]
-fn file_backend_under_sigkill_is_clean_and_recovers_at_once() {
-    let out = tempfile::tempdir().unwrap();
-    let r = scenario("file", "sigkill", "8s", out.path());
-    let c = &r["checks"];
-    assert!(c["operations"].as_u64().unwrap() > 0, "{r}");
-    assert!(c["crashes"].as_u64().unwrap() >= 1, "{r}");
-    assert_eq!(c["double_grants"], 0, "{r}");
-    assert_eq!(c["overlaps"], 0, "{r}");
-    assert_eq!(r["oracle"]["lost_updates"], 0, "{r}");
-    assert!(
-        c["max_unavailability_ms"].as_f64().unwrap() <= 3000.0,
-        "{r}"
-    );
-}
-
-#[test]
-fn redis_sigstop_positive_control_shows_the_lost_update() {
-    let out = tempfile::tempdir().unwrap();
-    let r = scenario("redis", "sigstop", "10s", out.path());
-    assert!(r["faults_applied"].as_u64().unwrap() >= 1, "{r}");
-    assert!(r["oracle"]["lost_updates"].as_u64().unwrap() >= 1, "{r}");
-    assert!(
-        r["oracle"]["fenced_writes_rejected"].as_u64().unwrap() >= 1,
-        "{r}"
-    );
-    assert_eq!(r["oracle"]["fenced_accepted_stale"], 0, "{r}");
-    assert!(r["checks"]["overlaps"].as_u64().unwrap() >= 1, "{r}");
-}
-
-#[test]
-fn etcd_under_sigkill_recovers_within_ttl_and_never_double_grants() {
-    let out = tempfile::tempdir().unwrap();
-    let r = scenario("etcd", "sigkill", "8s", out.path());
-    let c = &r["checks"];
-    assert!(c["operations"].as_u64().unwrap() > 0, "{r}");
-    assert!(c["crashes"].as_u64().unwrap() >= 1, "{r}");
-    assert_eq!(c["double_grants"], 0, "{r}");
-    assert_eq!(c["overlaps"], 0, "{r}");
-    assert_eq!(r["oracle"]["fenced_accepted_stale"], 0, "{r}");
-    assert!(
-        c["max_unavailability_ms"].as_f64().unwrap() <= 3000.0,
-        "{r}"
-    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let runs = results.as_array().unwrap();
+    // Every positive control ran and was gated (the suite fails when one sees nothing).
+    for control in [("redis", "sigstop"), ("redlock", "clock-jump")] {
+        assert!(
+            runs.iter()
+                .any(|r| (r["backend"].as_str(), r["fault"].as_str())
+                    == (Some(control.0), Some(control.1))),
+            "{control:?} missing from the smoke profile"
+        );
+    }
 }

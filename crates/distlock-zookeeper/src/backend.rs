@@ -524,21 +524,96 @@ impl ZooKeeperBackend {
     }
 }
 
+/// A node this session created and no longer wants.
+#[derive(Clone)]
+enum OwnNode {
+    /// Known by path; with `czxid`, only that incarnation of it.
+    Path { path: String, czxid: Option<i64> },
+    /// Created in protected mode whose reply was lost: found by its id among `dir`'s children.
+    Protected { dir: String, uuid: String },
+}
+
+impl Session {
+    /// One attempt at deleting `node`; Ok when it is gone.
+    async fn delete_own(&self, node: &OwnNode) -> std::result::Result<(), zk::Error> {
+        let path = match node {
+            OwnNode::Path { path, czxid } => {
+                if let Some(czxid) = czxid {
+                    match self.client.check_stat(path).await? {
+                        Some(stat) if stat.czxid == *czxid => {}
+                        _ => return Ok(()),
+                    }
+                }
+                path.clone()
+            }
+            OwnNode::Protected { dir, uuid } => match self.client.list_children(dir).await {
+                Ok(children) => match children.into_iter().find(|c| c.contains(uuid.as_str())) {
+                    Some(child) => format!("{dir}/{child}"),
+                    None => return Ok(()),
+                },
+                Err(zk::Error::NoNode) => return Ok(()),
+                Err(error) => return Err(error),
+            },
+        };
+        match self.client.delete(&path, None).await {
+            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Deletes `node`; if that fails, keeps trying in the background until it is gone or the
+    /// session has ended (which deletes it too). A node left behind on a live session would
+    /// hold the lock until the process exits.
+    async fn delete_own_or_retry(
+        self: &Arc<Self>,
+        node: OwnNode,
+    ) -> std::result::Result<(), zk::Error> {
+        let first = match self.delete_own(&node).await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        self.note(&first);
+        if !self.has_ended() {
+            self.spawn_delete(node);
+        }
+        if matches!(first, zk::Error::SessionExpired) {
+            Ok(())
+        } else {
+            Err(first)
+        }
+    }
+
+    /// Retries deleting `node` in the background (see [`Session::delete_own_or_retry`]).
+    fn spawn_delete(self: &Arc<Self>, node: OwnNode) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let session = Arc::clone(self);
+        runtime.spawn(async move {
+            loop {
+                match session.delete_own(&node).await {
+                    Ok(()) => return,
+                    Err(error) => session.note(&error),
+                }
+                if session.has_ended() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+    }
+}
+
 /// Deletes the node of an acquisition that does not complete (dropped, timed out, failed).
 struct PendingNode {
-    client: zk::Client,
-    path: Option<String>,
+    session: Arc<Session>,
+    node: Option<OwnNode>,
 }
 
 impl Drop for PendingNode {
     fn drop(&mut self) {
-        if let Some(path) = self.path.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let client = self.client.clone();
-            runtime.spawn(async move {
-                let _ = client.delete(&path, None).await;
-            });
+        if let Some(node) = self.node.take() {
+            self.session.spawn_delete(node);
         }
     }
 }
@@ -574,8 +649,8 @@ impl ZooKeeperBackend {
         .expect("a record serializes");
         let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
         let mut pending = PendingNode {
-            client: client.clone(),
-            path: None,
+            session: Arc::clone(session),
+            node: None,
         };
         let created = match client.create(&prefix, &data, &options).await {
             Err(zk::Error::NoNode) => {
@@ -593,11 +668,11 @@ impl ZooKeeperBackend {
         let (stat, sequence) = match created {
             Ok(created) => created,
             Err(zk::Error::ConnectionLoss) => {
-                // Protected mode: look for our node by its id before giving up.
-                let children = client.list_children(&path).await.unwrap_or_default();
-                if let Some(ours) = children.iter().find(|c| c.contains(&uuid)) {
-                    pending.path = Some(format!("{path}/{ours}"));
-                }
+                // Protected mode: our node, if it was created, is found by its id.
+                pending.node = Some(OwnNode::Protected {
+                    dir: path.clone(),
+                    uuid: uuid.clone(),
+                });
                 return Err(Error::new(
                     ErrorKind::Connection,
                     BACKEND,
@@ -609,7 +684,10 @@ impl ZooKeeperBackend {
         };
         let own_name = format!("{}{sequence}", &prefix[path.len() + 1..]);
         let own_path = format!("{path}/{own_name}");
-        pending.path = Some(own_path.clone());
+        pending.node = Some(OwnNode::Path {
+            path: own_path.clone(),
+            czxid: Some(stat.czxid),
+        });
         loop {
             let nodes = session.children(name, &path).await?;
             let Some(position) = nodes.iter().position(|n| n.name == own_name) else {
@@ -624,8 +702,10 @@ impl ZooKeeperBackend {
                 break;
             };
             if request.options.wait == Wait::NoWait {
-                pending.path = None;
-                let _ = client.delete(&own_path, None).await;
+                // Deleted now, so that a retry sees the lock as it is.
+                if let Some(node) = pending.node.take() {
+                    let _ = session.delete_own_or_retry(node).await;
+                }
                 return Err(
                     Error::new(ErrorKind::WouldBlock, BACKEND, "held by another owner")
                         .with_lock(name),
@@ -655,7 +735,7 @@ impl ZooKeeperBackend {
             signals.retain(|s| !s.state().is_final());
             signals.push(signal.clone());
         }
-        pending.path = None;
+        pending.node = None;
         Ok(Box::new(ZkHeld {
             session: Arc::clone(session),
             name: name.to_owned(),
@@ -801,15 +881,21 @@ impl HeldLock for ZkHeld {
     fn release(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             // Only our own node, and only the incarnation we created.
-            match self.session.client.check_stat(&self.path).await {
-                Ok(Some(stat)) if stat.czxid == self.czxid => {}
-                Ok(_) | Err(zk::Error::SessionExpired) => return Ok(()),
-                Err(error) => return Err(zk_error(error, "checking the lock node", &self.name)),
-            }
-            match self.session.client.delete(&self.path, None).await {
-                Ok(()) | Err(zk::Error::NoNode) | Err(zk::Error::SessionExpired) => Ok(()),
-                Err(error) => Err(zk_error(error, "deleting the lock node", &self.name)),
-            }
+            let node = OwnNode::Path {
+                path: self.path.clone(),
+                czxid: Some(self.czxid),
+            };
+            self.session
+                .delete_own_or_retry(node)
+                .await
+                .map_err(|error| {
+                    zk_error(
+                        error,
+                        "deleting the lock node (retried in the background until the \
+                     connection is back or the session ends)",
+                        &self.name,
+                    )
+                })
         })
     }
 }

@@ -29,23 +29,40 @@ pub const SPEC: BackendSpec = BackendSpec {
     no_double_grants: true,
     server_expiry: true,
     crash_slack: Duration::ZERO,
-    smoke_run: super::NEW_SMOKE_RUN,
+    smoke_run: super::SMOKE_RUN,
     note: Some(
-        "The session lease has the TTL in whole seconds (2 s). The observer's `inspect()` ranks \
-         the keys by create revision as the lock does (the oldest holds), so **double** can only \
-         count keys that are both oldest; the overlaps and the fenced register are the checks \
-         that see a second believer. Restart = SIGKILL of the member, then a start on the same \
+        "The session lease has the TTL in whole seconds (2 s). The observer lists the keys under \
+         the lock's prefix through `inspect()` (the lowest create revision holds, the others \
+         wait) with their owners: **double** counts a client that believes it holds while the \
+         server ranks another key first (its own key waiting, or gone while it ran). Restart = \
+         SIGKILL of the member, then a start on the same \
          data directory; partition = the holder's gRPC connection blackholed by the userspace \
-         proxy. **Finding (availability, not safety)**: after a partition longer than the TTL \
-         the client's session lease has expired on the server, and every later `acquire()` \
-         through the same `connect()` handle fails with `etcdserver: requested lease not \
-         found`, until the process connects again: the backend does not grant itself a new \
-         session lease (the **acq. err.** of the partition row; reproduce with \
-         `distlock-torture scenario --backend etcd --fault partition --duration 10s --seed \
-         <the row's seed>` and look for `acquire_error` in \
-         `target/torture/etcd-partition/c*.jsonl`).",
+         proxy. **acq. err.**: acquisitions that failed \
+         while the member was down or the client cut off (`no answer within 500ms`, a watch \
+         broken by the kill); a client whose session lease expired (partition past the TTL) \
+         gets a new lease on its next `acquire()`, so no error outlasts the fault.",
     ),
     start,
+};
+
+/// A 3-member etcd cluster.
+pub const SPEC_CLUSTER: BackendSpec = BackendSpec {
+    label: "etcd-cluster",
+    about: "a 3-member etcd cluster, session lease = TTL, follower and leader kill",
+    faults: &[Fault::None, Fault::NodeKill, Fault::LeaderKill],
+    monotonic_tokens: true,
+    no_double_grants: true,
+    server_expiry: true,
+    crash_slack: Duration::ZERO,
+    smoke_run: super::SMOKE_RUN,
+    note: Some(
+        "Clients and the observer know all three members (heartbeat 50 ms, election timeout \
+         500 ms). node-kill = SIGKILL of a follower, leader-kill = SIGKILL of the member whose \
+         `/metrics` say `etcd_server_is_leader 1`; either comes back after TTL + 1–1.5 s on the \
+         same data directory. A new leader extends every lease by its TTL, so a leader kill \
+         delays expiry rather than advancing it.",
+    ),
+    start: start_cluster,
 };
 
 struct EtcdBackend {
@@ -58,7 +75,26 @@ fn start(_dir: &Path) -> Box<dyn TortureBackend> {
     })
 }
 
+fn start_cluster(_dir: &Path) -> Box<dyn TortureBackend> {
+    Box::new(EtcdBackend {
+        server: Etcd::start_cluster(),
+    })
+}
+
 impl TortureBackend for EtcdBackend {
+    fn leader(&self) -> Option<usize> {
+        if self.server.members().len() < 2 {
+            return None;
+        }
+        // After a kill the others may still be electing: wait for one to say it leads.
+        let mut leader = None;
+        distlock_testkit::wait_until(Duration::from_secs(15), || {
+            leader = self.server.members().iter().position(|m| m.is_leader());
+            leader.is_some()
+        });
+        leader
+    }
+
     fn direct_url(&self) -> String {
         format!("etcd://{}/{OPTIONS}", self.server.hosts())
     }

@@ -29,6 +29,11 @@ pub trait TortureBackend {
     fn url_via(&self, ports: &[u16]) -> String;
     /// Kills server `node` and starts it again on the same port after `down_for`.
     fn restart(&mut self, node: usize, down_for: Duration);
+    /// The index of the cluster's current leader (waiting up to a few seconds for one), or
+    /// `None` for backends without a leader.
+    fn leader(&self) -> Option<usize> {
+        None
+    }
     /// The Redis servers, for Redis-specific faults; empty elsewhere.
     fn redis_nodes(&mut self) -> &mut [RedisServer] {
         &mut []
@@ -55,7 +60,7 @@ pub struct BackendSpec {
     /// Allowance beyond ttl + 1 s for the unavailability after a holder's SIGKILL (ZooKeeper:
     /// the server expires sessions once per tick).
     pub crash_slack: Duration,
-    /// The smoke profile's default time per run.
+    /// The smoke profile's time per fault run (see [`smoke_duration`]).
     pub smoke_run: Duration,
     /// A note printed under the backend's table (conditions of the measurement, known
     /// violations and the conditions under which they happen).
@@ -73,15 +78,31 @@ pub const ALL: &[BackendSpec] = &[
     postgres::SPEC,
     mysql::SPEC,
     zookeeper::SPEC,
+    zookeeper::SPEC_ENSEMBLE,
     etcd::SPEC,
+    etcd::SPEC_CLUSTER,
 ];
 
-/// The smoke profile's time per run for the first backends (files, Redis, Redlock).
-pub(crate) const SMOKE_RUN: Duration = Duration::from_secs(15);
+/// The smoke profile's time per fault run: the first fault comes within a second, the
+/// longest (a SIGSTOP past the TTL, a kill and restart) is over within 7 s, and the consequences
+/// land within the quiet tail the controller leaves after the last one.
+pub(crate) const SMOKE_RUN: Duration = Duration::from_secs(9);
 
-/// The smoke profile's time per run for the database and coordination-service backends,
-/// shorter so the whole smoke profile stays within 10 minutes (their servers start slower).
-pub(crate) const NEW_SMOKE_RUN: Duration = Duration::from_secs(10);
+/// The smoke profile's time per run without faults: long enough for dozens of hand-overs.
+const SMOKE_BASELINE: Duration = Duration::from_secs(6);
+
+/// The smoke profile's time for the Redlock clock-jump control, whose TTL is 9 s.
+const SMOKE_CLOCK_JUMP: Duration = Duration::from_secs(15);
+
+/// The smoke profile's time for `spec` × `fault`. The whole smoke profile (CI's gate) must
+/// stay under 10 minutes on a 2-core machine.
+pub fn smoke_duration(spec: &BackendSpec, fault: Fault) -> Duration {
+    match fault {
+        Fault::None => SMOKE_BASELINE,
+        Fault::ClockJump => SMOKE_CLOCK_JUMP,
+        _ => spec.smoke_run,
+    }
+}
 
 /// Looks a backend up by label.
 pub fn spec(label: &str) -> Option<&'static BackendSpec> {

@@ -28,7 +28,7 @@ pub const SPEC: BackendSpec = BackendSpec {
     no_double_grants: true,
     server_expiry: true,
     crash_slack: Duration::ZERO,
-    smoke_run: super::NEW_SMOKE_RUN,
+    smoke_run: super::SMOKE_RUN,
     note: Some(
         "TTL enforced by the server: the holder's connection gets `wait_timeout` = ceil(TTL) (one \
          second granularity). Restart = SIGKILL of mariadbd, then InnoDB crash recovery on the \

@@ -27,7 +27,7 @@ pub const SPEC: BackendSpec = BackendSpec {
     no_double_grants: true,
     server_expiry: true,
     crash_slack: Duration::ZERO,
-    smoke_run: super::NEW_SMOKE_RUN,
+    smoke_run: super::SMOKE_RUN,
     note: Some(
         "TTL enforced by the server: the holder's session gets `idle_session_timeout` = TTL. \
          Restart = SIGKILL of the postmaster and every backend, then crash recovery on the same \

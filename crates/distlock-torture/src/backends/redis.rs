@@ -28,7 +28,17 @@ pub const SPEC: BackendSpec = BackendSpec {
     server_expiry: true,
     crash_slack: Duration::ZERO,
     smoke_run: super::SMOKE_RUN,
-    note: None,
+    note: Some(
+        "sigstop is the unfenced positive control: the holder is stopped between its read and \
+         its write of the resource, for TTL + 2–2.5 s, so the key expires, another client \
+         writes, and the stopped holder's write is a lost update in the unfenced counter, which \
+         the fenced register rejects. restart = SIGKILL and a start without persistence: the \
+         holder's key is forgotten; the holder reports Lost when its connection comes back \
+         (`the lock was gone when the connection came back`), and a waiter granted just before \
+         that overlaps it (the restart row's overlaps; the double-grant check needs the \
+         believer to outlast an observer read by 100 ms, which it does not). Double grants are \
+         not gated here: without persistence they are the documented behaviour.",
+    ),
     start: start_plain,
 };
 
@@ -42,7 +52,11 @@ pub const SPEC_AOF: BackendSpec = BackendSpec {
     server_expiry: true,
     crash_slack: Duration::ZERO,
     smoke_run: super::SMOKE_RUN,
-    note: None,
+    note: Some(
+        "restart = SIGKILL and a start on the same directory: with every write fsynced to the \
+         AOF, the holder's key and the token counter come back, so a restart costs \
+         availability only.",
+    ),
     start: start_aof,
 };
 

@@ -25,7 +25,17 @@ pub const SPEC: BackendSpec = BackendSpec {
     server_expiry: true,
     crash_slack: Duration::ZERO,
     smoke_run: super::SMOKE_RUN,
-    note: None,
+    note: Some(
+        "restart-immediate / restart-delayed = SIGKILL of one master and a start without \
+         persistence at once / after TTL + 1–1.5 s. clock-jump is the Redlock positive control \
+         (TTL 9 s, work 3–4.5 s): master 3 is killed, a client wins masters 1 and 2, master 3 \
+         restarts empty, then master 1's lock keys are deleted — what a forward clock jump does \
+         to their expiry. Masters 1 and 3 then grant a second client while the first still \
+         believes, until its next renewal (ttl/3) finds only master 2: overlaps, double grants \
+         seen by the observer (the majority's holder is not the believer), and the old \
+         holder's write is a lost update that the fenced register rejects. Tokens are not \
+         gated: a master that lost its counter restarts it from its clock (best effort).",
+    ),
     start,
 };
 

@@ -35,25 +35,57 @@ pub const SPEC: BackendSpec = BackendSpec {
     no_double_grants: true,
     server_expiry: true,
     crash_slack: Duration::from_millis(2 * TICK.as_millis() as u64),
-    smoke_run: super::NEW_SMOKE_RUN,
+    smoke_run: super::SMOKE_RUN,
     note: Some(
         "Clients ask for a session timeout equal to the TTL (2 s; tickTime 250 ms), so the lock \
          node of a dead, stopped or cut-off holder goes when the server expires its session, \
-         checked once per tick: the unavailability gate is ttl + 1 s + 2 ticks. The observer's \
-         `inspect()` ranks the lock nodes as the lock does (the lowest sequence number holds), so \
-         **double** can only count two nodes neither of which has a predecessor; the overlaps and \
-         the fenced register are the checks that see a second believer. Restart = SIGKILL of the \
+         checked once per tick: the unavailability gate is ttl + 1 s + 2 ticks. The observer lists \
+         the lock nodes through `inspect()` (the lowest sequence number holds, the others wait) \
+         with their owners: **double** counts a client that believes it holds while the server \
+         ranks another node first (its own node waiting, or gone while it ran). Restart = SIGKILL of the \
          standalone server and a new JVM on the same data directory (sessions are in its log). \
-         **Finding (availability, not safety)**: once a client's session has expired — it was \
-         SIGSTOPped, or cut off by a partition, for longer than the session timeout — every \
-         later `acquire()` through the same `connect()` handle fails at once with `creating the \
-         lock node: session expired`, until the process connects again: the backend never \
-         opens a new session (the **acq. err.** of the sigstop and partition rows; reproduce \
-         with `distlock-torture scenario --backend zookeeper --fault sigstop --duration 10s \
-         --seed <the row's seed>` and look for `acquire_error` in \
-         `target/torture/zookeeper-sigstop/c*.jsonl`).",
+         **acq. err.**: acquisitions that failed while the server was down or the client cut \
+         off (`could not reach zookeeper ...: no available hosts`); a client whose session \
+         expired (SIGSTOP or partition past the session timeout) gets a new session on its next \
+         `acquire()`, so no error outlasts the fault. **Finding (availability, not safety)**: \
+         a holder whose `release()` meets the server's kill fails (`checking the lock node: \
+         Connection reset by peer`) without deleting its lock node; its session survives the \
+         restart (it is in the log) and reconnects, so the node keeps the lock and every later \
+         `acquire()` — the same process's too, queued behind its own node — waits until that \
+         process's session ends. It takes a kill inside the release's few milliseconds, so it \
+         shows in some restart rows only (few **ops**; in the run's logs, a `released` event \
+         with that error, then `not acquired within` for every client).",
     ),
     start,
+};
+
+/// A ZooKeeper 3-node ensemble.
+pub const SPEC_ENSEMBLE: BackendSpec = BackendSpec {
+    label: "zookeeper-ensemble",
+    about: "a 3-node ZooKeeper ensemble, session timeout = TTL, follower and leader kill",
+    faults: &[Fault::None, Fault::NodeKill, Fault::LeaderKill],
+    monotonic_tokens: true,
+    no_double_grants: true,
+    server_expiry: true,
+    crash_slack: Duration::from_millis(2 * TICK.as_millis() as u64),
+    smoke_run: super::SMOKE_RUN,
+    note: Some(
+        "Clients and the observer know all three nodes. node-kill = SIGKILL of a follower, \
+         leader-kill = SIGKILL of the node whose `srvr` says `leader`; either comes back after \
+         TTL + 1–1.5 s on the same data directory. Clients connected to the killed node move to \
+         another within the session timeout or lose their session. **Finding (availability, \
+         not safety)**: when the node a holder is connected to is killed while that holder \
+         releases, `release()` fails (`checking the lock node: connection to server has lost` \
+         or `Connection reset by peer`) without deleting the lock node; the session moves to \
+         another node and lives on, so its node keeps the lock and every later `acquire()` — \
+         the same process's too, queued behind its own node — waits until that process's \
+         session ends (a node-kill or leader-kill row with few **ops**, whichever kill hit the \
+         holder's server mid-release; reproduced with `distlock-torture \
+         scenario --backend zookeeper-ensemble --fault node-kill --duration 9s --seed 4` once: \
+         `released` with that error in `target/torture/zookeeper-ensemble-node-kill/c*.jsonl`, \
+         then `not acquired within` for everyone).",
+    ),
+    start: start_ensemble,
 };
 
 struct Zk {
@@ -66,7 +98,30 @@ fn start(_dir: &Path) -> Box<dyn TortureBackend> {
     })
 }
 
+fn start_ensemble(_dir: &Path) -> Box<dyn TortureBackend> {
+    Box::new(Zk {
+        server: ZooKeeper::start_ensemble(),
+    })
+}
+
 impl TortureBackend for Zk {
+    fn leader(&self) -> Option<usize> {
+        if self.server.nodes().len() < 2 {
+            return None;
+        }
+        // After a kill the others may still be electing: wait for one to say it leads.
+        let mut leader = None;
+        distlock_testkit::wait_until(Duration::from_secs(15), || {
+            leader = self
+                .server
+                .nodes()
+                .iter()
+                .position(|n| n.mode().as_deref() == Some("leader"));
+            leader.is_some()
+        });
+        leader
+    }
+
     fn direct_url(&self) -> String {
         format!(
             "zk://{}/?session_timeout={SESSION_TIMEOUT}",
