@@ -391,6 +391,8 @@ impl RwLockBuilder {
 
     /// The exclusive (write) side.
     pub fn write(self) -> LockBuilder {
-        self.locks.builder(self.name, LockMode::Exclusive)
+        let mut builder = self.locks.builder(self.name, LockMode::Exclusive);
+        builder.options.write_side = true;
+        builder
     }
 }

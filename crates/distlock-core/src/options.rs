@@ -69,6 +69,11 @@ pub struct AcquireOptions {
     pub priority: i32,
     /// Free text shown by inspection, e.g. `"deploy of v1.2 by alice"`.
     pub description: Option<String>,
+    /// Set by [`RwLockBuilder::write`](crate::RwLockBuilder::write): the exclusive side of a
+    /// read-write lock rather than a mutex. Both exclude everything; a backend whose peers lay
+    /// the two out differently (Curator's read-write lock on ZooKeeper) names the entry as
+    /// they do, so that their readers see distlock's writers.
+    pub write_side: bool,
 }
 
 impl Default for AcquireOptions {
@@ -79,6 +84,7 @@ impl Default for AcquireOptions {
             mode: LockMode::Exclusive,
             priority: 0,
             description: None,
+            write_side: false,
         }
     }
 }

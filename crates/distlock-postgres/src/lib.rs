@@ -31,7 +31,9 @@ mod config;
 mod key;
 mod sql;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,8 +43,8 @@ use distlock_core::{
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls, Statement};
 
 pub use config::PostgresConfig;
 pub use key::{lock_key, slot_keys, split_key};
@@ -104,9 +106,43 @@ struct ConnWatch {
 /// One session and the task driving its connection.
 struct PgConn {
     client: Client,
+    /// The backend's statements, prepared on this session at first use (session mode only:
+    /// a transaction pooler may run the next transaction on another server session).
+    prepared: Option<StdMutex<HashMap<String, Statement>>>,
+    /// The TTL (ms) the session's TCP keepalive settings were last derived from.
+    keepalive_ttl_ms: AtomicI64,
     task: JoinHandle<()>,
     watch: Arc<ConnWatch>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl PgConn {
+    /// Runs `sql`, one of the backend's fixed statements, and returns its one row. Parsed and
+    /// planned once per session, not on every call.
+    async fn query_one(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> std::result::Result<tokio_postgres::Row, tokio_postgres::Error> {
+        let Some(prepared) = &self.prepared else {
+            return self.client.query_typed_one(sql, params).await;
+        };
+        let cached = prepared.lock().unwrap().get(sql).cloned();
+        let statement = match cached {
+            Some(statement) => statement,
+            None => {
+                let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+                let statement = self.client.prepare_typed(sql, &types).await?;
+                prepared
+                    .lock()
+                    .unwrap()
+                    .insert(sql.to_owned(), statement.clone());
+                statement
+            }
+        };
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+        self.client.query_one(&statement, &values).await
+    }
 }
 
 impl Drop for PgConn {
@@ -341,6 +377,8 @@ impl Shared {
         };
         Ok(PgConn {
             client,
+            prepared: (!self.config.transaction_mode).then(Default::default),
+            keepalive_ttl_ms: AtomicI64::new(-1),
             task,
             watch,
             _permit: permit,
@@ -940,7 +978,10 @@ impl PostgresBackend {
         let ttl = request.options.ttl.as_millis() as i64;
         let name = request.name.as_str();
         let [t1, t2, t3] = first_types;
-        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 14] = [
+        let conn = attempt.conn();
+        // The TCP keepalive settings depend only on the TTL: sent again only when it changes.
+        let apply_keepalives = conn.keepalive_ttl_ms.load(Ordering::Relaxed) != ttl;
+        let params: [(&(dyn ToSql + Sync), Type); 15] = [
             (first[0], t1),
             (first[1], t2),
             (first[2], t3),
@@ -955,9 +996,14 @@ impl PostgresBackend {
             (&since, Type::INT8),
             (&ttl, Type::INT8),
             (&record_waiter, Type::BOOL),
+            (&apply_keepalives, Type::BOOL),
         ];
-        let row = attempt.conn().client.query_typed_one(sql, &params).await?;
-        Ok((row.try_get(0)?, row.try_get(1)?))
+        let row = conn.query_one(sql, &params).await?;
+        let (keys, token): Row = (row.try_get(0)?, row.try_get(1)?);
+        if token.is_some() {
+            conn.keepalive_ttl_ms.store(ttl, Ordering::Relaxed);
+        }
+        Ok((keys, token))
     }
 
     fn granted(
@@ -1039,8 +1085,7 @@ impl HeldLock for PgHeld {
                 return Err(self.lost("the PostgreSQL session holding the lock has ended"));
             }
             match conn
-                .client
-                .query_typed_one(&self.shared.sql.renew, &[(&self.keys, Type::INT8_ARRAY)])
+                .query_one(&self.shared.sql.renew, &[(&self.keys, Type::INT8_ARRAY)])
                 .await
             {
                 Ok(row) => {
@@ -1085,11 +1130,7 @@ impl HeldLock for PgHeld {
                 &self.shared.sql.release_exclusive
             };
             let keys = &self.keys;
-            match conn
-                .client
-                .query_typed_one(sql, &[(&keys, Type::INT8_ARRAY)])
-                .await
-            {
+            match conn.query_one(sql, &[(&keys, Type::INT8_ARRAY)]).await {
                 Ok(row) => {
                     let released: i64 = row.try_get(0).unwrap_or(-1);
                     if released == keys.len() as i64 {

@@ -25,12 +25,14 @@ pub(crate) struct Statements {
 
 /// Parameters shared by the acquire statements, after the lock-specific ones:
 /// `$4 name, $5 mode, $6 permits, $7 limit, $8 owner, $9 host, $10 os pid, $11 description,
-/// $12 since (ms since the epoch), $13 ttl (ms), $14 record a waiter row`.
+/// $12 since (ms since the epoch), $13 ttl (ms), $14 record a waiter row, $15 apply the TCP
+/// keepalive settings (they stay on the session, so only when the TTL changed)`.
 const SETTINGS: &str = "set_config('idle_session_timeout', $13::int8::text, false), \
-     set_config('tcp_keepalives_idle', greatest(1, $13::int8 / 3000)::text, false), \
-     set_config('tcp_keepalives_interval', greatest(1, $13::int8 / 9000)::text, false), \
-     set_config('tcp_keepalives_count', '3', false), \
-     set_config('tcp_user_timeout', $13::int8::text, false)";
+     CASE WHEN $15::bool THEN \
+     set_config('tcp_keepalives_idle', greatest(1, $13::int8 / 3000)::text, false) || \
+     set_config('tcp_keepalives_interval', greatest(1, $13::int8 / 9000)::text, false) || \
+     set_config('tcp_keepalives_count', '3', false) || \
+     set_config('tcp_user_timeout', $13::int8::text, false) END";
 
 impl Statements {
     pub fn new(config: &PostgresConfig) -> Statements {
@@ -54,7 +56,7 @@ impl Statements {
         } else {
             // Keep the parameter types fixed even when nothing is recorded.
             ", h AS MATERIALIZED (SELECT $4::text, $5::text, $6::int4, $7::int4, $8::text, \
-             $9::text, $10::int4, $11::text, $12::int8, $14::bool)"
+             $9::text, $10::int4, $11::text, $12::int8, $14::bool, $15::bool)"
                 .to_owned()
         };
         let touch_h = if config.holder_info {
@@ -86,18 +88,13 @@ impl Statements {
                  SELECT (SELECT got FROM g), (SELECT token FROM t){touch_h}"
             )
         };
-        let delete_row = if config.holder_info {
-            format!(", d AS (DELETE FROM {holders} WHERE pid = pg_backend_pid())")
-        } else {
-            String::new()
-        };
+        // The holder row stays: the session's next acquisition overwrites it, and readers
+        // join it with `pg_locks`, so a row without a lock shows nothing. Not deleting it
+        // keeps a write off every release and lets the next upsert update in place.
         let release_sql = |unlock_fn: &str| {
             format!(
-                "WITH u AS MATERIALIZED (SELECT count(*) FILTER (WHERE {unlock_fn}(k)) AS n \
-                 FROM unnest($1::int8[]) AS u(k)), \
-                 s AS MATERIALIZED (SELECT set_config('idle_session_timeout', '0', false) AS v \
-                 FROM u){delete_row} \
-                 SELECT (SELECT n FROM u), (SELECT v FROM s)"
+                "SELECT count(*) FILTER (WHERE {unlock_fn}(k)), \
+                 set_config('idle_session_timeout', '0', false) FROM unnest($1::int8[]) AS u(k)"
             )
         };
         let columns = "h.pid, h.name, h.mode, h.permits, h.lim, h.owner, h.host, h.os_pid, \

@@ -52,11 +52,20 @@ struct HeldEntry {
     keys: Arc<LockKeys>,
 }
 
+/// Where the notification dispatcher reaches one waiting acquisition.
+#[derive(Default)]
+struct WaiterSlot {
+    /// Woken by a hand-off, a watched release, or a closed connection.
+    notify: Notify,
+    /// The token of a hand-off to this waiter, taken from its notification.
+    handed_off: StdMutex<Option<u64>>,
+}
+
 pub(crate) struct Shared {
     config: RedisConfig,
     nodes: Vec<Conn>,
     channel: String,
-    waiters: StdMutex<HashMap<u128, Arc<Notify>>>,
+    waiters: StdMutex<HashMap<u128, Arc<WaiterSlot>>>,
     held: StdMutex<HashMap<u128, HeldEntry>>,
 }
 
@@ -105,15 +114,31 @@ async fn dispatch_pushes(shared: Weak<Shared>, mut pushes: UnboundedReceiver<(us
                     Value::SimpleString(s) => Some(s.as_str()),
                     _ => None,
                 });
-                if let Some(owner) = payload.and_then(|p| u128::from_str_radix(p, 16).ok())
-                    && let Some(notify) = shared.waiters.lock().unwrap().get(&owner)
-                {
-                    notify.notify_one();
+                // `owner:token` for a hand-off, `owner` for a watched release (Redlock).
+                let Some((owner, token)) = payload.and_then(parse_notification) else {
+                    continue;
+                };
+                if let Some(slot) = shared.waiters.lock().unwrap().get(&owner) {
+                    if token.is_some() {
+                        *slot.handed_off.lock().unwrap() = token;
+                    }
+                    slot.notify.notify_one();
                 }
             }
             PushKind::Disconnection => shared.on_disconnect(node),
             _ => {}
         }
+    }
+}
+
+/// Parses a notification payload: `owner` or `owner:token`, owner in hex.
+fn parse_notification(payload: &str) -> Option<(u128, Option<u64>)> {
+    match payload.split_once(':') {
+        Some((owner, token)) => Some((
+            u128::from_str_radix(owner, 16).ok()?,
+            Some(token.parse().ok()?),
+        )),
+        None => Some((u128::from_str_radix(payload, 16).ok()?, None)),
     }
 }
 
@@ -126,7 +151,7 @@ impl Shared {
         self.config.topology == Topology::Redlock
     }
 
-    fn claim_window_ms(&self) -> u64 {
+    fn waiter_ttl_ms(&self) -> u64 {
         self.config.waiter_ttl.as_millis() as u64
     }
 
@@ -135,8 +160,8 @@ impl Shared {
     }
 
     fn on_disconnect(self: &Arc<Self>, node: usize) {
-        for notify in self.waiters.lock().unwrap().values() {
-            notify.notify_one();
+        for slot in self.waiters.lock().unwrap().values() {
+            slot.notify.notify_one();
         }
         if self.is_redlock() {
             // One master of several: the lease still stands on the others; renewal decides.
@@ -204,9 +229,7 @@ impl Shared {
         for key in keys.all() {
             invocation.key(key);
         }
-        invocation
-            .arg(format!("{owner:032x}"))
-            .arg(self.claim_window_ms());
+        invocation.arg(format!("{owner:032x}"));
         conn.invoke(&invocation)
             .await
             .map_err(|e| self.error("releasing", e))
@@ -264,7 +287,7 @@ impl Shared {
             .arg(request.options.ttl.as_millis() as u64)
             .arg(format!("{priority:08x}"))
             .arg(if enqueue { "1" } else { "0" })
-            .arg(self.claim_window_ms())
+            .arg(self.waiter_ttl_ms())
             .arg(&self.channel)
             .arg(info)
             .arg(if watch { "1" } else { "0" });
@@ -340,9 +363,9 @@ impl RedisBackend {
                 .acquire_redlock(request, signal, keys, &info, no_wait, guard)
                 .await;
         }
-        let notify = Arc::new(Notify::new());
+        let slot = Arc::new(WaiterSlot::default());
         if !no_wait {
-            shared.waiters.lock().unwrap().insert(owner, notify.clone());
+            shared.waiters.lock().unwrap().insert(owner, slot.clone());
         }
         let mut answered = false;
         loop {
@@ -362,8 +385,19 @@ impl RedisBackend {
                 Ok(Err(hint)) => {
                     answered = true;
                     tokio::select! {
-                        _ = notify.notified() => {}
+                        _ = slot.notify.notified() => {}
                         _ = tokio::time::sleep(recheck_delay(hint)) => {}
+                    }
+                    // Handed off: the server granted it for the TTL after answering the call
+                    // sent at `sent` that it was still waiting, so the lease may count from
+                    // `sent`. If that was long ago, the next call claims the grant instead,
+                    // which restarts its TTL, so the lease does not start near its end.
+                    let handed_off = slot.handed_off.lock().unwrap().take();
+                    if let Some(token) = handed_off
+                        && sent.elapsed() < request.options.ttl / 3
+                    {
+                        guard.armed = false;
+                        return Ok(self.held(keys, owner, token, sent, request, signal));
                     }
                 }
                 // The server answered before: ride out a reconnect while waiting. The entry
@@ -391,9 +425,9 @@ impl RedisBackend {
         let ttl = request.options.ttl;
         let quorum = shared.config.quorum();
         let drift = drift_margin(ttl) + shared.config.extra_drift;
-        let notify = Arc::new(Notify::new());
+        let slot = Arc::new(WaiterSlot::default());
         if !no_wait {
-            shared.waiters.lock().unwrap().insert(owner, notify.clone());
+            shared.waiters.lock().unwrap().insert(owner, slot.clone());
         }
         let mut answered = false;
         loop {
@@ -456,7 +490,7 @@ impl RedisBackend {
             // second). A short random delay keeps woken competitors from splitting the votes
             // forever.
             tokio::select! {
-                _ = notify.notified() => {}
+                _ = slot.notify.notified() => {}
                 _ = tokio::time::sleep(recheck_delay(hint)) => {}
             }
             tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 20)).await;
@@ -679,7 +713,6 @@ impl Backend for RedisBackend {
                 for key in keys.all() {
                     invocation.key(key);
                 }
-                invocation.arg(shared.claim_window_ms());
                 node.invoke::<i64>(&invocation)
                     .await
                     .map_err(|e| shared.error("force-releasing", e))
@@ -766,5 +799,25 @@ impl HeldLock for RedisHeld {
             self.shared.held.lock().unwrap().remove(&self.owner);
             self.shared.release_everywhere(&self.keys, self.owner).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_notification;
+
+    #[test]
+    fn notifications_carry_an_owner_and_maybe_a_token() {
+        let owner = 0xabc_u128;
+        assert_eq!(
+            parse_notification(&format!("{owner:032x}:42")),
+            Some((owner, Some(42)))
+        );
+        assert_eq!(
+            parse_notification(&format!("{owner:032x}")),
+            Some((owner, None))
+        );
+        assert_eq!(parse_notification("not hex"), None);
+        assert_eq!(parse_notification(&format!("{owner:032x}:x")), None);
     }
 }

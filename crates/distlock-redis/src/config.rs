@@ -38,8 +38,7 @@ pub struct RedisConfig {
     /// How long establishing a connection may take. Default 5 s.
     pub connect_timeout: Duration,
     /// How long a waiter's queue entry lives without being refreshed; a waiter refreshes it
-    /// at least every second, so a dead waiter is skipped after at most this long. It is also
-    /// the window a waiter has to claim a lock handed to it. Default 5 s.
+    /// at least every second, so a dead waiter is skipped after at most this long. Default 5 s.
     pub waiter_ttl: Duration,
     /// Redlock only: extra clock drift allowance on top of the core's 1% + 2 ms. Default 0.
     pub extra_drift: Duration,

@@ -226,3 +226,50 @@ fn four_letter(port: u16, word: &str) -> Option<String> {
     stream.read_to_string(&mut answer).ok()?;
     Some(answer)
 }
+
+/// The classpath of Apache Curator as Debian packages it (`libcurator-recipes-java`) with what
+/// it needs; `DISTLOCK_CURATOR_CLASSPATH` overrides it.
+pub fn curator_classpath() -> String {
+    std::env::var("DISTLOCK_CURATOR_CLASSPATH").unwrap_or_else(|_| {
+        [
+            "curator-recipes",
+            "curator-framework",
+            "curator-client",
+            "zookeeper",
+            "zookeeper-jute",
+            "guava",
+            "slf4j-api",
+            "slf4j-nop",
+        ]
+        .map(|jar| format!("/usr/share/java/{jar}.jar"))
+        .join(":")
+    })
+}
+
+/// Compiles one Java source against [`curator_classpath`] into a new temporary directory.
+/// Returns the directory (the classes live as long as it does) and the classpath to run the
+/// program with. `Err` says why `javac` failed.
+pub fn compile_curator_program(
+    source: &std::path::Path,
+) -> Result<(tempfile::TempDir, String), String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
+    let out = Command::new("javac")
+        .arg("-cp")
+        .arg(curator_classpath())
+        .arg("-d")
+        .arg(dir.path())
+        .arg(source)
+        .output()
+        .map_err(|e| {
+            format!("cannot run javac ({e}); scripts/install-test-deps installs a JDK and Curator")
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "javac {} failed (is libcurator-recipes-java installed?): {}",
+            source.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let classpath = format!("{}:{}", dir.path().display(), curator_classpath());
+    Ok((dir, classpath))
+}

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use distlock_core::{
-    AcquireRequest, Backend, BoxFuture, Capabilities, Error, ErrorKind, FencingToken, HeldLock,
-    Holder, LeaseSignal, LockInfo, LockMode, LockName, OwnerId, OwnerInfo, Result, Wait, Waiter,
-    redact_url,
+    AcquireOptions, AcquireRequest, Backend, BoxFuture, Capabilities, Error, ErrorKind,
+    FencingToken, HeldLock, Holder, LeaseSignal, LockInfo, LockMode, LockName, OwnerId, OwnerInfo,
+    Result, Wait, Waiter, redact_url,
 };
 use serde::{Deserialize, Serialize};
 use zookeeper_client as zk;
@@ -284,10 +284,14 @@ struct Record {
 }
 
 /// The part of a node name after `_c_<uuid>-` that says what kind of holder it is.
-fn kind_label(mode: LockMode) -> String {
-    match mode {
+/// The part of a node name after `_c_<uuid>-` and before the sequence: Curator's
+/// `InterProcessMutex` (`lock-`) and `InterProcessReadWriteLock` (`__READ__`, `__WRIT__`)
+/// names, and distlock's own for semaphore permits.
+fn kind_label(options: &AcquireOptions) -> String {
+    match options.mode {
         LockMode::Shared => "__READ__".into(),
         LockMode::Permits { count, limit } => format!("__PERM_{count}_{limit}__"),
+        _ if options.write_side => "__WRIT__".into(),
         _ => "lock-".into(),
     }
 }
@@ -641,7 +645,7 @@ impl ZooKeeperBackend {
             &uuid[16..20],
             &uuid[20..]
         );
-        let prefix = format!("{path}/_c_{uuid}-{}", kind_label(mode));
+        let prefix = format!("{path}/_c_{uuid}-{}", kind_label(&request.options));
         let data = serde_json::to_vec(&Record {
             owner: request.owner.clone(),
             mode,

@@ -198,54 +198,22 @@ async fn a_paused_holder_is_lost_when_it_runs_again() {
     lease.release().await.unwrap();
 }
 
-/// Debian's Curator (libcurator-recipes-java) and what it needs; `DISTLOCK_CURATOR_CLASSPATH`
-/// overrides.
-fn curator_classpath() -> String {
-    std::env::var("DISTLOCK_CURATOR_CLASSPATH").unwrap_or_else(|_| {
-        [
-            "curator-recipes",
-            "curator-framework",
-            "curator-client",
-            "zookeeper",
-            "zookeeper-jute",
-            "guava",
-            "slf4j-api",
-            "slf4j-nop",
-        ]
-        .map(|jar| format!("/usr/share/java/{jar}.jar"))
-        .join(":")
-    })
-}
-
 /// Compiles `tests/java/CuratorHold.java` into a temp dir; returns it and the classpath to
 /// run it with.
 fn compile_curator_hold() -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/CuratorHold.java");
-    let out = std::process::Command::new("javac")
-        .arg("-cp")
-        .arg(curator_classpath())
-        .arg("-d")
-        .arg(dir.path())
-        .arg(source)
-        .output()
-        .expect("javac runs (scripts/install-test-deps installs a JDK and Curator)");
-    assert!(
-        out.status.success(),
-        "javac CuratorHold.java failed (is libcurator-recipes-java installed?): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let classpath = format!("{}:{}", dir.path().display(), curator_classpath());
-    (dir, classpath)
+    distlock_testkit::zookeeper::compile_curator_program(source.as_ref())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn curator_hold(classpath: &str, hosts: &str, path: &str, hold: Duration) -> Process {
+/// Runs `CuratorHold`: `kind` is `mutex`, `read` or `write`.
+fn curator_hold(classpath: &str, hosts: &str, path: &str, hold: Duration, kind: &str) -> Process {
     let mut command = std::process::Command::new("java");
     command
         .arg("-cp")
         .arg(classpath)
         .args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "CuratorHold"])
-        .args([hosts, path, &hold.as_millis().to_string()]);
+        .args([hosts, path, &hold.as_millis().to_string(), kind]);
     Process::spawn("curator", command).expect("java starts")
 }
 
@@ -269,7 +237,13 @@ async fn curator_interprocess_mutex_and_distlock_exclude_each_other() {
 
     // distlock holds: Curator queues behind it and gets the lock only after the release.
     let lease = locks.mutex(name).acquire().await.unwrap();
-    let mut curator = curator_hold(&classpath, &server.hosts(), &path, Duration::from_secs(3));
+    let mut curator = curator_hold(
+        &classpath,
+        &server.hosts(),
+        &path,
+        Duration::from_secs(3),
+        "mutex",
+    );
     tokio::task::block_in_place(|| curator.wait_for_line("WAITING", SOON));
     let deadline = Instant::now() + SOON;
     loop {
@@ -317,6 +291,80 @@ async fn curator_interprocess_mutex_and_distlock_exclude_each_other() {
     assert!(next.token() > lease.token());
     next.release().await.unwrap();
     let status = tokio::task::block_in_place(|| curator.wait_exit(SOON));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
+
+/// Curator's `InterProcessReadWriteLock` and distlock's `rwlock` on the same path: a distlock
+/// writer excludes a Curator reader, a Curator writer excludes a distlock reader, and readers
+/// of both share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curator_read_write_lock_and_distlock_rwlock_interoperate() {
+    let (_classes, classpath) = tokio::task::block_in_place(compile_curator_hold);
+    let server = tokio::task::block_in_place(ZooKeeper::start);
+    let backend = distlock_zookeeper::connect(&server.url()).await.unwrap();
+    let name = "curator-rw-interop";
+    let path = backend.lock_path(name);
+    let locks = Locks::new(backend);
+    let curator =
+        |hold: Duration, kind: &str| curator_hold(&classpath, &server.hosts(), &path, hold, kind);
+
+    // distlock writes: Curator's reader queues until the writer releases.
+    let writer = locks.rwlock(name).write().acquire().await.unwrap();
+    let mut reader = curator(Duration::from_millis(1500), "read");
+    tokio::task::block_in_place(|| reader.wait_for_line("WAITING", SOON));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let released_ms = now_ms();
+    writer.release().await.unwrap();
+    let held_ms: u64 = tokio::task::block_in_place(|| reader.wait_for_line("HELD", SOON))
+        .parse()
+        .unwrap();
+    assert!(
+        held_ms >= released_ms,
+        "Curator's reader held at {held_ms}, before distlock's writer released at {released_ms}"
+    );
+    // Curator reads: a distlock reader shares, a distlock writer is excluded.
+    let shared = locks.rwlock(name).read().no_wait().acquire().await.unwrap();
+    let err = locks
+        .rwlock(name)
+        .write()
+        .no_wait()
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_would_block(), "{err}");
+    shared.release().await.unwrap();
+    let status = tokio::task::block_in_place(|| reader.wait_exit(SOON));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+    // Curator writes: a distlock reader waits until Curator releases.
+    let mut writer = curator(Duration::from_secs(2), "write");
+    tokio::task::block_in_place(|| writer.wait_for_line("HELD", SOON));
+    let err = locks
+        .rwlock(name)
+        .read()
+        .no_wait()
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_would_block(), "{err}");
+    let read = locks
+        .rwlock(name)
+        .read()
+        .wait(SOON)
+        .acquire()
+        .await
+        .unwrap();
+    let acquired_ms = now_ms();
+    let releasing_ms: u64 = tokio::task::block_in_place(|| writer.wait_for_line("RELEASING", SOON))
+        .parse()
+        .unwrap();
+    assert!(
+        acquired_ms >= releasing_ms,
+        "distlock's reader acquired at {acquired_ms}, before Curator's writer released at \
+         {releasing_ms}"
+    );
+    read.release().await.unwrap();
+    let status = tokio::task::block_in_place(|| writer.wait_exit(SOON));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
 

@@ -6,9 +6,22 @@
 --         {0, ms until the first holder expires} otherwise.
 local o, kind, cnt, limit, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local wttl = tonumber(ARGV[8])
+-- Fast path: no holder and no queue (so no waiter entry of ours either).
+if redis.call('EXISTS', H, Q) == 0 then
+  local st = { x = 0, s = 0, p = 0 }
+  if fits(st, kind, cnt, limit) then
+    local tok = grant(st, o, kind, cnt, limit, now + ttl)
+    redis.call('HSET', I, o, ARGV[10])
+    local ms = fmt(ttl + 1000)
+    redis.call('PEXPIRE', H, ms)
+    redis.call('PEXPIRE', K, ms)
+    redis.call('PEXPIRE', I, ms)
+    return { 1, tok }
+  end
+end
 prune()
 local st = holders_state()
-promote(st, wttl)
+promote(st)
 local function held()
   local cur = redis.call('HGET', K, o)
   if not cur then return nil end
@@ -40,7 +53,7 @@ else
   redis.call('HSET', W, o, kind .. '|' .. cnt .. '|' .. limit .. '|' .. ttl .. '|' .. member .. '|' .. ARGV[9])
   redis.call('ZADD', X, now + wttl, o)
   redis.call('HSET', I, o, ARGV[10])
-  promote(st, wttl)
+  promote(st)
   claimed = held()
   if claimed then return claimed end
 end

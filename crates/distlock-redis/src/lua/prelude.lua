@@ -18,10 +18,11 @@ local function fmt(n) return string.format('%d', n) end
 local function next_token()
   local tok = redis.call('INCR', C)
   if tok <= now_us then
+    -- INCR keeps the expiry, so it is set only here: a counter unused for a week vanishes
+    -- and is seeded again from TIME, which is larger than any token it gave.
     tok = now_us + 1
-    redis.call('SET', C, fmt(tok))
+    redis.call('SET', C, fmt(tok), 'PX', 604800000)
   end
-  redis.call('PEXPIRE', C, 604800000)
   return tok
 end
 
@@ -86,9 +87,10 @@ local function grant(st, o, kind, cnt, limit, expiry)
 end
 
 -- Direct hand-off: grants the lock to the live waiters at the head of the queue, in order,
--- while they fit, and notifies each one's process. A granted waiter has `claim` ms (or its
--- TTL if longer) to claim the grant; its claim starts its own TTL.
-local function promote(st, claim)
+-- while they fit, and sends each one's process `owner:token`. The grant lasts the waiter's
+-- TTL from now, as if it had asked now: a waiter that died meanwhile holds up the queue no
+-- longer than a holder that died.
+local function promote(st)
   while true do
     local head = redis.call('ZRANGE', Q, 0, 0)[1]
     if not head then return end
@@ -99,13 +101,13 @@ local function promote(st, claim)
     else
       local kind, cnt, limit, ttl, _, chan = parse_waiter(rec)
       if not fits(st, kind, cnt, limit) then return end
-      local window = ttl
-      if window < claim then window = claim end
-      grant(st, o, kind, cnt, limit, now + window)
+      local tok = grant(st, o, kind, cnt, limit, now + ttl)
       redis.call('ZREM', Q, head)
       redis.call('HDEL', W, o)
       redis.call('ZREM', X, o)
-      redis.call('PUBLISH', chan, o)
+      -- The token travels with the notification, so the waiter holds the lock without
+      -- another round trip (a lost message is caught by its next re-check).
+      redis.call('PUBLISH', chan, o .. ':' .. fmt(tok))
     end
   end
 end

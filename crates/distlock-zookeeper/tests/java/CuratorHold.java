@@ -1,13 +1,17 @@
-// An Apache Curator InterProcessMutex holder, the interop peer of distlock-zookeeper's tests.
+// An Apache Curator lock holder, the interop peer of distlock-zookeeper's tests.
 //
-// Usage: java CuratorHold <connect string> <lock path> <hold ms>
+// Usage: java CuratorHold <connect string> <lock path> <hold ms> [mutex|read|write]
+// mutex (the default) is an InterProcessMutex; read and write are the two sides of an
+// InterProcessReadWriteLock.
 // Prints "WAITING <ms>" before acquiring, "HELD <ms>" once it holds, "RELEASING <ms>" just
 // before it releases after <hold ms>, then "RELEASED" and exits. <ms> is wall-clock time in
 // milliseconds since the epoch.
 
 import org.apache.curator.framework.CuratorFramework;
 import org.apache.curator.framework.CuratorFrameworkFactory;
+import org.apache.curator.framework.recipes.locks.InterProcessLock;
 import org.apache.curator.framework.recipes.locks.InterProcessMutex;
+import org.apache.curator.framework.recipes.locks.InterProcessReadWriteLock;
 import org.apache.curator.retry.RetryOneTime;
 
 public class CuratorHold {
@@ -15,6 +19,7 @@ public class CuratorHold {
         String connect = args[0];
         String path = args[1];
         long holdMs = Long.parseLong(args[2]);
+        String kind = args.length > 3 ? args[3] : "mutex";
         CuratorFramework client = CuratorFrameworkFactory.builder()
             .connectString(connect)
             .sessionTimeoutMs(5000)
@@ -23,7 +28,12 @@ public class CuratorHold {
             .build();
         client.start();
         client.blockUntilConnected();
-        InterProcessMutex mutex = new InterProcessMutex(client, path);
+        InterProcessLock mutex;
+        switch (kind) {
+            case "read": mutex = new InterProcessReadWriteLock(client, path).readLock(); break;
+            case "write": mutex = new InterProcessReadWriteLock(client, path).writeLock(); break;
+            default: mutex = new InterProcessMutex(client, path);
+        }
         System.out.println("WAITING " + System.currentTimeMillis());
         mutex.acquire();
         System.out.println("HELD " + System.currentTimeMillis());
