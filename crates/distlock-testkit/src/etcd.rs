@@ -68,9 +68,19 @@ impl EtcdMember {
         http_get(self.client_port, "/health").is_some_and(|body| body.contains("\"true\""))
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         while !self.healthy() {
+            if let Some(status) = self
+                .process
+                .as_mut()
+                .and_then(|p| p.wait_exit(Duration::ZERO))
+            {
+                panic!(
+                    "etcd member {} exited ({status}) before becoming healthy on port {}",
+                    self.name, self.client_port
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "etcd member {} did not become healthy on port {} within {START_TIMEOUT:?}",
@@ -132,7 +142,7 @@ impl Etcd {
         for member in &mut members {
             member.launch();
         }
-        for member in &members {
+        for member in &mut members {
             member.wait_ready();
         }
         Etcd { members, _dir: dir }

@@ -156,12 +156,41 @@ fn forward_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
     rx
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out
+/// before.
+///
+/// Ports come from below the kernel's ephemeral range (`ip_local_port_range`, 32768–60999 by
+/// default): a port the kernel picked for `bind(0)` is also one it hands to outgoing
+/// connections, so a server started on it a moment later could find it taken by some client's
+/// socket, and a cluster member then never starts. Tests in one binary run in parallel, so the
+/// ports already handed out are remembered too.
 pub fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Mutex;
+
+    /// Below the default ephemeral range and above the well-known service ports.
+    const RANGE: std::ops::Range<u16> = 20_000..32_000;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    let random = RandomState::new();
+    for attempt in 0u64.. {
+        let offset = random.hash_one((std::process::id(), attempt, Instant::now()))
+            % u64::from(RANGE.end - RANGE.start);
+        let port = RANGE.start + offset as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
+        // Bindable means nothing listens on it and no socket is bound to it right now.
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return port;
+        }
+        assert!(attempt < 10_000, "no free port in {RANGE:?} on 127.0.0.1");
+    }
+    unreachable!("the loop returns or panics")
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
@@ -202,5 +231,16 @@ mod tests {
         process.resume().unwrap();
         drop(process);
         assert!(!process_exists(pid), "dropped process {pid} must be gone");
+    }
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+        for port in ports {
+            assert!(port < 32_768, "{port} is in the kernel's ephemeral range");
+            TcpListener::bind(("127.0.0.1", port)).expect("a handed-out port is bindable");
+        }
     }
 }
