@@ -67,6 +67,9 @@ struct Args {
     /// Seconds per contention run (overrides the profile).
     #[arg(long)]
     contention_seconds: Option<f64>,
+    /// Waiting tasks in the waiters scenario (overrides the profile).
+    #[arg(long)]
+    waiters: Option<usize>,
     /// Where to create lock directories [default: the system's temporary directory].
     #[arg(long)]
     tmp: Option<PathBuf>,
@@ -176,6 +179,10 @@ fn run(args: Args) -> Result<()> {
         backends: args.backends.clone(),
         network_cycles,
         contention,
+        waiters: args.waiters.unwrap_or(match args.profile {
+            ProfileName::Quick => 1_000,
+            ProfileName::Full => 10_000,
+        }),
     };
 
     if let Some(list) = &args.scenarios {
@@ -230,6 +237,7 @@ fn run(args: Args) -> Result<()> {
             "spawns": ctx.spawns,
             "network_cycles": ctx.network_cycles,
             "contention": ctx.contention,
+            "waiters": ctx.waiters,
         }),
         profile_summary: profile_summary(args.profile, &ctx),
         revision: revision(),

@@ -100,6 +100,90 @@ enum Mode {
         #[arg(long)]
         name: String,
     },
+    /// distlock only: hold the lock, start `count` tasks waiting for it in this process, then
+    /// release and let each take it once; print the process's sockets and resident memory
+    /// before connecting, after connecting and with every task waiting, and the times.
+    Waiters {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        count: usize,
+    },
+}
+
+/// What `peer distlock waiters` prints.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct WaitersOutput {
+    /// Open sockets of the process: before connecting, connected, with every task waiting.
+    pub sockets: [usize; 3],
+    /// Resident memory (kB) at the same three points.
+    pub rss_kb: [u64; 3],
+    /// From starting the tasks until the backend listed all of them as waiters, ns.
+    pub enqueue_ns: u64,
+    /// From releasing until every task had taken and released the lock, ns.
+    pub drain_ns: u64,
+}
+
+/// The process's open sockets and resident memory (kB), from /proc.
+fn sockets_and_rss() -> Result<(usize, u64)> {
+    let sockets = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count();
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or("no VmRSS in /proc/self/status")?;
+    Ok((sockets, rss))
+}
+
+/// See [`Mode::Waiters`].
+async fn run_waiters(url: &str, name: &str, count: usize) -> Result<WaitersOutput> {
+    let before = sockets_and_rss()?;
+    let locks = distlock::connect(url).await?;
+    let holder = locks.mutex(name).acquire().await?;
+    let connected = sockets_and_rss()?;
+    let started = monotonic_ns();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let locks = locks.clone();
+        let name = name.to_owned();
+        tasks.spawn(async move {
+            let lease = locks.mutex(&name).wait_forever().acquire().await?;
+            lease.release().await?;
+            Ok::<_, distlock::Error>(())
+        });
+    }
+    let give_up = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let info = locks.inspect(name).await?;
+        if info.waiters.len() >= count {
+            break;
+        }
+        if std::time::Instant::now() > give_up {
+            return Err(format!(
+                "only {} of {count} waiters queued after 120 s",
+                info.waiters.len()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let enqueue_ns = monotonic_ns() - started;
+    let waiting = sockets_and_rss()?;
+    let released = monotonic_ns();
+    holder.release().await?;
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(WaitersOutput {
+        sockets: [before.0, connected.0, waiting.0],
+        rss_kb: [before.1, connected.1, waiting.1],
+        enqueue_ns,
+        drain_ns: monotonic_ns() - released,
+    })
 }
 
 /// Runs `distlock-bench peer …` to the end, printing its JSON.
@@ -136,6 +220,13 @@ pub fn run(args: PeerArgs) -> Result<()> {
                 let _lost = lease.lost().await;
                 println!("lost {}", monotonic_ns());
                 Ok(serde_json::json!({ "lib": peer.lib, "version": peer.version }))
+            }
+            Mode::Waiters { name, count } => {
+                if peer.lib != "distlock" {
+                    return Err(format!("waiters mode is distlock's, not {}", peer.lib).into());
+                }
+                let output = run_waiters(&args.url, &name, count).await?;
+                Ok(serde_json::to_value(output)?)
             }
             Mode::Take { name } => {
                 let mut lock = (peer.connect)(args.url, name).await?;

@@ -1,4 +1,5 @@
-//! The cost of one `distlock run` invocation against util-linux `flock(1)`.
+//! The cost of one `distlock run` invocation against util-linux `flock(1)` on files, and
+//! against `etcdctl lock` on etcd.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -72,29 +73,7 @@ impl Scenario for CliInvocation {
                 argv: vec![distlock.into(), "--version".into()],
             },
         ];
-        for invocation in &invocations {
-            check(&invocation.argv).map_err(|e| format!("{}: {e}", invocation.label))?;
-        }
-
-        let mut subjects: Vec<Subject<'_>> = invocations
-            .iter()
-            .map(|inv| Subject::per_call(inv.label, || spawn_and_wait(&inv.argv)))
-            .collect();
-        let samples = interleaved(ctx.spawns, &mut subjects)?;
-        drop(subjects);
-
-        let rows: Vec<Row> = invocations
-            .iter()
-            .zip(&samples)
-            .map(|(inv, samples)| {
-                let row = Row::measured(inv.label, inv.kind, samples)?;
-                Ok(if inv.kind == Kind::Distlock {
-                    row.with_target(TARGET)
-                } else {
-                    row
-                })
-            })
-            .collect::<Result<_>>()?;
+        let rows = measure(ctx.spawns, &invocations)?;
         let floor = rows.iter().find(|r| r.kind == Kind::Floor).expect("listed");
         let baselines = vec![Baseline::of(floor, "flock")];
         let mut section = Section {
@@ -112,6 +91,105 @@ impl Scenario for CliInvocation {
         .finish();
         section.notes = notes(&section);
         Ok(section)
+    }
+}
+
+/// Checks that each invocation succeeds once, then times them all interleaved; distlock's row
+/// gets the [`TARGET`].
+fn measure(plan: crate::measure::Plan, invocations: &[Invocation]) -> Result<Vec<Row>> {
+    for invocation in invocations {
+        check(&invocation.argv).map_err(|e| format!("{}: {e}", invocation.label))?;
+    }
+    let mut subjects: Vec<Subject<'_>> = invocations
+        .iter()
+        .map(|inv| Subject::per_call(inv.label, || spawn_and_wait(&inv.argv)))
+        .collect();
+    let samples = interleaved(plan, &mut subjects)?;
+    drop(subjects);
+    invocations
+        .iter()
+        .zip(&samples)
+        .map(|(inv, samples)| {
+            let row = Row::measured(inv.label, inv.kind, samples)?;
+            Ok(if inv.kind == Kind::Distlock {
+                row.with_target(TARGET)
+            } else {
+                row
+            })
+        })
+        .collect()
+}
+
+/// `distlock run` against `etcdctl lock` (etcd's own CLI, the `concurrency` recipe distlock's
+/// etcd layout follows), each taking a lock on a private etcd and running `true`.
+#[derive(Debug)]
+pub struct EtcdCliInvocation;
+
+const ETCDCTL: &str = "`etcdctl --endpoints HOSTS lock bench true`";
+const DISTLOCK_ETCD: &str = "`distlock --url etcd://HOSTS/ run bench -- true`";
+
+impl Scenario for EtcdCliInvocation {
+    fn id(&self) -> &'static str {
+        "cli_etcd"
+    }
+
+    fn run(&self, ctx: &Context, _earlier: &[Section]) -> Result<Section> {
+        let dir = temp_dir(ctx, "distlock-bench-cli-etcd-")?;
+        let server = super::start_server("etcd", dir.path())?;
+        let etcdctl = which("etcdctl").ok_or("etcdctl is not on PATH (etcd-client)")?;
+        let invocations = [
+            Invocation {
+                label: ETCDCTL,
+                kind: Kind::Floor,
+                argv: vec![
+                    etcdctl.into(),
+                    format!("--endpoints=http://{}", server.hosts).into(),
+                    "lock".into(),
+                    "bench-etcdctl".into(),
+                    "true".into(),
+                ],
+            },
+            Invocation {
+                label: DISTLOCK_ETCD,
+                kind: Kind::Distlock,
+                argv: vec![
+                    ctx.distlock_bin.as_os_str().into(),
+                    "--url".into(),
+                    server.url.clone().into(),
+                    "run".into(),
+                    "bench".into(),
+                    "--".into(),
+                    "true".into(),
+                ],
+            },
+        ];
+        // Each invocation connects, takes a lease and a key: a quarter of the file runs.
+        let plan = crate::measure::Plan {
+            warmup: (ctx.spawns.warmup / 4).max(1),
+            iterations: (ctx.spawns.iterations / 4).max(10),
+            batch: 1,
+        };
+        let rows = measure(plan, &invocations)?;
+        let floor = rows.iter().find(|r| r.kind == Kind::Floor).expect("listed");
+        let baselines = vec![Baseline::of(floor, "etcdctl lock")];
+        Ok(Section {
+            id: self.id().to_owned(),
+            title: "CLI invocation on etcd".to_owned(),
+            method: format!(
+                "Wall time from spawn to exit of one whole command against a private etcd from                  the testkit on 127.0.0.1, standard input and output on /dev/null. **Floor**:                  etcd's own `etcdctl lock` (Debian's etcd-client) taking a lock and running                  `true`: it connects, grants a session lease, creates its key, runs the                  command, deletes the key and revokes the lease. **distlock**: `{}` doing the                  same. {} untimed warm-up runs, then {} timed runs of each, interleaved one run                  at a time in rotating order.",
+                ctx.distlock_bin.display(),
+                plan.warmup,
+                plan.iterations
+            ),
+            unit: Unit::Millis,
+            baselines,
+            rows,
+            notes: Vec::new(),
+            contention: Vec::new(),
+            many_keys: Vec::new(),
+            charts: Vec::new(),
+        }
+        .finish())
     }
 }
 

@@ -11,6 +11,7 @@ pub mod many_keys;
 pub mod network;
 pub mod python_peers;
 pub mod takeover;
+pub mod waiters;
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,8 @@ pub struct Context {
     pub network_cycles: Plan,
     /// The N-way contention runs.
     pub contention: ContentionPlan,
+    /// Waiting tasks in one process for the waiters scenario.
+    pub waiters: usize,
 }
 
 /// One benchmark scenario.
@@ -61,8 +64,10 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(file_contention::FileContention),
     ];
     all.extend(network::scenarios());
+    all.push(Box::new(cli::EtcdCliInvocation));
     all.push(Box::new(many_keys::ManyKeys));
     all.push(Box::new(takeover::Takeover));
+    all.push(Box::new(waiters::ManyWaiters));
     all
 }
 

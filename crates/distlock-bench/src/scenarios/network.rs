@@ -29,6 +29,8 @@ pub struct NetworkBackend {
     python_peers: &'static [&'static str],
     /// The Rust peers (`distlock-bench peer LIB`) that run against this backend, where built.
     rust_peers: &'static [&'static str],
+    /// Whether Apache Curator's `InterProcessMutex` (`java/CuratorPeer.java`) runs too.
+    curator: bool,
 }
 
 /// Every network backend's section, in the order they run.
@@ -41,6 +43,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             round_trip: "PING",
             python_peers: &["redis-py", "python-redis-lock"],
             rust_peers: &["rslock"],
+            curator: false,
         },
         NetworkBackend {
             backend: "postgres",
@@ -49,6 +52,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             round_trip: "SELECT 1",
             python_peers: &["pals", "sqlalchemy-dlock"],
             rust_peers: &["sqlx-pg-advisory-lock"],
+            curator: false,
         },
         NetworkBackend {
             backend: "mysql",
@@ -57,6 +61,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             round_trip: "SELECT 1",
             python_peers: &["sqlalchemy-dlock"],
             rust_peers: &[],
+            curator: false,
         },
         NetworkBackend {
             backend: "zookeeper",
@@ -65,6 +70,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             round_trip: "exists",
             python_peers: &["kazoo"],
             rust_peers: &[],
+            curator: true,
         },
         NetworkBackend {
             backend: "etcd",
@@ -73,6 +79,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             round_trip: "get",
             python_peers: &["etcd3"],
             rust_peers: &["etcd-client-lock"],
+            curator: false,
         },
     ]
     .into_iter()
@@ -190,6 +197,7 @@ impl Scenario for NetworkBackend {
                 .push(Row::measured(DURABLE, Kind::Reference, &samples[3])?);
         }
 
+        let mut curator_classes = None;
         let mut contenders = vec![Contender {
             label: "distlock".to_owned(),
             kind: Kind::Distlock,
@@ -211,6 +219,30 @@ impl Scenario for NetworkBackend {
                 kind: Kind::Peer,
                 command,
             });
+        }
+        if self.curator {
+            match curator_peer(dir.path(), &server.url) {
+                Ok((classes, command)) => {
+                    let output = command
+                        .cycle("cycle-curator", self.plan(ctx))
+                        .map_err(|e| format!("curator: {e}"))?;
+                    section.rows.push(Row::measured(
+                        format!("Apache Curator {} (Java, own process)", output.version),
+                        Kind::Peer,
+                        &output.samples,
+                    )?);
+                    contenders.push(Contender {
+                        label: "curator (Java)".to_owned(),
+                        kind: Kind::Peer,
+                        command,
+                    });
+                    // The classes must outlive the contention runs below.
+                    curator_classes = Some(classes);
+                }
+                Err(e) => section
+                    .notes
+                    .push(format!("Apache Curator was not run: {e}")),
+            }
         }
         match &ctx.python {
             Some(python) => {
@@ -243,6 +275,7 @@ impl Scenario for NetworkBackend {
         }
         section.contention =
             contention::measure(&ctx.contention, "contend", Some(&rtt), &contenders)?;
+        drop(curator_classes);
         let mut section = section.finish();
         section.notes.extend(notes(&section));
         if let Some(us) = script_cost {
@@ -256,6 +289,32 @@ impl Scenario for NetworkBackend {
         }
         Ok(section)
     }
+}
+
+/// Compiles the Curator peer (shipped inside the binary) with javac in `dir` and returns its
+/// classes (keep them while it runs) and the command that runs it against `url`.
+fn curator_peer(dir: &std::path::Path, url: &str) -> Result<(tempfile::TempDir, PeerCommand)> {
+    let source = dir.join("CuratorPeer.java");
+    std::fs::write(&source, include_str!("../../java/CuratorPeer.java"))?;
+    let (classes, classpath) = distlock_testkit::zookeeper::compile_curator_program(&source)?;
+    // Debian packages Curator without an implementation version in its manifest.
+    let version = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "libcurator-recipes-java"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "(version unknown)".to_owned());
+    let command = PeerCommand::new("java")
+        .arg("-cp")
+        .arg(classpath)
+        .arg("-XX:+UseSerialGC")
+        .arg("CuratorPeer")
+        .arg("--version")
+        .arg(version)
+        .arg("--url")
+        .arg(url.to_owned());
+    Ok((classes, command))
 }
 
 /// Writes the peer protocol's Python script (shipped inside the binary) into `dir` and returns
