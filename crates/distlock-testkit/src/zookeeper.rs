@@ -1,9 +1,10 @@
 //! Real ZooKeeper servers on free ports (Debian's `zookeeper` package on Java): standalone,
-//! or a 3-node ensemble whose nodes can be killed, paused and restarted one at a time.
+//! or a 3-node ensemble whose nodes can be killed, paused and restarted one at a time, and a
+//! standalone server with a TLS client port ([`ZooKeeper::start_tls`]).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ pub struct ZkNode {
     id: usize,
     client_port: u16,
     dir: PathBuf,
+    /// Whether the node serves TLS (Netty, with the extra Netty jars on the classpath).
+    tls: bool,
     process: Option<Process>,
 }
 
@@ -38,7 +41,11 @@ impl ZkNode {
         let mut command = Command::new(java_binary());
         command
             .arg("-cp")
-            .arg(classpath())
+            .arg(if self.tls {
+                tls_classpath()
+            } else {
+                classpath()
+            })
             .args([
                 "-Xmx256m",
                 "-XX:+UseSerialGC",
@@ -80,7 +87,11 @@ impl ZkNode {
                 self.id,
                 self.client_port,
                 java_binary(),
-                classpath()
+                if self.tls {
+                    tls_classpath()
+                } else {
+                    classpath()
+                }
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -91,7 +102,18 @@ impl ZkNode {
 #[derive(Debug)]
 pub struct ZooKeeper {
     nodes: Vec<ZkNode>,
+    tls: Option<TlsFiles>,
     dir: Option<tempfile::TempDir>,
+}
+
+/// The TLS side of a server from [`ZooKeeper::start_tls`]: its port and the PEM files made
+/// for it.
+#[derive(Debug, Clone)]
+struct TlsFiles {
+    secure_port: u16,
+    ca: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
 }
 
 impl ZooKeeper {
@@ -105,8 +127,67 @@ impl ZooKeeper {
         Self::start_nodes(3)
     }
 
+    /// Starts a standalone server that also serves TLS on a second client port (Netty,
+    /// `secureClientPort`), with a throwaway CA and a server certificate for `127.0.0.1` and
+    /// `localhost` made by the `openssl` command in its directory. Clients need no
+    /// certificate. Panics with the reason if it cannot start.
+    pub fn start_tls() -> ZooKeeper {
+        Self::start_tls_server(false)
+    }
+
+    /// [`start_tls`](Self::start_tls), but the server requires a client certificate signed
+    /// by the same CA: use [`client_cert`](Self::client_cert) and
+    /// [`client_key`](Self::client_key).
+    pub fn start_tls_client_auth() -> ZooKeeper {
+        Self::start_tls_server(true)
+    }
+
+    fn start_tls_server(client_auth: bool) -> ZooKeeper {
+        let dir = tempfile::tempdir().expect("temp dir for zookeeper");
+        let certs = dir.path().join("certs");
+        std::fs::create_dir_all(&certs).expect("zookeeper certs dir");
+        make_certificates(&certs);
+        let tls = TlsFiles {
+            secure_port: free_port(),
+            ca: certs.join("ca.pem"),
+            client_cert: certs.join("client.pem"),
+            client_key: certs.join("client.key"),
+        };
+        let extra = format!(
+            "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n\
+             secureClientPort={}\nsecureClientPortAddress=127.0.0.1\n\
+             ssl.keyStore.location={}\nssl.keyStore.type=PEM\n\
+             ssl.trustStore.location={}\nssl.trustStore.type=PEM\n\
+             ssl.clientAuth={}\n",
+            tls.secure_port,
+            certs.join("server-keystore.pem").display(),
+            tls.ca.display(),
+            if client_auth { "need" } else { "none" },
+        );
+        let mut zookeeper = Self::start_in(dir, 1, Some(&extra));
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", tls.secure_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "zookeeper serves plaintext on port {} but not TLS on port {} within \
+                 {START_TIMEOUT:?} (Netty jars on the classpath {:?}?)",
+                zookeeper.nodes[0].client_port,
+                tls.secure_port,
+                tls_classpath()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        zookeeper.tls = Some(tls);
+        zookeeper
+    }
+
     fn start_nodes(count: usize) -> ZooKeeper {
         let dir = tempfile::tempdir().expect("temp dir for zookeeper");
+        Self::start_in(dir, count, None)
+    }
+
+    /// Starts `count` nodes in `dir`; `tls` is extra `zoo.cfg` text that makes them serve TLS.
+    fn start_in(dir: tempfile::TempDir, count: usize, tls: Option<&str>) -> ZooKeeper {
         let ports: Vec<(u16, u16, u16)> = (0..count)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
@@ -129,11 +210,15 @@ impl ZooKeeper {
                     cfg.push_str(&format!("server.{}=127.0.0.1:{quorum}:{election}\n", j + 1));
                 }
             }
+            if let Some(extra) = tls {
+                cfg.push_str(extra);
+            }
             std::fs::write(node_dir.join("zoo.cfg"), cfg).expect("zoo.cfg");
             nodes.push(ZkNode {
                 id,
                 client_port,
                 dir: node_dir,
+                tls: tls.is_some(),
                 process: None,
             });
         }
@@ -145,6 +230,7 @@ impl ZooKeeper {
         }
         ZooKeeper {
             nodes,
+            tls: None,
             dir: Some(dir),
         }
     }
@@ -161,6 +247,45 @@ impl ZooKeeper {
     /// `zk://<hosts>/`: a distlock URL for this server or ensemble.
     pub fn url(&self) -> String {
         format!("zk://{}/", self.hosts())
+    }
+
+    fn tls(&self) -> &TlsFiles {
+        self.tls
+            .as_ref()
+            .expect("a server from ZooKeeper::start_tls or start_tls_client_auth")
+    }
+
+    /// `127.0.0.1:<TLS client port>` of a server from [`start_tls`](Self::start_tls). Panics
+    /// for a server without TLS.
+    pub fn tls_hosts(&self) -> String {
+        format!("127.0.0.1:{}", self.tls().secure_port)
+    }
+
+    /// The PEM file of the CA that signed the server certificate (and the client
+    /// certificate). Panics for a server without TLS.
+    pub fn ca_path(&self) -> &Path {
+        &self.tls().ca
+    }
+
+    /// A PEM client certificate signed by the CA, for
+    /// [`start_tls_client_auth`](Self::start_tls_client_auth). Panics for a server without TLS.
+    pub fn client_cert(&self) -> &Path {
+        &self.tls().client_cert
+    }
+
+    /// The PEM (PKCS#8) private key of [`client_cert`](Self::client_cert).
+    pub fn client_key(&self) -> &Path {
+        &self.tls().client_key
+    }
+
+    /// `zks://127.0.0.1:<TLS port>/?ca=<CA file>`: a distlock URL that trusts this server's
+    /// CA. Panics for a server without TLS.
+    pub fn tls_url(&self) -> String {
+        format!(
+            "zks://{}/?ca={}",
+            self.tls_hosts(),
+            self.ca_path().display()
+        )
     }
 
     /// The nodes.
@@ -215,6 +340,111 @@ fn java_binary() -> String {
 fn classpath() -> String {
     std::env::var("DISTLOCK_ZOOKEEPER_CLASSPATH")
         .unwrap_or_else(|_| "/usr/share/java/zookeeper.jar".to_owned())
+}
+
+/// [`classpath`] and the Netty jars that TLS needs but `zookeeper.jar`'s manifest does not
+/// name (`SslHandler` lives in netty-codec). `DISTLOCK_ZOOKEEPER_CLASSPATH` overrides it too.
+fn tls_classpath() -> String {
+    std::env::var("DISTLOCK_ZOOKEEPER_CLASSPATH").unwrap_or_else(|_| {
+        let mut path = classpath();
+        for jar in [
+            "netty-codec",
+            "netty-resolver",
+            "netty-transport-native-unix-common",
+        ] {
+            path.push_str(&format!(":/usr/share/java/{jar}.jar"));
+        }
+        path
+    })
+}
+
+/// Makes, in `dir`, with the `openssl` command: a CA (`ca.pem`), a server certificate for
+/// IP 127.0.0.1 and DNS localhost with its key (`server-keystore.pem`, key then chain, as
+/// ZooKeeper's PEM key store takes it), and a client certificate (`client.pem`,
+/// `client.key`). Panics with openssl's output if it fails.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run openssl ({e}); it makes the TLS test certificates")
+            });
+        assert!(
+            out.status.success(),
+            "openssl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let rsa = ["-newkey", "rsa:2048", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &rsa,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=distlock test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    );
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!(
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n\
+                 basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+            ),
+        )
+        .expect("openssl extensions file");
+        let (key, csr, pem, ext, subject) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+            format!("/CN=distlock test {name}"),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &rsa,
+                &["-keyout", &key, "-out", &csr, "-subj", &subject],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+    let key = std::fs::read_to_string(dir.join("server.key")).expect("server key");
+    let cert = std::fs::read_to_string(dir.join("server.pem")).expect("server certificate");
+    std::fs::write(dir.join("server-keystore.pem"), key + &cert).expect("server key store");
 }
 
 fn four_letter(port: u16, word: &str) -> Option<String> {

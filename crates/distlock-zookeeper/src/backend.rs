@@ -1,6 +1,7 @@
 //! Sessions, Curator's node layout, acquisition by sequence order, predecessor watches.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -15,10 +16,11 @@ use zookeeper_client as zk;
 
 use crate::BACKEND;
 
-/// Where and how to connect, parsed from a `zk://` URL.
+/// Where and how to connect, parsed from a `zk://` or `zks://` URL.
 ///
 /// ```text
 /// zk://host:port[,host:port...][/chroot][?session_timeout=4s&root=distlock]
+/// zks://host:port[,host:port...][/chroot][?ca=/ca.pem&cert=/client.pem&key=/client.key&...]
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -30,10 +32,33 @@ pub struct ZkConfig {
     pub root: String,
     /// The session timeout asked for (the server may negotiate it down or up).
     pub session_timeout: Duration,
+    /// TLS to every server (`zks://`), or `None` for plaintext (`zk://`).
+    pub tls: Option<ZkTls>,
+}
+
+/// The TLS settings of a `zks://` URL: paths of PEM files, read each time a session is opened
+/// (so rotated files are picked up by the next session). Only paths are kept, never the
+/// files' contents.
+///
+/// The server certificate must chain to a trust anchor and name the host it is reached by
+/// (an IP address in the connect string must be an IP SAN of the certificate).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ZkTls {
+    /// `ca=`: PEM file of trust anchors (and optional CRLs). Without it, the system's PEM
+    /// bundle: `$SSL_CERT_FILE`, or the first of the usual distribution paths that exists
+    /// (`/etc/ssl/certs/ca-certificates.crt`, ...): `zookeeper-client` has no built-in roots.
+    pub ca: Option<PathBuf>,
+    /// `cert=`: PEM certificate chain for client-certificate authentication (with `key`).
+    pub cert: Option<PathBuf>,
+    /// `key=`: PEM private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
 }
 
 impl ZkConfig {
-    /// Parses `zk://h1:p1,h2:p2/chroot?session_timeout=4s&root=distlock`.
+    /// Parses `zk://h1:p1,h2:p2/chroot?session_timeout=4s&root=distlock`, or the same with
+    /// `zks://` (TLS) and the PEM file parameters `ca=`, `cert=` and `key=` (percent-decoded;
+    /// `cert` and `key` go together). The files are not read here.
     pub fn from_url(url: &str) -> Result<Self> {
         let invalid = |why: &str| {
             Error::new(
@@ -44,10 +69,12 @@ impl ZkConfig {
         };
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| invalid("expected zk://host:port/"))?;
-        if !matches!(scheme.to_ascii_lowercase().as_str(), "zk" | "zookeeper") {
-            return Err(invalid("the scheme must be zk"));
-        }
+            .ok_or_else(|| invalid("expected zk://host:port/ or zks://host:port/"))?;
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "zk" | "zookeeper" => false,
+            "zks" => true,
+            _ => return Err(invalid("the scheme must be zk or zks")),
+        };
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (hosts, chroot) = rest.split_once('/').unwrap_or((rest, ""));
         if hosts.is_empty() || hosts.contains('@') {
@@ -77,6 +104,7 @@ impl ZkConfig {
             },
             root: "distlock".into(),
             session_timeout: Duration::from_secs(30),
+            tls: tls.then(ZkTls::default),
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -86,11 +114,35 @@ impl ZkConfig {
                         .ok_or_else(|| invalid("durations look like 500ms or 5s"))?;
                 }
                 "root" => config.root = value.trim_matches('/').to_owned(),
+                "ca" | "cert" | "key" => {
+                    let Some(tls) = config.tls.as_mut() else {
+                        return Err(invalid(&format!(
+                            "{key}= is a TLS parameter: use zks:// for TLS"
+                        )));
+                    };
+                    let path = unescape(value);
+                    if path.is_empty() {
+                        return Err(invalid(&format!("{key}= needs the path of a PEM file")));
+                    }
+                    let slot = match key {
+                        "ca" => &mut tls.ca,
+                        "cert" => &mut tls.cert,
+                        _ => &mut tls.key,
+                    };
+                    *slot = Some(PathBuf::from(path));
+                }
                 _ => return Err(invalid(&format!("unknown parameter {key:?}"))),
             }
         }
         if config.root.is_empty() {
             return Err(invalid("root must not be empty"));
+        }
+        if let Some(tls) = &config.tls
+            && tls.cert.is_some() != tls.key.is_some()
+        {
+            return Err(invalid(
+                "cert= and key= go together (a client certificate needs its private key)",
+            ));
         }
         Ok(config)
     }
@@ -150,26 +202,55 @@ impl Drop for Session {
 }
 
 impl Session {
-    /// Connects and waits for the session to be established.
+    /// Connects and waits for the session to be established (over TLS for `zks://`, reading
+    /// the PEM files again).
     async fn open(config: &ZkConfig) -> Result<Session> {
-        let connect = zk::Client::connector()
+        let connector = zk::Client::connector()
             .with_session_timeout(config.session_timeout)
             .with_connection_timeout(Duration::from_secs(5))
-            .with_fail_eagerly()
-            .connect(&config.connect_string);
+            .with_fail_eagerly();
+        let connect_string = config.connect_string.as_str();
+        let connect = async move {
+            match &config.tls {
+                None => Ok(connector.connect(connect_string).await),
+                #[cfg(feature = "tls")]
+                Some(tls) => {
+                    let options = crate::tls::options(tls)?;
+                    Ok(connector
+                        .with_tls(options)
+                        .secure_connect(connect_string)
+                        .await)
+                }
+                #[cfg(not(feature = "tls"))]
+                Some(_) => Err(Error::new(
+                    ErrorKind::Unsupported,
+                    BACKEND,
+                    "zks:// (TLS) needs distlock-zookeeper's `tls` feature \
+                     (`zookeeper-tls` on the distlock crate)",
+                )),
+            }
+        };
+        let over = if config.tls.is_some() {
+            " over TLS (does ca=, or the system CA bundle without it, hold the CA that signed \
+             the server certificate, does that certificate name the host, and does the server \
+             want a client certificate?)"
+        } else {
+            ""
+        };
         let unreachable = |why: String| {
             Error::new(
                 ErrorKind::Connection,
                 BACKEND,
                 format!(
-                    "could not reach zookeeper at {}: {why}",
+                    "could not reach zookeeper at {}{over}: {why}",
                     config.connect_string
                 ),
             )
         };
         let client = match tokio::time::timeout(Duration::from_secs(10), connect).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(error)) => return Err(unreachable(error.to_string())),
+            Ok(Ok(Ok(client))) => client,
+            Ok(Err(error)) => return Err(error),
+            Ok(Ok(Err(error))) => return Err(unreachable(error.to_string())),
             Err(_) => return Err(unreachable("no session within 10 s".into())),
         };
         let signals = Arc::new(StdMutex::new(Vec::new()));

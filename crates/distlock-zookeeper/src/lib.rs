@@ -20,6 +20,8 @@
 //!   not know count as exclusive holders ordered by their sequence suffix.
 //! - **Token**: the czxid of the lock node.
 //! - **Waiting**: a watch on the predecessor only.
+//! - **TLS**: `zks://host:port/?ca=/etc/zk/ca.pem[&cert=...&key=...]` with the `tls` feature
+//!   (rustls); see [`connect`] and [`ZkTls`].
 //! - **Session**: disconnected → Jeopardy; expired (or disconnected for a third of the session
 //!   timeout) → Lost. After a session has expired, the next acquisition opens a new session
 //!   on the same handle; locks of the old session stay Lost.
@@ -27,17 +29,28 @@
 //! The layout, guarantees and their limits are in `docs/zookeeper.md`.
 
 mod backend;
+#[cfg(feature = "tls")]
+mod tls;
 
-pub use backend::{ZkConfig, ZooKeeperBackend};
+pub use backend::{ZkConfig, ZkTls, ZooKeeperBackend};
 
 /// The backend's name in errors and metrics.
 pub const BACKEND: &str = "zookeeper";
 
 /// Connects to the ensemble that `url` names
-/// (`zk://host:port[,host:port]/[chroot][?session_timeout=4s&root=distlock]`).
+/// (`zk://host:port[,host:port]/[chroot][?session_timeout=4s&root=distlock]`), or over TLS
+/// with `zks://` (the `tls` feature) and the PEM file parameters `ca=<path>` (trust anchors;
+/// without it the system's CA bundle), `cert=<path>` and `key=<path>` (a client certificate
+/// and its key, together): `zks://host:port/[chroot]?ca=/etc/zk/ca.pem`. The server
+/// certificate must chain to a trust anchor and name the host as the URL spells it (an IP
+/// SAN for an IP address).
 ///
 /// Errors: [`InvalidUrl`](distlock_core::ErrorKind::InvalidUrl) for a URL that cannot be
-/// understood, [`Connection`](distlock_core::ErrorKind::Connection) when no server answers.
+/// understood (including `cert=` without `key=` or the reverse, and TLS parameters on
+/// `zk://`), [`Unsupported`](distlock_core::ErrorKind::Unsupported) for `zks://` without the
+/// `tls` feature, [`Config`](distlock_core::ErrorKind::Config) for a PEM file that cannot be
+/// read or used (the message names the file), [`Connection`](distlock_core::ErrorKind::Connection)
+/// when no server answers or the TLS handshake fails.
 ///
 /// # Cancel safety
 ///

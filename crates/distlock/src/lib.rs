@@ -11,7 +11,7 @@
 //! | `redlock://h1:p1,h2:p2,h3:p3/` (`redlocks://`) | Redlock over independent masters | `redis` |
 //! | `postgres://[user[:pass]@]host[:port]/db` (`postgresql://`) | PostgreSQL advisory locks | `postgres` (`postgres-tls` for `sslmode=require`) |
 //! | `mysql://[user[:pass]@]host[:port]/db` (`mariadb://`) | MySQL / MariaDB `GET_LOCK` | `mysql` (`mysql-tls`) |
-//! | `zk://h1:p1,h2:p2/chroot` | ZooKeeper, Apache Curator's lock layout | `zookeeper` |
+//! | `zk://h1:p1,h2:p2/chroot` (`zks://`) | ZooKeeper, Apache Curator's lock layout | `zookeeper` (`zookeeper-tls`) |
 //! | `etcd://[user:pass@]h1:p1,h2:p2/[root]` (`etcds://`) | etcd, `etcdctl lock` layout | `etcd` (`etcd-tls`) |
 //!
 //! Each backend's URL options and guarantees are in `docs/<backend>.md`. A URL whose backend
@@ -101,7 +101,7 @@ pub async fn connect(url: &str) -> Result<Locks> {
         | "redlock" | "redlocks" => connect_redis(url).await,
         "postgres" | "postgresql" => connect_postgres(url).await,
         "mysql" | "mariadb" => connect_mysql(url).await,
-        "zk" | "zookeeper" => connect_zookeeper(url).await,
+        "zk" | "zks" | "zookeeper" => connect_zookeeper(url).await,
         "etcd" | "etcds" => connect_etcd(url).await,
         _ => Err(invalid_url(
             url,
