@@ -227,22 +227,39 @@ pub fn measure(
     prefix: &str,
     rtt: Option<&Baseline>,
     subjects: &[Subject],
+    notes: &mut Vec<String>,
 ) -> Result<Vec<ContentionRow>> {
     let mut rows = Vec::new();
     let mut run = 0;
+    // A peer that fails (a hung client library) is reported and left out of the later runs;
+    // the rest of the section, and the run, go on. distlock failing fails the run.
+    let mut failed = vec![false; subjects.len()];
     // Subjects innermost, so that drift over the section affects all of them alike.
     for &workers in &plan.workers {
         for &hold_us in &plan.holds_us {
-            for subject in subjects {
+            for (index, subject) in subjects.iter().enumerate() {
+                if failed[index] {
+                    continue;
+                }
                 run += 1;
                 let name = format!("{prefix}-{run}");
                 eprintln!(
                     "distlock-bench:   {} × {workers}, hold {hold_us} µs",
                     subject.label
                 );
-                let row = measure_one(plan.duration, &name, subject, workers, hold_us, rtt)
-                    .map_err(|e| format!("{} × {workers}: {e}", subject.label))?;
-                rows.push(row);
+                match measure_one(plan.duration, &name, subject, workers, hold_us, rtt) {
+                    Ok(row) => rows.push(row),
+                    Err(e) if subject.kind == Kind::Peer => {
+                        eprintln!("distlock-bench:   {} failed: {e}", subject.label);
+                        notes.push(format!(
+                            "{} failed with {workers} contenders, hold {hold_us} µs, and was \
+                             left out of the larger runs: {e}",
+                            subject.label
+                        ));
+                        failed[index] = true;
+                    }
+                    Err(e) => return Err(format!("{} × {workers}: {e}", subject.label).into()),
+                }
             }
         }
     }

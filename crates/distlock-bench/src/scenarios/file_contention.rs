@@ -64,7 +64,13 @@ impl Scenario for FileContention {
 
         let mut section =
             Section::new(self.id(), "File lock contention", method(ctx), Unit::Micros);
-        section.contention = contention::measure(&ctx.contention, "contend", None, &subjects)?;
+        section.contention = contention::measure(
+            &ctx.contention,
+            "contend",
+            None,
+            &subjects,
+            &mut section.notes,
+        )?;
         // No round trip on a local file: the floor is the raw kernel hand-off at the same N and
         // hold time.
         let floors: Vec<_> = section

@@ -273,8 +273,13 @@ impl Scenario for NetworkBackend {
                 .notes
                 .push("The Python peers were not run (no `--python`).".to_owned()),
         }
-        section.contention =
-            contention::measure(&ctx.contention, "contend", Some(&rtt), &contenders)?;
+        section.contention = contention::measure(
+            &ctx.contention,
+            "contend",
+            Some(&rtt),
+            &contenders,
+            &mut section.notes,
+        )?;
         drop(curator_classes);
         let mut section = section.finish();
         section.notes.extend(notes(&section));
