@@ -106,6 +106,10 @@ pub async fn run(args: ClientArgs) -> Result<(), String> {
         ev("read", Some(token), None);
         let work = rng.random_range(args.work_min_ms..=args.work_max_ms.max(args.work_min_ms));
         tokio::time::sleep(Duration::from_millis(work)).await;
+        // Logged before the request goes out: a holder stopped with "read" as its last event
+        // has not sent its write (a stop that lands while the write is in flight would let it
+        // reach the oracle before the lock passes on, and the control would see nothing).
+        ev("writing", Some(token), None);
         let commit: CommitReply = oracle
             .call(&Request::Commit {
                 token,
