@@ -446,8 +446,13 @@ async fn a_dropped_wait_leaves_nothing_behind() {
         }
     })
     .await;
-    let info = locks.inspect("x").await.unwrap();
-    assert!(!info.is_held() && info.waiters.is_empty(), "{info:?}");
+    // Each abandoned thread takes the lock at most once and lets go at once, so the lock ends
+    // up free with no waiters listed.
+    eventually("the lock is free and nobody waits", || async {
+        let info = locks.inspect("x").await.unwrap();
+        !info.is_held() && info.waiters.is_empty()
+    })
+    .await;
 }
 
 #[tokio::test]
