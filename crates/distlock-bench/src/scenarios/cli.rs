@@ -76,19 +76,10 @@ impl Scenario for CliInvocation {
         let rows = measure(ctx.spawns, &invocations)?;
         let floor = rows.iter().find(|r| r.kind == Kind::Floor).expect("listed");
         let baselines = vec![Baseline::of(floor, "flock")];
-        let mut section = Section {
-            id: self.id().to_owned(),
-            title: "CLI invocation".to_owned(),
-            method: method(ctx),
-            unit: Unit::Millis,
-            baselines,
-            rows,
-            notes: Vec::new(),
-            contention: Vec::new(),
-            many_keys: Vec::new(),
-            charts: Vec::new(),
-        }
-        .finish();
+        let mut section = Section::new(self.id(), "CLI invocation", method(ctx), Unit::Millis);
+        section.baselines = baselines;
+        section.rows = rows;
+        let mut section = section.finish();
         section.notes = notes(&section);
         Ok(section)
     }
@@ -172,24 +163,26 @@ impl Scenario for EtcdCliInvocation {
         let rows = measure(plan, &invocations)?;
         let floor = rows.iter().find(|r| r.kind == Kind::Floor).expect("listed");
         let baselines = vec![Baseline::of(floor, "etcdctl lock")];
-        Ok(Section {
-            id: self.id().to_owned(),
-            title: "CLI invocation on etcd".to_owned(),
-            method: format!(
-                "Wall time from spawn to exit of one whole command against a private etcd from                  the testkit on 127.0.0.1, standard input and output on /dev/null. **Floor**:                  etcd's own `etcdctl lock` (Debian's etcd-client) taking a lock and running                  `true`: it connects, grants a session lease, creates its key, runs the                  command, deletes the key and revokes the lease. **distlock**: `{}` doing the                  same. {} untimed warm-up runs, then {} timed runs of each, interleaved one run                  at a time in rotating order.",
+        let mut section = Section::new(
+            self.id(),
+            "CLI invocation on etcd",
+            format!(
+                "Wall time from spawn to exit of one whole command against a private etcd from \
+                 the testkit on 127.0.0.1, standard input and output on /dev/null. **Floor**: \
+                 etcd's own `etcdctl lock` (Debian's etcd-client) taking a lock and running \
+                 `true`: it connects, grants a session lease, creates its key, runs the \
+                 command, deletes the key and revokes the lease. **distlock**: `{}` doing the \
+                 same. {} untimed warm-up runs, then {} timed runs of each, interleaved one run \
+                 at a time in rotating order.",
                 ctx.distlock_bin.display(),
                 plan.warmup,
                 plan.iterations
             ),
-            unit: Unit::Millis,
-            baselines,
-            rows,
-            notes: Vec::new(),
-            contention: Vec::new(),
-            many_keys: Vec::new(),
-            charts: Vec::new(),
-        }
-        .finish())
+            Unit::Millis,
+        );
+        section.baselines = baselines;
+        section.rows = rows;
+        Ok(section.finish())
     }
 }
 

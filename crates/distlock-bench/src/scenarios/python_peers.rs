@@ -82,19 +82,15 @@ impl Scenario for PythonPeers {
         }
         baselines.push(Baseline::of(&py_floor, "Python floor"));
         rows.insert(0, py_floor);
-        Ok(Section {
-            id: self.id().to_owned(),
-            title: "File lock cycle: Python peers".to_owned(),
-            method: method(ctx, &output.python, rust.is_some()),
-            unit: Unit::Micros,
-            baselines,
-            rows,
-            notes: Vec::new(),
-            contention: Vec::new(),
-            many_keys: Vec::new(),
-            charts: Vec::new(),
-        }
-        .finish())
+        let mut section = Section::new(
+            self.id(),
+            "File lock cycle: Python peers",
+            method(ctx, &output.python, rust.is_some()),
+            Unit::Micros,
+        );
+        section.baselines = baselines;
+        section.rows = rows;
+        Ok(section.finish())
     }
 }
 
