@@ -40,6 +40,14 @@ pub trait Fixture: Send + Sync + 'static {
     fn reports_waiters(&self) -> bool {
         true
     }
+
+    /// How many tasks of one client wait for one lock in `many_waiters_in_one_process`.
+    /// Backends whose waiters share the client's connections raise it to the thousands;
+    /// those that wait inside a server session per waiter keep it under the server's
+    /// connection limit.
+    fn waiters_in_one_process(&self) -> usize {
+        8
+    }
 }
 
 /// Generous bound for outcomes that should happen "soon"; never a performance assertion.
@@ -639,6 +647,63 @@ pub async fn acquire_all(fixture: &dyn Fixture) {
     }
 }
 
+/// Many tasks of one client wait for one lock: each gets it exactly once, never two at a
+/// time, with tokens strictly increasing in grant order, and nothing is left behind.
+pub async fn many_waiters_in_one_process(fixture: &dyn Fixture) {
+    let name = unique_name("many_waiters");
+    let count = fixture.waiters_in_one_process();
+    let locks = fixture.connect().await;
+    let held = locks.mutex(&name).acquire().await.unwrap();
+    let inside = Arc::new(AtomicU64::new(0));
+    let tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let (locks, name) = (locks.clone(), name.clone());
+        let (inside, tokens) = (inside.clone(), tokens.clone());
+        tasks.spawn(async move {
+            let lease = locks.mutex(&name).wait_forever().acquire().await.unwrap();
+            assert_eq!(
+                inside.fetch_add(1, Ordering::SeqCst),
+                0,
+                "two holders at once"
+            );
+            tokens.lock().unwrap().push(lease.token());
+            tokio::task::yield_now().await;
+            inside.fetch_sub(1, Ordering::SeqCst);
+            lease.release().await.unwrap();
+        });
+    }
+    if fixture.reports_waiters() {
+        let deadline = Instant::now() + SOON * 3;
+        loop {
+            let queued = locks.inspect(&name).await.unwrap().waiters.len();
+            if queued == count {
+                break;
+            }
+            if let Some(finished) = tasks.try_join_next() {
+                finished.unwrap();
+                panic!("a waiter finished while the lock was held");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{queued} of {count} waiters queued"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    held.release().await.unwrap();
+    while let Some(finished) = tasks.join_next().await {
+        finished.unwrap();
+    }
+    let tokens = std::mem::take(&mut *tokens.lock().unwrap());
+    assert_eq!(tokens.len(), count);
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "tokens must strictly increase in grant order"
+    );
+    assert_eventually_idle(&locks, &name).await;
+}
+
 /// Inspection shows the holder (owner, host, pid, token, description) and a waiter.
 pub async fn inspect_shows_holders_and_waiters(fixture: &dyn Fixture) {
     let name = unique_name("inspect");
@@ -724,6 +789,7 @@ macro_rules! conformance_suite {
                 priority,
                 acquire_all,
                 inspect_shows_holders_and_waiters,
+                many_waiters_in_one_process,
             );
 
             #[test]

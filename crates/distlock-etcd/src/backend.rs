@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use distlock_core::{
-    AcquireRequest, Backend, BoxFuture, Capabilities, Error, ErrorKind, FencingToken, HeldLock,
-    Holder, Lease, LeaseSignal, LockInfo, LockMode, LockName, OwnerId, OwnerInfo, Result, Wait,
-    Waiter,
+    AcquireRequest, Backend, BoxFuture, Capabilities, Error, ErrorKind, FencingToken, FreshReads,
+    HeldLock, Holder, Lease, LeaseSignal, LockInfo, LockMode, LockName, OwnerId, OwnerInfo, Result,
+    Wait, Waiter,
 };
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue,
-    LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse, WatchFilterType, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchFilterType,
+    WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::BACKEND;
 use crate::config::EtcdConfig;
 use crate::keys;
+use crate::watch_hub::WatchHub;
 
 /// The etcd backend. Cheap to clone; clones share the connection and the session leases.
 ///
@@ -49,8 +50,14 @@ struct Shared {
     /// Lock keys this session holds or waits with, so two acquisitions of one name through one
     /// session never share a key.
     in_use: StdMutex<HashSet<String>>,
+    /// Suffixes for keys whose plain form is in use: `<lease>.<n>`.
+    suffixes: std::sync::atomic::AtomicU64,
     /// (lock name, token) → key, for fenced transactions.
     fences: StdMutex<HashMap<(String, u64), String>>,
+    /// Reads of lock prefixes, shared by this process's waiters on the same lock.
+    listings: FreshReads<Arc<Listing>>,
+    /// The one watch stream of this backend's waiters.
+    watches: WatchHub,
 }
 
 impl Drop for Shared {
@@ -244,6 +251,12 @@ impl Entry {
     }
 }
 
+/// The keys under a lock prefix, oldest create revision first, and the read's revision.
+struct Listing {
+    entries: Vec<Entry>,
+    revision: i64,
+}
+
 /// What an acquisition waits for.
 enum Blocker {
     /// The deletion of this key.
@@ -375,13 +388,17 @@ impl EtcdBackend {
                     ),
                 )
             })??;
+        let watches = WatchHub::new(client.clone(), config.request_timeout);
         Ok(EtcdBackend {
             shared: Arc::new(Shared {
                 client,
                 config,
                 leases: tokio::sync::Mutex::new(HashMap::new()),
                 in_use: StdMutex::new(HashSet::new()),
+                suffixes: std::sync::atomic::AtomicU64::new(1),
                 fences: StdMutex::new(HashMap::new()),
+                listings: FreshReads::new(),
+                watches,
             }),
         })
     }
@@ -430,12 +447,24 @@ impl Shared {
         F: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let mut attempt = 0;
+        let mut overload_pause = Duration::from_millis(10);
+        let overloaded_since = Instant::now();
         loop {
             attempt += 1;
             match tokio::time::timeout(self.timeout(), call(self.client.clone())).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) if attempt < 3 && never_sent(&error) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // etcd sheds load when its raft log runs far ahead of what it has applied
+                // (thousands of proposals in flight); the request was not applied, so it is
+                // sent again after a growing, jittered pause.
+                Ok(Err(error))
+                    if is_overloaded(&error)
+                        && overloaded_since.elapsed() < OVERLOAD_RETRY_LIMIT =>
+                {
+                    tokio::time::sleep(overload_pause.mul_f64(0.5 + rand::random::<f64>())).await;
+                    overload_pause = (overload_pause * 2).min(Duration::from_secs(1));
                 }
                 Ok(Err(error)) => return Err(map_error(error, what).with_lock(name)),
                 Err(_) => {
@@ -490,12 +519,14 @@ impl Shared {
     /// Picks a key for an acquisition by this session and reserves it.
     fn reserve_key(&self, prefix: &str, lease: i64) -> String {
         let mut in_use = self.in_use.lock().unwrap();
-        let base = format!("{prefix}/{lease:x}");
-        let mut key = base.clone();
-        let mut n = 1;
-        while in_use.contains(&key) {
-            key = format!("{base}.{n}");
-            n += 1;
+        let mut key = format!("{prefix}/{lease:x}");
+        if in_use.contains(&key) {
+            // A number never used before in this session, so no search (which would be
+            // quadratic with thousands of waiters in one process).
+            let n = self
+                .suffixes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            key = format!("{key}.{n}");
         }
         in_use.insert(key.clone());
         key
@@ -553,22 +584,65 @@ impl Shared {
         });
     }
 
-    /// Every key under `prefix`, oldest create revision first, and the read's revision.
-    async fn entries(&self, name: &str, prefix: &str) -> Result<(Vec<Entry>, i64)> {
-        let options = GetOptions::new()
+    /// Every key under `prefix`, from a read that started after this call (shared with this
+    /// process's other callers for the same prefix).
+    async fn entries(&self, name: &str, prefix: &str) -> Result<Arc<Listing>> {
+        self.listings
+            .read(prefix, || async {
+                let options = GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Create, SortOrder::Ascend);
+                let response = self
+                    .rpc("reading the lock keys", name, |mut c| {
+                        let options = options.clone();
+                        async move { c.get(format!("{prefix}/"), Some(options)).await }
+                    })
+                    .await?;
+                Ok(Arc::new(Listing {
+                    entries: response.kvs().iter().map(Entry::from_kv).collect(),
+                    revision: response.header().map_or(0, |h| h.revision()),
+                }))
+            })
+            .await
+    }
+
+    /// For an exclusive waiter: if its key (`key` at `revision`) is still there, the key just
+    /// before it in create order (None when it is first) and the read's revision; None when
+    /// its key is gone.
+    async fn predecessor(
+        &self,
+        name: &str,
+        prefix: &str,
+        key: &str,
+        revision: i64,
+    ) -> Result<Option<(Option<Blocker>, i64)>> {
+        let before = GetOptions::new()
             .with_prefix()
-            .with_sort(SortTarget::Create, SortOrder::Ascend);
+            .with_keys_only()
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_max_create_revision(revision - 1)
+            .with_limit(1);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, revision)])
+            .and_then([TxnOp::get(format!("{prefix}/"), Some(before))]);
         let response = self
-            .rpc("reading the lock keys", name, |mut c| {
-                let options = options.clone();
-                async move { c.get(format!("{prefix}/"), Some(options)).await }
+            .rpc("reading the predecessor", name, |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
             })
             .await?;
-        let revision = response.header().map_or(0, |h| h.revision());
-        Ok((
-            response.kvs().iter().map(Entry::from_kv).collect(),
-            revision,
-        ))
+        if !response.succeeded() {
+            return Ok(None);
+        }
+        let read_revision = response.header().map_or(0, |h| h.revision());
+        let blocker = response.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(get) => get
+                .kvs()
+                .first()
+                .map(|kv| Blocker::Key(String::from_utf8_lossy(kv.key()).into_owned())),
+            _ => None,
+        });
+        Ok(Some((blocker, read_revision)))
     }
 
     /// Waits until `blocker` is deleted (or anything under the prefix is), watching from
@@ -591,42 +665,15 @@ impl Shared {
                 format!("{prefix}/")
             }
         };
-        let mut stream = self
-            .rpc("watching the predecessor", name, |mut c| {
-                let (key, options) = (key.clone(), options.clone());
-                async move { c.watch(key, Some(options)).await }
-            })
-            .await?;
+        let mut watch = self
+            .watches
+            .subscribe(&key, options)
+            .await
+            .map_err(|e| e.with_lock(name))?;
         let mut dead = lease.dead.subscribe();
-        loop {
-            let message = tokio::select! {
-                message = stream.message() => message,
-                _ = dead.wait_for(|d| *d) => return Ok(()),
-            };
-            match message {
-                Ok(Some(response)) => {
-                    if response.canceled() {
-                        // Compacted or refused: re-read and watch again.
-                        return Ok(());
-                    }
-                    if response
-                        .events()
-                        .iter()
-                        .any(|e| e.event_type() == EventType::Delete)
-                    {
-                        return Ok(());
-                    }
-                }
-                Ok(None) => {
-                    return Err(Error::new(
-                        ErrorKind::Connection,
-                        BACKEND,
-                        "the watch stream closed",
-                    )
-                    .with_lock(name));
-                }
-                Err(error) => return Err(map_error(error, "watching").with_lock(name)),
-            }
+        tokio::select! {
+            fired = watch.fired() => fired.map_err(|e| e.with_lock(name)),
+            _ = dead.wait_for(|d| *d) => Ok(()),
         }
     }
 }
@@ -726,12 +773,28 @@ impl EtcdBackend {
                 .unwrap_or(0)
         };
         pending.revision = Some(revision);
+        // After a wake, an exclusive waiter asks only for its nearest predecessor (as Go's
+        // concurrency.Mutex does): its answer is one key, not the whole queue, so a queue of
+        // n waiters drains in O(n) transfer instead of O(n²). Other modes need every mode
+        // before them.
+        let mut woken = false;
         loop {
-            let (entries, read_revision) = shared.entries(name, &prefix).await?;
-            let Some(position) = entries
-                .iter()
-                .position(|e| e.key == key && e.create_revision == revision)
-            else {
+            let found = if woken && request.options.mode == LockMode::Exclusive {
+                shared.predecessor(name, &prefix, &key, revision).await?
+            } else {
+                let listing = shared.entries(name, &prefix).await?;
+                let entries = &listing.entries;
+                entries
+                    .iter()
+                    .position(|e| e.key == key && e.create_revision == revision)
+                    .map(|position| {
+                        (
+                            blocker(&entries[..position], request.options.mode),
+                            listing.revision,
+                        )
+                    })
+            };
+            let Some((blocker, read_revision)) = found else {
                 return Err(Error::new(
                     ErrorKind::Connection,
                     BACKEND,
@@ -742,7 +805,7 @@ impl EtcdBackend {
                 )
                 .with_lock(name));
             };
-            let Some(blocker) = blocker(&entries[..position], request.options.mode) else {
+            let Some(blocker) = blocker else {
                 break;
             };
             if request.options.wait == Wait::NoWait {
@@ -759,6 +822,7 @@ impl EtcdBackend {
             shared
                 .wait_for_delete(name, &prefix, blocker, read_revision, &lease)
                 .await?;
+            woken = true;
         }
         // The lease's server-side deadline counts from the last confirmed keep-alive; make
         // it recent so the local deadline (counted from that send time) is not short.
@@ -833,8 +897,8 @@ impl Backend for EtcdBackend {
     fn inspect<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<LockInfo>> {
         Box::pin(async move {
             let prefix = keys::prefix(&self.shared.config.root, name.as_str());
-            let (entries, _) = self.shared.entries(name.as_str(), &prefix).await?;
-            Ok(describe(name.as_str(), &entries))
+            let listing = self.shared.entries(name.as_str(), &prefix).await?;
+            Ok(describe(name.as_str(), &listing.entries))
         })
     }
 
@@ -870,7 +934,7 @@ impl Backend for EtcdBackend {
     fn force_release<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<usize>> {
         Box::pin(async move {
             let prefix = keys::prefix(&self.shared.config.root, name.as_str());
-            let (entries, _) = self.shared.entries(name.as_str(), &prefix).await?;
+            let entries = &self.shared.entries(name.as_str(), &prefix).await?.entries;
             let mut removed = 0;
             for i in 0..entries.len() {
                 if blocker(&entries[..i], entries[i].mode()).is_none() {
@@ -1009,6 +1073,16 @@ fn caused_by_lease_not_found(error: &Error) -> bool {
 }
 
 /// Whether a request failed before any member received it (so repeating it is harmless).
+/// How long requests are retried while etcd answers that it is overloaded.
+const OVERLOAD_RETRY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Whether etcd refused the request because too many proposals are pending
+/// (`ErrTooManyRequests`); nothing was applied.
+fn is_overloaded(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status)
+        if status.message().contains("too many requests"))
+}
+
 fn never_sent(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::GRpcStatus(status) => {
@@ -1019,7 +1093,7 @@ fn never_sent(error: &etcd_client::Error) -> bool {
     }
 }
 
-fn map_error(error: etcd_client::Error, what: &str) -> Error {
+pub(crate) fn map_error(error: etcd_client::Error, what: &str) -> Error {
     use tonic::Code;
     let kind = match &error {
         etcd_client::Error::GRpcStatus(status) => match status.code() {

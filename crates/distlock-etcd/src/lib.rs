@@ -31,6 +31,7 @@
 mod backend;
 mod config;
 mod keys;
+mod watch_hub;
 
 pub use backend::{EtcdBackend, Fence};
 pub use config::EtcdConfig;

@@ -31,8 +31,8 @@ async fn etcdctl_lock_and_distlock_exclude_each_other() {
 
     // etcdctl holds: distlock must not get it.
     let mut holder = etcdctl_lock(&server, name);
+    // etcdctl prints the key it holds.
     let key = tokio::task::block_in_place(|| holder.wait_for_line(name, SOON));
-    assert!(!key.is_empty() || key.is_empty());
     let err = locks.mutex(name).no_wait().acquire().await.unwrap_err();
     assert!(err.is_would_block(), "{err}");
     let info = locks.inspect(name).await.unwrap();
@@ -40,6 +40,15 @@ async fn etcdctl_lock_and_distlock_exclude_each_other() {
         info.holders.len(),
         1,
         "etcdctl's key is shown as a holder: {info:?}"
+    );
+    let shown = info.holders[0]
+        .owner
+        .description
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        shown.contains(key.trim()),
+        "the holder shown is etcdctl's key {key:?}: {shown:?}"
     );
     // SIGINT: etcdctl closes its session and its key goes.
     holder.signal(2).unwrap();

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use distlock_core::{
     AcquireOptions, AcquireRequest, Backend, BoxFuture, Capabilities, Error, ErrorKind,
-    FencingToken, HeldLock, Holder, LeaseSignal, LockInfo, LockMode, LockName, OwnerId, OwnerInfo,
-    Result, Wait, Waiter, redact_url,
+    FencingToken, FreshReads, HeldLock, Holder, LeaseSignal, LockInfo, LockMode, LockName, OwnerId,
+    OwnerInfo, Result, Wait, Waiter, redact_url,
 };
 use serde::{Deserialize, Serialize};
 use zookeeper_client as zk;
@@ -192,6 +192,8 @@ struct Session {
     ended: AtomicBool,
     /// Signals of held locks, told about session state changes.
     signals: Arc<StdMutex<Vec<LeaseSignal>>>,
+    /// Listings of lock directories, shared by this process's waiters on the same lock.
+    listings: FreshReads<Arc<Vec<Node>>>,
     state_task: tokio::task::JoinHandle<()>,
 }
 
@@ -263,6 +265,7 @@ impl Session {
             client,
             ended: AtomicBool::new(false),
             signals,
+            listings: FreshReads::new(),
             state_task,
         })
     }
@@ -293,12 +296,18 @@ impl Session {
         }
     }
 
-    async fn children(&self, name: &str, path: &str) -> Result<Vec<Node>> {
-        match self.client.list_children(path).await {
-            Ok(children) => Ok(nodes_of(children)),
-            Err(zk::Error::NoNode) => Ok(Vec::new()),
-            Err(error) => Err(self.error(error, "listing the lock nodes", name)),
-        }
+    /// The nodes under `path` in queue order, from a listing that started after this call
+    /// (shared with this process's other callers for the same path).
+    async fn children(&self, name: &str, path: &str) -> Result<Arc<Vec<Node>>> {
+        self.listings
+            .read(path, || async {
+                match self.client.list_children(path).await {
+                    Ok(children) => Ok(Arc::new(nodes_of(children))),
+                    Err(zk::Error::NoNode) => Ok(Arc::default()),
+                    Err(error) => Err(self.error(error, "listing the lock nodes", name)),
+                }
+            })
+            .await
     }
 }
 

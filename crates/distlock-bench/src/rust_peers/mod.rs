@@ -158,6 +158,11 @@ async fn run_waiters(url: &str, name: &str, count: usize) -> Result<WaitersOutpu
     }
     let give_up = std::time::Instant::now() + Duration::from_secs(120);
     loop {
+        // No task can finish while the lock is held, unless its acquire failed: say why now.
+        if let Some(finished) = tasks.try_join_next() {
+            finished??;
+            return Err("a waiter acquired the lock while it was held".into());
+        }
         let info = locks.inspect(name).await?;
         if info.waiters.len() >= count {
             break;

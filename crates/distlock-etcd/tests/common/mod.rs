@@ -21,6 +21,11 @@ impl Fixture for EtcdFixture {
     }
 
     /// Deletes the holder's key behind its back, as an operator (or lease expiry) would.
+    /// Waiters share the client's session and one watch stream.
+    fn waiters_in_one_process(&self) -> usize {
+        1000
+    }
+
     fn break_lease<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let locks = self.connect().await;

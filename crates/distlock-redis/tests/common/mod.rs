@@ -43,6 +43,12 @@ impl<S: Send + 'static> Fixture for ServerFixture<S> {
     fn reports_waiters(&self) -> bool {
         self.reports_waiters
     }
+
+    /// Waiters share the client's connection. Redlock has no queue: every release wakes
+    /// every waiter, so its drain is quadratic in their number (docs/redis.md).
+    fn waiters_in_one_process(&self) -> usize {
+        if self.reports_waiters { 1000 } else { 100 }
+    }
 }
 
 pub async fn connect(url: String) -> Locks {

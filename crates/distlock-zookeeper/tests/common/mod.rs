@@ -52,6 +52,11 @@ impl Fixture for ZooKeeperFixture {
     }
 
     /// Deletes the holder's node behind its back, as an operator would.
+    /// Waiters share the client's session.
+    fn waiters_in_one_process(&self) -> usize {
+        1000
+    }
+
     fn break_lease<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let locks = self.connect().await;
