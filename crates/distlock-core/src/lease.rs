@@ -198,9 +198,6 @@ impl Inner {
     async fn quiesce_renewal(&self) {
         self.stop_renewal();
         drop(self.renewing.lock().await);
-        // Let the scheduler drop the cancelled task now, rather than let cancelled tasks pile
-        // up in a loop that never yields and be dropped in one burst.
-        tokio::task::yield_now().await;
     }
 
     fn lost_error(&self) -> Error {
@@ -372,6 +369,10 @@ impl Lease {
         }
         self.inner.quiesce_renewal().await;
         let result = self.inner.held.release().await;
+        // Let the scheduler drop the cancelled renewal task now, rather than let cancelled
+        // tasks pile up in a loop that never yields and be dropped in one burst. After the
+        // release, not before: a waiter elsewhere is waiting for it.
+        tokio::task::yield_now().await;
         // The state may have moved to Lost while we were releasing; report it.
         self.inner.signal.released();
         telemetry::hold_time(self.inner.backend, self.inner.acquired_at.elapsed());

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex as StdMutex, Weak};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use distlock_core::{
@@ -14,11 +14,10 @@ use distlock_core::{
 use futures_util::future::join_all;
 use redis::{PushInfo, PushKind, RedisError, Value};
 use tokio::sync::Notify;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::BACKEND;
 use crate::config::{RedisConfig, Topology};
-use crate::conn::{Conn, map_error};
+use crate::conn::{Conn, PushSink, map_error};
 use crate::keys::{self, LockKeys, Suffix};
 use crate::scripts::scripts;
 
@@ -82,15 +81,23 @@ impl RedisBackend {
     /// Cancel safe: nothing is held until it returns; dropped connections close.
     pub async fn connect(config: RedisConfig) -> Result<RedisBackend> {
         let channel = format!("distlock:notify:{:032x}", rand::random::<u128>());
-        let connected = crate::conn::connect(&config, &channel).await?;
+        let sink = PushSink::default();
+        let nodes = crate::conn::connect(&config, &channel, &sink).await?;
         let shared = Arc::new(Shared {
             config,
-            nodes: connected.nodes,
+            nodes,
             channel,
             waiters: StdMutex::new(HashMap::new()),
             held: StdMutex::new(HashMap::new()),
         });
-        tokio::spawn(dispatch_pushes(Arc::downgrade(&shared), connected.pushes));
+        let weak = Arc::downgrade(&shared);
+        let handle = move |node, push| {
+            if let Some(shared) = weak.upgrade() {
+                shared.on_push(node, push);
+            }
+        };
+        // The sink is new and set only here.
+        let _ = sink.set(Box::new(handle));
         Ok(RedisBackend { shared })
     }
 
@@ -100,13 +107,10 @@ impl RedisBackend {
     }
 }
 
-/// Routes push messages: hand-off notifications wake their waiter; a closed connection puts
-/// every lease held through it in jeopardy and wakes every waiter to re-check.
-async fn dispatch_pushes(shared: Weak<Shared>, mut pushes: UnboundedReceiver<(usize, PushInfo)>) {
-    while let Some((node, push)) = pushes.recv().await {
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
+impl Shared {
+    /// Routes a push message: a hand-off notification wakes its waiter; a closed connection
+    /// puts every lease held through it in jeopardy and wakes every waiter to re-check.
+    fn on_push(self: &Arc<Self>, node: usize, push: PushInfo) {
         match push.kind {
             PushKind::Message => {
                 let payload = push.data.get(1).and_then(|v| match v {
@@ -116,16 +120,16 @@ async fn dispatch_pushes(shared: Weak<Shared>, mut pushes: UnboundedReceiver<(us
                 });
                 // `owner:token` for a hand-off, `owner` for a watched release (Redlock).
                 let Some((owner, token)) = payload.and_then(parse_notification) else {
-                    continue;
+                    return;
                 };
-                if let Some(slot) = shared.waiters.lock().unwrap().get(&owner) {
+                if let Some(slot) = self.waiters.lock().unwrap().get(&owner) {
                     if token.is_some() {
                         *slot.handed_off.lock().unwrap() = token;
                     }
                     slot.notify.notify_one();
                 }
             }
-            PushKind::Disconnection => shared.on_disconnect(node),
+            PushKind::Disconnection => self.on_disconnect(node),
             _ => {}
         }
     }

@@ -1,6 +1,7 @@
 //! Connections: one multiplexed RESP3 connection per node, shared by every lock and waiter of
 //! a backend, carrying both the scripts and the pub/sub notifications (push messages).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use distlock_core::{Error, ErrorKind, Result};
@@ -8,7 +9,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, PushInfo, RedisError, ScriptInvocation, Value};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::BACKEND;
 use crate::config::{RedisConfig, Topology};
@@ -113,22 +113,24 @@ async fn scan_one(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisRe
     }
 }
 
-/// The connections of a backend, with the receivers of their push messages (tagged with the
-/// node index).
-pub(crate) struct Connected {
-    pub nodes: Vec<Conn>,
-    pub pushes: UnboundedReceiver<(usize, PushInfo)>,
-}
+/// Where the connections deliver push messages (with the node index), called on the
+/// connection's own task so a hand-off wakes its waiter without a further task hop. Set once
+/// the backend that handles them exists; pushes before that (no waiters yet) are dropped.
+pub(crate) type PushSink = Arc<OnceLock<Box<dyn Fn(usize, PushInfo) + Send + Sync>>>;
 
 /// Connects to every node of `config`, subscribes each connection to `channel` and checks the
 /// user may run scripts.
-pub(crate) async fn connect(config: &RedisConfig, channel: &str) -> Result<Connected> {
-    let (tx, pushes) = unbounded_channel();
+pub(crate) async fn connect(
+    config: &RedisConfig,
+    channel: &str,
+    sink: &PushSink,
+) -> Result<Vec<Conn>> {
+    let tx = sink;
     let mut nodes = Vec::new();
     match config.topology {
         Topology::Single | Topology::Redlock => {
             for (index, url) in config.node_urls.iter().enumerate() {
-                nodes.push(connect_single(config, url, index, tx.clone()).await?);
+                nodes.push(connect_single(config, url, index, tx).await?);
             }
         }
         Topology::Cluster => nodes.push(connect_cluster(config, tx).await?),
@@ -157,7 +159,7 @@ pub(crate) async fn connect(config: &RedisConfig, channel: &str) -> Result<Conne
             loaded.map_err(|e| map_error(config, "loading scripts", e))?;
         }
     }
-    Ok(Connected { nodes, pushes })
+    Ok(nodes)
 }
 
 async fn subscribe(node: &mut Conn, channel: &str) -> redis::RedisResult<()> {
@@ -167,17 +169,18 @@ async fn subscribe(node: &mut Conn, channel: &str) -> redis::RedisResult<()> {
     }
 }
 
-/// Forwards one node's pushes to the shared channel, tagged with the node index.
+/// Hands one node's pushes to the sink, tagged with the node index.
 struct Tagged {
     index: usize,
-    tx: UnboundedSender<(usize, PushInfo)>,
+    sink: PushSink,
 }
 
 impl redis::aio::AsyncPushSender for Tagged {
     fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
-        self.tx
-            .send((self.index, info))
-            .map_err(|_| redis::aio::SendError)
+        if let Some(handle) = self.sink.get() {
+            handle(self.index, info);
+        }
+        Ok(())
     }
 }
 
@@ -185,7 +188,7 @@ async fn connect_single(
     config: &RedisConfig,
     url: &str,
     index: usize,
-    tx: UnboundedSender<(usize, PushInfo)>,
+    sink: &PushSink,
 ) -> Result<Conn> {
     let client = redis::Client::open(url).map_err(|e| {
         Error::new(
@@ -204,7 +207,10 @@ async fn connect_single(
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500))
-        .set_push_sender(Tagged { index, tx })
+        .set_push_sender(Tagged {
+            index,
+            sink: Arc::clone(sink),
+        })
         .set_automatic_resubscription();
     // The manager retries a failed connect; bound the whole attempt so a server that is down
     // at start fails fast.
@@ -229,13 +235,13 @@ async fn connect_single(
     }
 }
 
-async fn connect_cluster(
-    config: &RedisConfig,
-    tx: UnboundedSender<(usize, PushInfo)>,
-) -> Result<Conn> {
+async fn connect_cluster(config: &RedisConfig, sink: &PushSink) -> Result<Conn> {
     let client = ClusterClient::builder(config.node_urls.iter().map(String::as_str))
         .use_protocol(redis::ProtocolVersion::RESP3)
-        .push_sender(Tagged { index: 0, tx })
+        .push_sender(Tagged {
+            index: 0,
+            sink: Arc::clone(sink),
+        })
         .connection_timeout(config.connect_timeout)
         .response_timeout(config.response_timeout)
         .retries(2)
