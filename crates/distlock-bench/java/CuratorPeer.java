@@ -1,8 +1,8 @@
 // Apache Curator's InterProcessMutex speaking distlock-bench's peer protocol
 // (crates/distlock-bench/src/peers.rs), compiled by the bench with javac at run time:
 //
-//   java CuratorPeer --version V --url zk://host:port/ cycle --name N --warmup W --iterations I
-//   java CuratorPeer --version V --url zk://host:port/ contend --name N --hold-us H --duration-ms MS
+//   java CuratorPeer --version V --url zk://host:port[,host:port...]/ cycle --name N --warmup W --iterations I
+//   java CuratorPeer --version V --url zk://host:port[,host:port...]/ contend --name N --hold-us H --duration-ms MS
 //
 // The lock lives at /distlock-bench-curator/<N>. acquire() waits without bound on a watch of
 // the predecessor, as Curator does by default. Times are System.nanoTime(), which is
@@ -35,7 +35,8 @@ public class CuratorPeer {
         }
         URI url = new URI(options.get("url"));
         CuratorFramework client = CuratorFrameworkFactory.builder()
-            .connectString(url.getHost() + ":" + url.getPort())
+            // host:port[,host:port...]: the URL's authority is a connect string.
+            .connectString(url.getRawAuthority())
             .sessionTimeoutMs(30000)
             .connectionTimeoutMs(10000)
             // Retries forever, like every peer in the bench.

@@ -32,9 +32,15 @@ DIST = {
 }
 
 
+def hosts(url):
+    """The URL's host:port list (several for a ZooKeeper ensemble or an etcd cluster)."""
+    return urlsplit(url).netloc.rsplit("@", 1)[-1]
+
+
 def host_port(url):
-    parts = urlsplit(url)
-    return parts.hostname, parts.port
+    """The first host and port of the URL."""
+    host, port = hosts(url).split(",")[0].rsplit(":", 1)
+    return host, int(port)
 
 
 def sql_url(url):
@@ -78,8 +84,7 @@ def make_lock(lib, url, name):
     if lib == "kazoo":
         from kazoo.client import KazooClient
 
-        host, port = host_port(url)
-        client = KazooClient(hosts=f"{host}:{port}")
+        client = KazooClient(hosts=hosts(url))
         client.start()
         lock = client.Lock(f"/kazoo-bench/{name}", uuid.uuid4().hex)
         return (lambda: lock.acquire(blocking=True)), lock.release

@@ -734,13 +734,23 @@ impl EtcdBackend {
             mode: request.options.mode,
         };
         let value = serde_json::to_vec(&record).expect("a record serializes");
+        // The count of keys under the prefix, read in the same transaction after the put: 1
+        // means ours is alone, and an uncontended acquire is this one round trip. (A count
+        // comes from etcd's in-memory index; a sorted read of the keys would read every
+        // value, for every waiter.)
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.as_str(),
-                value,
-                Some(PutOptions::new().with_lease(lease.id)),
-            )])
+            .and_then([
+                TxnOp::put(
+                    key.as_str(),
+                    value,
+                    Some(PutOptions::new().with_lease(lease.id)),
+                ),
+                TxnOp::get(
+                    format!("{prefix}/"),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                ),
+            ])
             .or_else([TxnOp::get(key.as_str(), None)]);
         let created = match shared
             .rpc("creating the lock key", name, |mut c| {
@@ -773,13 +783,21 @@ impl EtcdBackend {
                 .unwrap_or(0)
         };
         pending.revision = Some(revision);
+        let alone = created.succeeded()
+            && created.op_responses().into_iter().any(|r| match r {
+                TxnOpResponse::Get(get) => get.count() == 1,
+                _ => false,
+            });
+        let mut first = alone.then(|| (blocker(&[], request.options.mode), revision));
         // After a wake, an exclusive waiter asks only for its nearest predecessor (as Go's
         // concurrency.Mutex does): its answer is one key, not the whole queue, so a queue of
         // n waiters drains in O(n) transfer instead of O(n²). Other modes need every mode
         // before them.
         let mut woken = false;
         loop {
-            let found = if woken && request.options.mode == LockMode::Exclusive {
+            let found = if let Some(alone) = first.take() {
+                Some(alone)
+            } else if woken && request.options.mode == LockMode::Exclusive {
                 shared.predecessor(name, &prefix, &key, revision).await?
             } else {
                 let listing = shared.entries(name, &prefix).await?;
@@ -827,7 +845,9 @@ impl EtcdBackend {
         // The lease's server-side deadline counts from the last confirmed keep-alive; make
         // it recent so the local deadline (counted from that send time) is not short.
         let last = *lease.last_ok_sent.lock().unwrap();
-        let granted_at = if last.elapsed() > ttl / 6 {
+        // The keep-alive loop confirms it every ttl/3, so this is only for a loop that is
+        // falling behind.
+        let granted_at = if last.elapsed() > ttl / 2 {
             lease.keep_alive(&shared.client, shared.timeout()).await?
         } else {
             last

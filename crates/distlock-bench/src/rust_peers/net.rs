@@ -30,17 +30,18 @@ pub fn peers() -> Vec<RustPeer> {
 }
 
 /// `host:port` of an `etcd://host:port/` URL.
-fn etcd_endpoint(url: &str) -> Result<String> {
+fn etcd_endpoints(url: &str) -> Result<Vec<String>> {
     let rest = url
         .strip_prefix("etcd://")
         .ok_or_else(|| format!("{url}: not an etcd:// URL"))?;
-    Ok(rest.split('/').next().unwrap_or(rest).to_owned())
+    let hosts = rest.split('/').next().unwrap_or(rest);
+    Ok(hosts.split(',').map(str::to_owned).collect())
 }
 
 /// etcd's own lock service (`Lock`/`Unlock` RPCs, the server-side `concurrency.Mutex`), under
 /// one lease kept for the process, as `etcdctl lock` does.
 async fn etcd_lock(url: &str, name: String) -> Result<Box<dyn PeerLock>> {
-    let mut client = etcd_client::Client::connect([etcd_endpoint(url)?], None).await?;
+    let mut client = etcd_client::Client::connect(etcd_endpoints(url)?, None).await?;
     let lease = client.lease_grant(60, None).await?.id();
     Ok(Box::new(EtcdLock {
         client,

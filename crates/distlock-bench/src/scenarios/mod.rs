@@ -130,6 +130,14 @@ pub fn start_server(backend: &str, dir: &Path) -> Result<Server> {
             let s = kit::etcd::Etcd::start();
             server(s.url(), s.hosts(), s)
         }
+        "zookeeper-ensemble" => {
+            let s = kit::zookeeper::ZooKeeper::start_ensemble();
+            server(s.url(), s.hosts(), s)
+        }
+        "etcd-cluster" => {
+            let s = kit::etcd::Etcd::start_cluster();
+            server(s.url(), s.hosts(), s)
+        }
         other => return Err(format!("no server for {other}").into()),
     })
 }

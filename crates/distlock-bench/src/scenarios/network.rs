@@ -21,7 +21,12 @@ pub const TARGET: f64 = 1.15;
 /// One network backend's section.
 #[derive(Debug)]
 pub struct NetworkBackend {
+    /// The section id.
+    id: &'static str,
+    /// The backend (its floor client and its place in the plan).
     backend: &'static str,
+    /// What [`start_server`] starts: the backend's single server, or a cluster of it.
+    server: &'static str,
     title: &'static str,
     floor: &'static str,
     round_trip: &'static str,
@@ -37,7 +42,9 @@ pub struct NetworkBackend {
 pub fn scenarios() -> Vec<Box<dyn Scenario>> {
     [
         NetworkBackend {
+            id: "redis",
             backend: "redis",
+            server: "redis",
             title: "Redis",
             floor: "2 × PING (redis-rs multiplexed connection)",
             round_trip: "PING",
@@ -46,7 +53,9 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             curator: false,
         },
         NetworkBackend {
+            id: "postgres",
             backend: "postgres",
+            server: "postgres",
             title: "PostgreSQL",
             floor: "2 × SELECT 1 (tokio-postgres, prepared)",
             round_trip: "SELECT 1",
@@ -55,7 +64,9 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             curator: false,
         },
         NetworkBackend {
+            id: "mysql",
             backend: "mysql",
+            server: "mysql",
             title: "MySQL / MariaDB",
             floor: "2 × SELECT 1 (mysql_async)",
             round_trip: "SELECT 1",
@@ -64,7 +75,9 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             curator: false,
         },
         NetworkBackend {
+            id: "zookeeper",
             backend: "zookeeper",
+            server: "zookeeper",
             title: "ZooKeeper",
             floor: "create (ephemeral sequential) + getChildren + delete (zookeeper-client)",
             round_trip: "exists",
@@ -73,8 +86,32 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             curator: true,
         },
         NetworkBackend {
+            id: "etcd",
             backend: "etcd",
+            server: "etcd",
             title: "etcd",
+            floor: "create-if-absent txn under a lease + delete (etcd-client)",
+            round_trip: "get",
+            python_peers: &["etcd3"],
+            rust_peers: &["etcd-client-lock"],
+            curator: false,
+        },
+        NetworkBackend {
+            id: "zookeeper_ensemble",
+            backend: "zookeeper",
+            server: "zookeeper-ensemble",
+            title: "ZooKeeper, 3-node ensemble",
+            floor: "create (ephemeral sequential) + getChildren + delete (zookeeper-client)",
+            round_trip: "exists",
+            python_peers: &["kazoo"],
+            rust_peers: &[],
+            curator: true,
+        },
+        NetworkBackend {
+            id: "etcd_cluster",
+            backend: "etcd",
+            server: "etcd-cluster",
+            title: "etcd, 3-member cluster",
             floor: "create-if-absent txn under a lease + delete (etcd-client)",
             round_trip: "get",
             python_peers: &["etcd3"],
@@ -89,12 +126,12 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
 
 impl Scenario for NetworkBackend {
     fn id(&self) -> &'static str {
-        self.backend
+        self.id
     }
 
     fn run(&self, ctx: &Context, _earlier: &[Section]) -> Result<Section> {
         let dir = temp_dir(ctx, "distlock-bench-net-")?;
-        let server = start_server(self.backend, dir.path())?;
+        let server = start_server(self.server, dir.path())?;
         let floor_target = match self.backend {
             "zookeeper" | "etcd" => server.hosts.clone(),
             _ => server.url.clone(),
@@ -184,7 +221,7 @@ impl Scenario for NetworkBackend {
         };
 
         let mut section = Section::new(
-            self.backend,
+            self.id,
             format!("{}: lock cycle and contention", self.title),
             self.method(ctx),
             Unit::Micros,
@@ -332,17 +369,19 @@ pub fn python_peers_script(dir: &std::path::Path) -> Result<std::path::PathBuf> 
 
 impl NetworkBackend {
     /// The profile's cycles, a quarter of them where every write is a consensus round (a
-    /// millisecond or more), so the section fits the run's time budget.
+    /// millisecond or more) and an eighth on a 3-node cluster (three fsyncs per write), so
+    /// the section fits the run's time budget.
     fn plan(&self, ctx: &Context) -> Plan {
         let p = ctx.network_cycles;
-        if matches!(self.backend, "zookeeper" | "etcd") {
-            Plan {
-                warmup: p.warmup / 4,
-                iterations: p.iterations / 4,
-                batch: (p.batch / 4).max(1),
-            }
-        } else {
-            p
+        let divisor = match (self.backend, self.server == self.backend) {
+            ("zookeeper" | "etcd", true) => 4,
+            ("zookeeper" | "etcd", false) => 8,
+            _ => 1,
+        };
+        Plan {
+            warmup: p.warmup / divisor,
+            iterations: p.iterations / divisor,
+            batch: (p.batch / divisor).max(1),
         }
     }
 
@@ -350,7 +389,7 @@ impl NetworkBackend {
         let p = self.plan(ctx);
         let c = &ctx.contention;
         format!(
-            "A private {} server from the testkit on 127.0.0.1. **Uncontended cycle**: one \
+            "A private {} from the testkit on 127.0.0.1. **Uncontended cycle**: one \
              exclusive acquire + release per iteration, in one process on a Tokio \
              current-thread runtime, {} warm-up then {} timed iterations per subject, \
              interleaved in batches of {}. **Floor**: {}, with the client crate distlock \
@@ -359,7 +398,14 @@ impl NetworkBackend {
              the interpreter; the Rust peers' too, each in a `distlock-bench peer` process. **Contention**: N processes (N = {:?}) loop acquire → hold \
              ({:?} µs) → release on one lock for {:.1} s per run, waiting without bound; the \
              hand-off gap is divided by one round trip ({}) measured above.",
-            self.title,
+            match self.server == self.backend {
+                true => format!("{} server", self.title),
+                false => format!(
+                    "{} (each node its own process, all on this machine; every \
+                                  client is given all of them)",
+                    self.title
+                ),
+            },
             p.warmup,
             p.iterations,
             p.batch,
