@@ -621,8 +621,10 @@ impl ZooKeeperBackend {
 /// A node this session created and no longer wants.
 #[derive(Clone)]
 enum OwnNode {
-    /// Known by path; with `czxid`, only that incarnation of it.
-    Path { path: String, czxid: Option<i64> },
+    /// Known by path. The path carries this acquisition's random id (protected mode), so no
+    /// other acquisition, even after the lock directory was deleted and its sequence numbers
+    /// restarted, can have created a node at it: a plain delete is owner-checked.
+    Path { path: String },
     /// Created in protected mode whose reply was lost: found by its id among `dir`'s children.
     Protected { dir: String, uuid: String },
 }
@@ -631,15 +633,7 @@ impl Session {
     /// One attempt at deleting `node`; Ok when it is gone.
     async fn delete_own(&self, node: &OwnNode) -> std::result::Result<(), zk::Error> {
         let path = match node {
-            OwnNode::Path { path, czxid } => {
-                if let Some(czxid) = czxid {
-                    match self.client.check_stat(path).await? {
-                        Some(stat) if stat.czxid == *czxid => {}
-                        _ => return Ok(()),
-                    }
-                }
-                path.clone()
-            }
+            OwnNode::Path { path } => path.clone(),
             OwnNode::Protected { dir, uuid } => match self.client.list_children(dir).await {
                 Ok(children) => match children.into_iter().find(|c| c.contains(uuid.as_str())) {
                     Some(child) => format!("{dir}/{child}"),
@@ -780,7 +774,6 @@ impl ZooKeeperBackend {
         let own_path = format!("{path}/{own_name}");
         pending.node = Some(OwnNode::Path {
             path: own_path.clone(),
-            czxid: Some(stat.czxid),
         });
         loop {
             let nodes = session.children(name, &path).await?;
@@ -974,10 +967,8 @@ impl HeldLock for ZkHeld {
 
     fn release(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            // Only our own node, and only the incarnation we created.
             let node = OwnNode::Path {
                 path: self.path.clone(),
-                czxid: Some(self.czxid),
             };
             self.session
                 .delete_own_or_retry(node)
