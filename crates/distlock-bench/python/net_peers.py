@@ -93,7 +93,15 @@ def make_lock(lib, url, name):
 
         host, port = host_port(url)
         lock = etcd3.client(host=host, port=port).lock(name, ttl=30)
-        return (lambda: lock.acquire(timeout=None)), lock.release
+
+        def acquire():
+            # Its wait starts a watch (with no start revision) after the failed attempt, so a
+            # release in between is missed; with timeout=None it then waits for good once the
+            # other contenders stop. A 1 s bound in a loop is what a user would do.
+            while not lock.acquire(timeout=1):
+                pass
+
+        return acquire, lock.release
     if lib == "pals":
         import pals
 

@@ -259,10 +259,20 @@ struct Listing {
 
 /// What an acquisition waits for.
 enum Blocker {
-    /// The deletion of this key.
-    Key(String),
+    /// The deletion of this key, created at this revision (a later key of the same name is
+    /// another acquisition, behind ours).
+    Key { key: String, create_revision: i64 },
     /// Any deletion under the lock prefix (semaphores).
     Prefix,
+}
+
+impl Blocker {
+    fn key_of(entry: &Entry) -> Blocker {
+        Blocker::Key {
+            key: entry.key.clone(),
+            create_revision: entry.create_revision,
+        }
+    }
 }
 
 /// Whether an acquisition in `mode` behind `before` (the keys with a lower create revision)
@@ -273,7 +283,7 @@ fn blocker(before: &[Entry], mode: LockMode) -> Option<Blocker> {
             .iter()
             .rev()
             .find(|e| !compatible(e.mode()))
-            .map(|e| Blocker::Key(e.key.clone()))
+            .map(Blocker::key_of)
     };
     match mode {
         LockMode::Shared => last_conflicting(&|m| m == LockMode::Shared),
@@ -290,7 +300,7 @@ fn blocker(before: &[Entry], mode: LockMode) -> Option<Blocker> {
                 .sum();
             (taken + u64::from(count) > u64::from(limit)).then_some(Blocker::Prefix)
         }
-        _ => before.last().map(|e| Blocker::Key(e.key.clone())),
+        _ => before.last().map(Blocker::key_of),
     }
 }
 
@@ -636,17 +646,24 @@ impl Shared {
         }
         let read_revision = response.header().map_or(0, |h| h.revision());
         let blocker = response.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(get) => get
-                .kvs()
-                .first()
-                .map(|kv| Blocker::Key(String::from_utf8_lossy(kv.key()).into_owned())),
+            TxnOpResponse::Get(get) => get.kvs().first().map(|kv| Blocker::Key {
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                create_revision: kv.create_revision(),
+            }),
             _ => None,
         });
         Ok(Some((blocker, read_revision)))
     }
 
-    /// Waits until `blocker` is deleted (or anything under the prefix is), watching from
-    /// `revision + 1`; returns early if `lease` dies.
+    /// Waits until `blocker` is deleted (or anything under the prefix is), or returns at
+    /// once if it already was; returns early if `lease` dies. `revision` is that of the read
+    /// that found the blocker.
+    ///
+    /// A key is watched from "now", and checked once the watch is in place: etcd delivers
+    /// events of a watch that starts in the past only from a catch-up loop that runs every
+    /// 100 ms, which would add up to 100 ms to every hand-off that races the watch's creation.
+    /// Deletions before the watch are seen by the check, later ones by the watch. A prefix
+    /// (semaphores) is watched from `revision + 1`.
     async fn wait_for_delete(
         &self,
         name: &str,
@@ -655,15 +672,24 @@ impl Shared {
         revision: i64,
         lease: &SessionLease,
     ) -> Result<()> {
-        let mut options = WatchOptions::new()
-            .with_start_revision(revision + 1)
-            .with_filters([WatchFilterType::NoPut]);
-        let key = match blocker {
-            Blocker::Key(key) => key,
-            Blocker::Prefix => {
-                options = options.with_prefix();
-                format!("{prefix}/")
-            }
+        let filters = [WatchFilterType::NoPut];
+        let (key, options, incarnation) = match blocker {
+            Blocker::Key {
+                key,
+                create_revision,
+            } => (
+                key,
+                WatchOptions::new().with_filters(filters),
+                Some(create_revision),
+            ),
+            Blocker::Prefix => (
+                format!("{prefix}/"),
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1)
+                    .with_filters(filters),
+                None,
+            ),
         };
         let mut watch = self
             .watches
@@ -671,8 +697,27 @@ impl Shared {
             .await
             .map_err(|e| e.with_lock(name))?;
         let mut dead = lease.dead.subscribe();
+        let waited = async {
+            if let Some(create_revision) = incarnation {
+                watch.established().await?;
+                let found = self
+                    .rpc("checking the predecessor", name, |mut c| {
+                        let key = key.clone();
+                        async move { c.get(key, None).await }
+                    })
+                    .await?;
+                let still_there = found
+                    .kvs()
+                    .first()
+                    .is_some_and(|kv| kv.create_revision() == create_revision);
+                if !still_there {
+                    return Ok(());
+                }
+            }
+            watch.fired().await
+        };
         tokio::select! {
-            fired = watch.fired() => fired.map_err(|e| e.with_lock(name)),
+            waited = waited => waited.map_err(|e| e.with_lock(name)),
             _ = dead.wait_for(|d| *d) => Ok(()),
         }
     }

@@ -39,7 +39,13 @@ struct Routes {
     /// Set when the stream failed; nothing is added after that.
     failed: bool,
     /// Watch id → the waiter to wake.
-    waiting: HashMap<i64, oneshot::Sender<Result<()>>>,
+    waiting: HashMap<i64, Route>,
+}
+
+/// How the reader tells one waiter that its watch is in place, and that it fired.
+struct Route {
+    established: Option<oneshot::Sender<()>>,
+    fired: oneshot::Sender<Result<()>>,
 }
 
 enum Request {
@@ -50,11 +56,33 @@ enum Request {
 /// A watch added to the hub; dropping it cancels the watch.
 pub(crate) struct Subscription {
     id: i64,
+    established: Option<oneshot::Receiver<()>>,
     fired: oneshot::Receiver<Result<()>>,
     stream: HubStream,
 }
 
 impl Subscription {
+    /// Waits until etcd confirmed the watch: every event after this point will be seen.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub(crate) async fn established(&mut self) -> Result<()> {
+        let Some(established) = self.established.as_mut() else {
+            return Ok(());
+        };
+        match established.await {
+            Ok(()) => {
+                self.established = None;
+                Ok(())
+            }
+            // The stream failed before confirming; `fired` carries why.
+            Err(_) => self.fired().await.and(Err(stream_failed(
+                "the watch stream closed before the watch was set up",
+            ))),
+        }
+    }
+
     /// Waits until a delete under the watch happened (or etcd ended the watch, which also
     /// means "read again"); an error when the stream failed.
     ///
@@ -105,22 +133,38 @@ impl WatchHub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let options = options.with_watch_id(id);
         let (wake, fired) = oneshot::channel();
+        let (confirm, established) = oneshot::channel();
+        let route = Route {
+            established: Some(confirm),
+            fired: wake,
+        };
+        let established = Some(established);
         let mut current = self.current.lock().await;
         if let Some(stream) = current.as_ref() {
             let mut routes = stream.routes.lock().unwrap();
             if !routes.failed {
-                routes.waiting.insert(id, wake);
+                routes.waiting.insert(id, route);
                 drop(routes);
                 let stream = stream.clone();
                 // A send error means the stream's sender task ended: the stream failed, and
                 // the reader wakes this waiter with the error.
                 let _ = stream.requests.send(Request::Add(key.to_owned(), options));
-                return Ok(Subscription { id, fired, stream });
+                return Ok(Subscription {
+                    id,
+                    established,
+                    fired,
+                    stream,
+                });
             }
         }
-        let stream = self.open(key, options, id, wake).await?;
+        let stream = self.open(key, options, id, route).await?;
         *current = Some(stream.clone());
-        Ok(Subscription { id, fired, stream })
+        Ok(Subscription {
+            id,
+            established,
+            fired,
+            stream,
+        })
     }
 
     /// Opens a stream whose first watch is `first`, and starts its sender and reader tasks.
@@ -129,7 +173,7 @@ impl WatchHub {
         key: &str,
         first: WatchOptions,
         id: i64,
-        wake: oneshot::Sender<Result<()>>,
+        route: Route,
     ) -> Result<HubStream> {
         let mut client = self.client.clone();
         let opened = tokio::time::timeout(self.open_timeout, client.watch(key, Some(first)))
@@ -148,7 +192,7 @@ impl WatchHub {
         let (sender, responses) = opened.split();
         let (requests, pending) = mpsc::unbounded_channel();
         let routes = Arc::new(StdMutex::new(Routes::default()));
-        routes.lock().unwrap().waiting.insert(id, wake);
+        routes.lock().unwrap().waiting.insert(id, route);
         tokio::spawn(send_requests(sender, pending));
         tokio::spawn(read_responses(
             responses,
@@ -188,6 +232,17 @@ async fn read_responses(
             Ok(None) => break "the watch stream closed".to_owned(),
             Err(error) => break format!("the watch stream failed: {error}"),
         };
+        let id = response.watch_id();
+        if response.created() {
+            let mut routes = routes.lock().unwrap();
+            if let Some(confirm) = routes
+                .waiting
+                .get_mut(&id)
+                .and_then(|r| r.established.take())
+            {
+                let _ = confirm.send(());
+            }
+        }
         let deleted = response
             .events()
             .iter()
@@ -195,14 +250,13 @@ async fn read_responses(
         if !(deleted || response.canceled()) {
             continue;
         }
-        let id = response.watch_id();
-        let wake = routes.lock().unwrap().waiting.remove(&id);
+        let route = routes.lock().unwrap().waiting.remove(&id);
         if !response.canceled() {
             // Fired, or abandoned by its waiter: either way the server may drop it.
             let _ = requests.send(Request::Cancel(id));
         }
-        if let Some(wake) = wake {
-            let _ = wake.send(Ok(()));
+        if let Some(route) = route {
+            let _ = route.fired.send(Ok(()));
         }
     };
     let waiting = {
@@ -210,8 +264,8 @@ async fn read_responses(
         routes.failed = true;
         std::mem::take(&mut routes.waiting)
     };
-    for (_, wake) in waiting {
-        let _ = wake.send(Err(stream_failed(&why)));
+    for (_, route) in waiting {
+        let _ = route.fired.send(Err(stream_failed(&why)));
     }
 }
 
