@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from importlib.metadata import version
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 DIST = {
     "filelock": "filelock",
@@ -29,6 +29,7 @@ DIST = {
     "etcd3": "etcd3",
     "pals": "pals",
     "sqlalchemy-dlock": "sqlalchemy-dlock",
+    "pymysqllock": "PyMySQLLock",
 }
 
 
@@ -119,6 +120,26 @@ def make_lock(lib, url, name):
         # GET_LOCK(name, -1), which MariaDB answers with NULL (an error), so a day it is.
         timeout = 86_400 if url.startswith(("mysql", "mariadb")) else None
         return (lambda: lock.acquire(block=True, timeout=timeout)), lock.release
+    if lib == "pymysqllock":
+        from PyMySQLLock import Locker
+
+        parts = urlsplit(url)
+        locker = Locker(
+            host=parts.hostname,
+            port=parts.port or 3306,
+            user=unquote(parts.username or "root"),
+            password=unquote(parts.password or ""),
+            database=parts.path.lstrip("/") or None,
+        )
+        lock = locker.lock(name)
+
+        def acquire():
+            # It opens a connection per acquire and waits in GET_LOCK; its default timeout,
+            # -1, is answered with NULL by MariaDB (not "wait forever"), so a day it is.
+            while not lock.acquire(timeout=86_400):
+                pass
+
+        return acquire, lock.release
     raise SystemExit(f"unknown lib {lib!r}")
 
 

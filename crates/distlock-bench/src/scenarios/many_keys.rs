@@ -276,8 +276,9 @@ fn notes(rows: &[ManyKeysRow]) -> Vec<String> {
                  sequential node and a getChildren to see its place in the queue"
             }
             "etcd" => {
-                "distlock's recipe, like etcd's own, also reads the key's place in the queue \
-                 (a range by create revision) after the create"
+                "distlock's create transaction also counts the keys under the lock's prefix \
+                 (its place in the queue), and its release compares the key's create revision \
+                 before deleting"
             }
             _ => "",
         };

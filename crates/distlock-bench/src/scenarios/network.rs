@@ -70,7 +70,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             title: "MySQL / MariaDB",
             floor: "2 × SELECT 1 (mysql_async)",
             round_trip: "SELECT 1",
-            python_peers: &["sqlalchemy-dlock"],
+            python_peers: &["sqlalchemy-dlock", "pymysqllock"],
             rust_peers: &[],
             curator: false,
         },
