@@ -40,7 +40,7 @@ pub struct NetworkBackend {
 
 /// Every network backend's section, in the order they run.
 pub fn scenarios() -> Vec<Box<dyn Scenario>> {
-    [
+    let singles = [
         NetworkBackend {
             id: "redis",
             backend: "redis",
@@ -96,32 +96,39 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             rust_peers: &["etcd-client-lock"],
             curator: false,
         },
-        NetworkBackend {
-            id: "zookeeper_ensemble",
-            backend: "zookeeper",
-            server: "zookeeper-ensemble",
-            title: "ZooKeeper, 3-node ensemble",
-            floor: "create (ephemeral sequential) + getChildren + delete (zookeeper-client)",
-            round_trip: "exists",
-            python_peers: &["kazoo"],
-            rust_peers: &[],
-            curator: true,
-        },
-        NetworkBackend {
-            id: "etcd_cluster",
-            backend: "etcd",
-            server: "etcd-cluster",
-            title: "etcd, 3-member cluster",
-            floor: "create-if-absent txn under a lease + delete (etcd-client)",
-            round_trip: "get",
-            python_peers: &["etcd3"],
-            rust_peers: &["etcd-client-lock"],
-            curator: false,
-        },
+    ];
+    let clusters = [
+        (
+            "zookeeper",
+            "zookeeper_ensemble",
+            "zookeeper-ensemble",
+            "ZooKeeper, 3-node ensemble",
+        ),
+        (
+            "etcd",
+            "etcd_cluster",
+            "etcd-cluster",
+            "etcd, 3-member cluster",
+        ),
     ]
-    .into_iter()
-    .map(|s| Box::new(s) as Box<dyn Scenario>)
-    .collect()
+    .map(|(backend, id, server, title)| {
+        let single = singles
+            .iter()
+            .find(|s| s.backend == backend)
+            .expect("a cluster section has a single-server section");
+        // The same floor and peers, against every node of the cluster.
+        NetworkBackend {
+            id,
+            server,
+            title,
+            ..*single
+        }
+    });
+    singles
+        .into_iter()
+        .chain(clusters)
+        .map(|s| Box::new(s) as Box<dyn Scenario>)
+        .collect()
 }
 
 impl Scenario for NetworkBackend {
