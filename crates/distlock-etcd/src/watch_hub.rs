@@ -1,9 +1,9 @@
 //! One watch stream per backend, shared by every waiter of the process.
 //!
-//! A gRPC stream per waiter (what `Client::watch` opens) does not scale: with a few thousand
-//! waiters in one process the connection stalls. Here each waiter adds a watch, with an id
-//! of its own, to one stream that etcd multiplexes (client-chosen watch ids: etcd 3.4 or
-//! newer); one reader task routes each answer to its waiter.
+//! `Client::watch` opens a gRPC stream per call: with thousands of waiters that is thousands
+//! of HTTP/2 streams on the connection, each with its own server-side state. Here each waiter
+//! adds a watch, with an id of its own, to one stream that etcd multiplexes (client-chosen
+//! watch ids: etcd 3.4 or newer); one reader task routes each answer to its waiter.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
