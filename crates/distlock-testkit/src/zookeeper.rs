@@ -77,9 +77,27 @@ impl ZkNode {
         Some(line.trim().to_owned())
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         while !self.serving() {
+            // A JVM that cannot start (no zookeeper.jar) exits at once: say so now, not after
+            // the whole start timeout.
+            if let Some(status) = self
+                .process
+                .as_mut()
+                .and_then(|p| p.wait_exit(Duration::ZERO))
+            {
+                panic!(
+                    "zookeeper node {} exited ({status}) before serving (is the `zookeeper` \
+                     package installed? classpath {:?})",
+                    self.id,
+                    if self.tls {
+                        tls_classpath()
+                    } else {
+                        classpath()
+                    }
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "zookeeper node {} did not serve on port {} within {START_TIMEOUT:?} \
@@ -225,7 +243,7 @@ impl ZooKeeper {
         for node in &mut nodes {
             node.launch();
         }
-        for node in &nodes {
+        for node in &mut nodes {
             node.wait_ready();
         }
         ZooKeeper {

@@ -736,9 +736,16 @@ impl ZooKeeperBackend {
         })
         .expect("a record serializes");
         let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+        // Set before the create is sent, not after it returns: an acquire dropped while the
+        // create is in flight must still delete the node the server goes on to create. The
+        // client sends a request when it is called, so the listing done by that delete is
+        // ordered after the create in this session.
         let mut pending = PendingNode {
             session: Arc::clone(session),
-            node: None,
+            node: Some(OwnNode::Protected {
+                dir: path.clone(),
+                uuid: uuid.clone(),
+            }),
         };
         let created = match client.create(&prefix, &data, &options).await {
             Err(zk::Error::NoNode) => {
@@ -746,6 +753,7 @@ impl ZooKeeperBackend {
                 match client.mkdir(&path, &parent).await {
                     Ok(()) | Err(zk::Error::NodeExists) => {}
                     Err(error) => {
+                        pending.node = None;
                         return Err(session.error(error, "creating the lock path", name));
                     }
                 }
@@ -756,11 +764,7 @@ impl ZooKeeperBackend {
         let (stat, sequence) = match created {
             Ok(created) => created,
             Err(zk::Error::ConnectionLoss) => {
-                // Protected mode: our node, if it was created, is found by its id.
-                pending.node = Some(OwnNode::Protected {
-                    dir: path.clone(),
-                    uuid: uuid.clone(),
-                });
+                // Protected mode: our node, if it was created, is found by its id (`pending`).
                 return Err(Error::new(
                     ErrorKind::Connection,
                     BACKEND,
@@ -768,7 +772,10 @@ impl ZooKeeperBackend {
                 )
                 .with_lock(name));
             }
-            Err(error) => return Err(session.error(error, "creating the lock node", name)),
+            Err(error) => {
+                pending.node = None;
+                return Err(session.error(error, "creating the lock node", name));
+            }
         };
         let own_name = format!("{}{sequence}", &prefix[path.len() + 1..]);
         let own_path = format!("{path}/{own_name}");
