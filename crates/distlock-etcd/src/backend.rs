@@ -13,9 +13,9 @@ use distlock_core::{
     Wait, Waiter,
 };
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchFilterType,
-    WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, KvClient,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, WatchFilterType, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -44,6 +44,9 @@ impl fmt::Debug for EtcdBackend {
 
 struct Shared {
     client: Client,
+    /// The client's KV service alone: cloned per request, which costs one channel handle
+    /// instead of the whole client's eight.
+    kv: KvClient,
     config: EtcdConfig,
     /// The session's leases, one per TTL in whole seconds.
     leases: tokio::sync::Mutex<HashMap<i64, Arc<SessionLease>>>,
@@ -401,6 +404,7 @@ impl EtcdBackend {
         let watches = WatchHub::new(client.clone(), config.request_timeout);
         Ok(EtcdBackend {
             shared: Arc::new(Shared {
+                kv: client.kv_client(),
                 client,
                 config,
                 leases: tokio::sync::Mutex::new(HashMap::new()),
@@ -447,11 +451,20 @@ impl Shared {
     /// Runs one request with the request timeout. Requests that fail before reaching a
     /// member (connection refused: a dead member of a cluster) are tried again on the next
     /// member, up to three times; every request made here is safe to repeat.
-    async fn rpc<T, F>(
+    async fn rpc<T, F>(&self, what: &str, name: &str, call: impl FnMut(KvClient) -> F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.rpc_on(&self.kv, what, name, call).await
+    }
+
+    /// [`Shared::rpc`] on another of the client's services.
+    async fn rpc_on<C: Clone, T, F>(
         &self,
+        client: &C,
         what: &str,
         name: &str,
-        mut call: impl FnMut(Client) -> F,
+        mut call: impl FnMut(C) -> F,
     ) -> Result<T>
     where
         F: Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -461,7 +474,7 @@ impl Shared {
         let overloaded_since = Instant::now();
         loop {
             attempt += 1;
-            match tokio::time::timeout(self.timeout(), call(self.client.clone())).await {
+            match tokio::time::timeout(self.timeout(), call(client.clone())).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) if attempt < 3 && never_sent(&error) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -499,7 +512,7 @@ impl Shared {
         }
         let sent = Instant::now();
         let granted = self
-            .rpc("granting a lease", name, |mut c| async move {
+            .rpc_on(&self.client, "granting a lease", name, |mut c| async move {
                 c.lease_grant(ttl_secs, None).await
             })
             .await?;
