@@ -134,10 +134,32 @@ fn main() {
         }
         return;
     }
+    // `distlock-bench serve BACKEND`: a test server for `scripts/profile`.
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        if let Err(error) = serve(std::env::args().nth(2).unwrap_or_default()) {
+            eprintln!("distlock-bench serve: error: {error}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(error) = run(Args::parse()) {
         eprintln!("distlock-bench: error: {error}");
         std::process::exit(1);
     }
+}
+
+/// Starts `backend`'s bench server (as the scenarios do), prints `url <distlock URL>`, and
+/// stops it when standard input closes.
+fn serve(backend: String) -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("distlock-bench-serve-")
+        .tempdir()?;
+    let server = scenarios::start_server(&backend, dir.path())?;
+    println!("url {}", server.url);
+    std::io::Write::flush(&mut std::io::stdout())?;
+    std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;
+    drop(server);
+    Ok(())
 }
 
 fn run(args: Args) -> Result<()> {

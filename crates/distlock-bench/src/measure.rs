@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use crate::Result;
+use crate::peers::thread_cpu_ns;
 
 /// Runs `n` timed iterations, appending one duration in nanoseconds per iteration to `out`.
 pub type BatchFn<'a> = Box<dyn FnMut(usize, &mut Vec<u64>) -> Result<()> + 'a>;
@@ -14,6 +15,9 @@ pub struct Subject<'a> {
     pub label: String,
     /// Runs a batch.
     pub run: BatchFn<'a>,
+    /// CPU time the measuring thread used in the timed batches, in nanoseconds: all of the
+    /// subject's client-side work when it runs on a current-thread runtime.
+    pub cpu_ns: u64,
 }
 
 impl<'a> Subject<'a> {
@@ -25,6 +29,7 @@ impl<'a> Subject<'a> {
         Subject {
             label: label.into(),
             run: Box::new(run),
+            cpu_ns: 0,
         }
     }
 
@@ -70,8 +75,10 @@ pub fn interleaved(plan: Plan, subjects: &mut [Subject<'_>]) -> Result<Vec<Vec<u
         let n = batch.min(plan.iterations - done);
         for offset in 0..count {
             let i = (round + offset) % count;
+            let cpu_before = thread_cpu_ns();
             (subjects[i].run)(n, &mut samples[i])
                 .map_err(|e| format!("{}: {e}", subjects[i].label))?;
+            subjects[i].cpu_ns += thread_cpu_ns().saturating_sub(cpu_before);
         }
         done += n;
         round += 1;
@@ -111,6 +118,7 @@ mod tests {
         };
         let samples = interleaved(plan, &mut subjects).unwrap();
         assert!(samples.iter().all(|s| s.len() == 7));
+        assert!(subjects.iter().all(|s| s.cpu_ns > 0));
         drop(subjects);
         let log = log.into_inner();
         let order: Vec<_> = log.iter().map(|(l, _)| *l).collect();

@@ -208,6 +208,10 @@ impl Scenario for NetworkBackend {
             }));
         }
         let samples = interleaved(self.plan(ctx), &mut subjects)?;
+        // Client CPU per cycle: the runtime is current-thread, so the client libraries' tasks
+        // (connection drivers included) and their socket system calls ran on this thread.
+        let client_cpu_us = |i: usize| subjects[i].cpu_ns as f64 / samples[i].len() as f64 / 1e3;
+        let (floor_cpu_us, distlock_cpu_us) = (client_cpu_us(0), client_cpu_us(2));
         drop(subjects);
 
         let floor_row = Row::measured(self.floor, Kind::Floor, &samples[0])?;
@@ -327,6 +331,9 @@ impl Scenario for NetworkBackend {
         drop(curator_classes);
         let mut section = section.finish();
         section.notes.extend(notes(&section));
+        section
+            .notes
+            .push(client_cpu_note(&section, floor_cpu_us, distlock_cpu_us));
         if let Some(us) = script_cost {
             section.notes.push(format!(
                 "The server spent {us:.1} µs per `EVALSHA` (`INFO commandstats`, over the \
@@ -438,6 +445,34 @@ async fn redis_script_cost(url: &str) -> Result<Option<f64>> {
         .find(|l| l.starts_with("cmdstat_evalsha:"))
         .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("usec_per_call=")))
         .and_then(|v| v.trim().parse().ok()))
+}
+
+/// Splits distlock's mean cost above the floor into client CPU and the rest (the server's
+/// work and the network): the profile behind this section's ratio.
+fn client_cpu_note(section: &Section, floor_cpu_us: f64, distlock_cpu_us: f64) -> String {
+    let mean_us = |kind: Kind| {
+        section
+            .rows
+            .iter()
+            .find(|r| r.kind == kind)
+            .map_or(0.0, |r| r.summary.mean_ns / 1e3)
+    };
+    let above = mean_us(Kind::Distlock) - mean_us(Kind::Floor);
+    let cpu_above = distlock_cpu_us - floor_cpu_us;
+    let measured = format!(
+        "Client CPU per cycle (this thread's CPU clock over the timed batches; the runtime is \
+         current-thread, so the client libraries' tasks and socket system calls ran on it): \
+         floor {floor_cpu_us:.1} µs, distlock {distlock_cpu_us:.1} µs."
+    );
+    if above <= 0.0 {
+        return format!("{measured} At the mean distlock's cycle is not above the floor's.");
+    }
+    format!(
+        "{measured} Of distlock's {above:.1} µs above the floor at the mean, {cpu_above:.1} µs \
+         is CPU in this process; the other {:.1} µs is waiting for the server (its work and \
+         the transfer).",
+        above - cpu_above
+    )
 }
 
 /// Findings from this section's figures.
