@@ -7,7 +7,9 @@
 //! - Exclusive locks only (`Unsupported` for shared locks and priorities); semaphores are N
 //!   named slots. Names map to `GET_LOCK` names by [`lock_name`] and [`slot_names`].
 //! - Fencing tokens come from a counter table (`distlock_tokens`, one row per lock, InnoDB),
-//!   created on first use; where the user lacks `CREATE`, the error shows the DDL.
+//!   created on first use; where the user lacks `CREATE`, the error shows the DDL. Holder
+//!   rows, for `inspect`, are in a `MEMORY` table: like the `GET_LOCK`s they describe, they
+//!   need not survive a restart, so they cost no commit.
 //! - The lease is enforced by the server: the holder connection sets `wait_timeout` to the
 //!   TTL (rounded up to whole seconds) and pings every TTL/3, so a paused or partitioned holder
 //!   is disconnected by the server and its locks freed.
@@ -220,7 +222,7 @@ pub const SETUP_SQL: &str = "CREATE TABLE IF NOT EXISTS distlock_tokens (\n\
     \x20 description VARBINARY(1024) NULL, since_ms BIGINT NOT NULL, ttl_ms BIGINT NOT NULL,\n\
     \x20 token BIGINT UNSIGNED NULL,\n\
     \x20 KEY distlock_holders_key (lock_key)\n\
-    ) ENGINE=InnoDB;";
+    ) ENGINE=MEMORY;";
 
 fn server_code(error: &mysql_async::Error) -> Option<u16> {
     match error {
@@ -517,7 +519,8 @@ impl MySqlBackend {
             "SET SESSION wait_timeout = IF({cond}, {}, @@global.wait_timeout); \
              START TRANSACTION; \
              INSERT INTO distlock_tokens (lock_key, token) SELECT {token_key}, LAST_INSERT_ID(1) \
-             FROM DUAL WHERE {cond} ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1); ",
+             FROM DUAL WHERE {cond} ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1); \
+             COMMIT; ",
             wait_timeout_secs(request.options.ttl),
         );
         if self.shared.config.holder_info {
@@ -550,7 +553,7 @@ impl MySqlBackend {
             ));
         }
         sql.push_str(&format!(
-            "COMMIT; SELECT @distlock_g, IF({cond}, LAST_INSERT_ID(), NULL)"
+            "SELECT @distlock_g, IF({cond}, LAST_INSERT_ID(), NULL)"
         ));
         sql
     }
