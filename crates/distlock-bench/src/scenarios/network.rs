@@ -501,11 +501,11 @@ fn notes(section: &Section) -> Vec<String> {
         let us = |ns: u64| ns as f64 / 1000.0;
         let above = us(distlock.summary.p50_ns.saturating_sub(floor.summary.p50_ns));
         notes.push(format!(
-            "At p50 distlock's cycle is {above:.0} µs above the floor. It commits a transaction \
-             on every acquire (the durable fencing counter, and the holder row read by \
-             `inspect`), which the floor does not: one committed single-row upsert alone takes \
-             {:.0} µs at p50 and {:.0} µs at p99 on this server (reference row). Peers without \
-             a fencing token skip that write.",
+            "At p50 distlock's cycle is {above:.0} µs above the floor. Its acquire writes what \
+             the floor does not: the durable fencing token and the holder row that `inspect` \
+             reads. For scale, one committed single-row upsert alone takes {:.0} µs at p50 and \
+             {:.0} µs at p99 on this server (reference row). Peers without a fencing token skip \
+             the token's write.",
             us(write.summary.p50_ns),
             us(write.summary.p99_ns),
         ));
