@@ -36,6 +36,11 @@ pub struct NetworkBackend {
     rust_peers: &'static [&'static str],
     /// Whether Apache Curator's `InterProcessMutex` (`java/CuratorPeer.java`) runs too.
     curator: bool,
+    /// What distlock's uncontended cycle does that the peers' may not: said in the report
+    /// when a peer's cycle is faster.
+    cycle_cost: &'static str,
+    /// The same for a hand-off: said when a peer's 8-way hand-off gap p50 is shorter.
+    handoff_cost: &'static str,
 }
 
 /// Every network backend's section, in the order they run.
@@ -51,6 +56,13 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             python_peers: &["redis-py", "python-redis-lock"],
             rust_peers: &["rslock"],
             curator: false,
+            cycle_cost: "rslock's cycle is `SET NX PX` and a compare-and-delete, with no queue, no \
+                holder record and no fencing counter; distlock's scripts keep those in step (the \
+                server time per `EVALSHA` is below).",
+            handoff_cost: "rslock and redis-py waiters retry on a timer: one that retries just after a \
+                release sees a short gap while the others wait (their FIFO rates and p99 gaps). \
+                distlock's release script grants the oldest live waiter and pushes the grant to \
+                it.",
         },
         NetworkBackend {
             id: "postgres",
@@ -62,6 +74,12 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             python_peers: &["pals", "sqlalchemy-dlock"],
             rust_peers: &["sqlx-pg-advisory-lock"],
             curator: false,
+            cycle_cost: "sqlx's `PgAdvisoryLock` takes and frees the advisory lock and nothing else; \
+                distlock's acquire statement also takes a fencing token from a sequence and \
+                upserts the holder row that `inspect` reads.",
+            handoff_cost: "After the woken `pg_advisory_lock`, distlock's statement takes the fencing \
+                token and writes the holder row before it answers, work an unfenced lock does not \
+                do.",
         },
         NetworkBackend {
             id: "mysql",
@@ -73,6 +91,11 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             python_peers: &["sqlalchemy-dlock", "pymysqllock"],
             rust_peers: &[],
             curator: false,
+            cycle_cost: "sqlalchemy-dlock and PyMySQLLock call `GET_LOCK` and `RELEASE_LOCK` alone; \
+                distlock's acquire also commits the fencing token row, writes the holder row and \
+                sets `wait_timeout` from the TTL.",
+            handoff_cost: "After the woken `GET_LOCK`, distlock's query commits the fencing token row \
+                and writes the holder row before it answers, work an unfenced lock does not do.",
         },
         NetworkBackend {
             id: "zookeeper",
@@ -84,6 +107,10 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             python_peers: &["kazoo"],
             rust_peers: &[],
             curator: true,
+            cycle_cost: "Curator and kazoo create, list and delete as distlock does; distlock's node \
+                also carries the holder record as its data.",
+            handoff_cost: "Curator and kazoo waiters also watch their predecessor and list the children \
+                again when woken, as distlock does.",
         },
         NetworkBackend {
             id: "etcd",
@@ -95,6 +122,14 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             python_peers: &["etcd3"],
             rust_peers: &["etcd-client-lock"],
             curator: false,
+            cycle_cost: "etcd's lock service runs Go's `concurrency.Mutex` inside the server, one RPC \
+                to lock and one to unlock; distlock's create transaction also counts the keys \
+                under the prefix, and its release compares the key's create revision.",
+            handoff_cost: "The lock service's waiters run inside the server, so a wake costs them no \
+                client round trip, but they watch from an older revision, which etcd serves from \
+                a catch-up loop every 100 ms (their p99 gap and grants/s). A distlock waiter, once \
+                its predecessor's delete arrives, reads its predecessor again before it \
+                proceeds.",
         },
     ];
     let clusters = [
@@ -334,6 +369,7 @@ impl Scenario for NetworkBackend {
         section
             .notes
             .push(client_cpu_note(&section, floor_cpu_us, distlock_cpu_us));
+        section.notes.extend(self.behind_peers(&section));
         if let Some(us) = script_cost {
             section.notes.push(format!(
                 "The server spent {us:.1} µs per `EVALSHA` (`INFO commandstats`, over the \
@@ -445,6 +481,62 @@ async fn redis_script_cost(url: &str) -> Result<Option<f64>> {
         .find(|l| l.starts_with("cmdstat_evalsha:"))
         .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("usec_per_call=")))
         .and_then(|v| v.trim().parse().ok()))
+}
+
+impl NetworkBackend {
+    /// Where a peer is faster than distlock (uncontended p50; 8-way hand-off gap p50 with no
+    /// hold), which peers and what distlock does that they do not.
+    fn behind_peers(&self, section: &Section) -> Vec<String> {
+        let us = |ns: f64| ns / 1e3;
+        let mut notes = Vec::new();
+        let distlock = section.rows.iter().find(|r| r.kind == Kind::Distlock);
+        if let Some(distlock) = distlock {
+            let faster: Vec<String> = section
+                .rows
+                .iter()
+                .filter(|r| r.kind == Kind::Peer && r.summary.p50_ns < distlock.summary.p50_ns)
+                .map(|r| format!("{} ({:.0} µs)", r.label, us(r.summary.p50_ns as f64)))
+                .collect();
+            if !faster.is_empty() {
+                notes.push(format!(
+                    "Faster than distlock ({:.0} µs) uncontended at p50: {}. {}",
+                    us(distlock.summary.p50_ns as f64),
+                    faster.join(", "),
+                    self.cycle_cost
+                ));
+            }
+        }
+        let gap_p50 =
+            |r: &crate::contention::ContentionRow| r.handoff.as_ref().map(|h| h.p50_ns as f64);
+        let at_8 = |r: &&crate::contention::ContentionRow| r.workers == 8 && r.hold_us == 0;
+        let distlock_gap = section
+            .contention
+            .iter()
+            .filter(at_8)
+            .find(|r| r.kind == Kind::Distlock)
+            .and_then(gap_p50);
+        if let Some(distlock_gap) = distlock_gap {
+            let shorter: Vec<String> = section
+                .contention
+                .iter()
+                .filter(at_8)
+                .filter(|r| r.kind == Kind::Peer)
+                .filter_map(|r| gap_p50(r).map(|g| (r, g)))
+                .filter(|(_, g)| *g < distlock_gap)
+                .map(|(r, g)| format!("{} ({:.0} µs)", r.label, us(g)))
+                .collect();
+            if !shorter.is_empty() {
+                notes.push(format!(
+                    "With 8 contenders and no hold, a shorter hand-off gap p50 than distlock's \
+                     ({:.0} µs): {}. {}",
+                    us(distlock_gap),
+                    shorter.join(", "),
+                    self.handoff_cost
+                ));
+            }
+        }
+        notes
+    }
 }
 
 /// Splits distlock's mean cost above the floor into client CPU and the rest (the server's

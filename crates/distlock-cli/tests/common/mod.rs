@@ -30,6 +30,8 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    use std::os::unix::process::CommandExt;
+
     let mut cmd = Command::new(BIN);
     cmd.env_remove("DISTLOCK_URL")
         .env_remove("DISTLOCK_LOG")
@@ -37,6 +39,15 @@ where
         .arg(url)
         .args(args)
         .stdin(Stdio::null());
+    // As from a terminal, even when the tests themselves run under nohup: ignored signals
+    // are inherited, and some tests send SIGHUP or check what the command inherits.
+    // SAFETY: signal(2) between fork and exec of the test's child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            Ok(())
+        });
+    }
     cmd
 }
 
