@@ -164,6 +164,8 @@ fn serve(backend: String) -> Result<()> {
 
 fn run(args: Args) -> Result<()> {
     let started = Instant::now();
+    // Before any scenario writes its charts into the tree, which would read as "-dirty".
+    let revision = revision();
     let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     if cfg!(debug_assertions) {
         eprintln!("distlock-bench: warning: a debug build; run with --release for real figures");
@@ -262,7 +264,7 @@ fn run(args: Args) -> Result<()> {
             "waiters": ctx.waiters,
         }),
         profile_summary: profile_summary(args.profile, &ctx),
-        revision: revision(),
+        revision,
         sections,
         duration_s: started.elapsed().as_secs_f64(),
         others_cpu_share,
