@@ -337,6 +337,38 @@ pub async fn dropped_acquire_leaks_nothing(fixture: &dyn Fixture) {
     assert_eventually_idle(&a, &name).await;
 }
 
+/// An acquire dropped right after its first poll (its first request sent, no reply read)
+/// leaves nothing behind that blocks another client or this one.
+pub async fn acquire_dropped_after_first_poll_leaks_nothing(fixture: &dyn Fixture) {
+    use std::future::Future;
+
+    let name = unique_name("dropped_first_poll");
+    let a = fixture.connect().await;
+    let b = fixture.connect().await;
+    // Connections up, so a first poll gets as far as the backend's first request.
+    a.mutex(&name)
+        .acquire()
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let mut attempt = Box::pin(a.mutex(&name).acquire());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(result) = attempt.as_mut().poll(&mut cx) {
+            // Granted on the first poll (a local backend): give it back.
+            result.unwrap().release().await.unwrap();
+        }
+        drop(attempt);
+        let lease = b.mutex(&name).wait(SOON).acquire().await.unwrap();
+        lease.release().await.unwrap();
+    }
+    let lease = a.mutex(&name).wait(SOON).acquire().await.unwrap();
+    lease.release().await.unwrap();
+    assert_eventually_idle(&a, &name).await;
+}
+
 /// Dropping a lease without `release()` gives the lock up well before its TTL.
 pub async fn dropped_lease_is_released(fixture: &dyn Fixture) {
     let name = unique_name("dropped_lease");
@@ -781,6 +813,7 @@ macro_rules! conformance_suite {
                 renewal_keeps_the_lock,
                 sigkill_holder_frees_the_lock,
                 dropped_acquire_leaks_nothing,
+                acquire_dropped_after_first_poll_leaks_nothing,
                 dropped_lease_is_released,
                 names,
                 invalid_options,
