@@ -37,15 +37,20 @@ impl std::fmt::Debug for ZkNode {
 }
 
 impl ZkNode {
+    /// The classpath this node runs with: TLS needs extra jars.
+    fn classpath(&self) -> String {
+        if self.tls {
+            tls_classpath()
+        } else {
+            classpath()
+        }
+    }
+
     fn launch(&mut self) {
         let mut command = Command::new(java_binary());
         command
             .arg("-cp")
-            .arg(if self.tls {
-                tls_classpath()
-            } else {
-                classpath()
-            })
+            .arg(self.classpath())
             .args([
                 "-Xmx256m",
                 "-XX:+UseSerialGC",
@@ -91,11 +96,7 @@ impl ZkNode {
                     "zookeeper node {} exited ({status}) before serving (is the `zookeeper` \
                      package installed? classpath {:?})",
                     self.id,
-                    if self.tls {
-                        tls_classpath()
-                    } else {
-                        classpath()
-                    }
+                    self.classpath()
                 );
             }
             assert!(
@@ -105,11 +106,7 @@ impl ZkNode {
                 self.id,
                 self.client_port,
                 java_binary(),
-                if self.tls {
-                    tls_classpath()
-                } else {
-                    classpath()
-                }
+                self.classpath()
             );
             std::thread::sleep(Duration::from_millis(100));
         }

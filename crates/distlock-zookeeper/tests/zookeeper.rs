@@ -443,39 +443,3 @@ async fn acquisitions_after_session_expiry_use_a_new_session() {
         "replaced once"
     );
 }
-
-/// An acquire dropped after its first poll sent the create, before the reply: the node the
-/// server goes on to create is found by its protected-mode id and deleted, so it blocks
-/// neither another client nor this session.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acquire_dropped_with_its_create_in_flight_leaves_no_node() {
-    use std::future::Future;
-
-    let server = tokio::task::block_in_place(ZooKeeper::start);
-    let a = connect(&server.url()).await;
-    let b = connect(&server.url()).await;
-    let name = "create-in-flight";
-    // With the session up, the first poll of an acquire reaches the create.
-    a.mutex(name)
-        .acquire()
-        .await
-        .unwrap()
-        .release()
-        .await
-        .unwrap();
-    for _ in 0..10 {
-        let mut attempt = Box::pin(a.mutex(name).acquire());
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        assert!(attempt.as_mut().poll(&mut cx).is_pending());
-        drop(attempt);
-        let lease = b.mutex(name).wait(SOON).acquire().await.unwrap();
-        lease.release().await.unwrap();
-    }
-    let lease = a.mutex(name).wait(SOON).acquire().await.unwrap();
-    lease.release().await.unwrap();
-    let info = a.inspect(name).await.unwrap();
-    assert!(
-        info.holders.is_empty() && info.waiters.is_empty(),
-        "{info:?}"
-    );
-}
