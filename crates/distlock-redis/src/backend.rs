@@ -692,7 +692,7 @@ impl Backend for RedisBackend {
                     .scan(&pattern)
                     .await
                     .map_err(|e| self.shared.error("listing locks", e))?;
-                names.extend(found.iter().filter_map(|k| keys::name_of_info_key(k)));
+                names.extend(found.iter().filter_map(|k| keys::name_of_key(k)));
             }
             let mut out = Vec::new();
             for name in names {

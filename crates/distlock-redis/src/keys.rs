@@ -19,13 +19,11 @@ pub const PREFIX: &str = "distlock";
 pub(crate) enum Suffix {
     /// zset: holder owner id → expiry (server time, ms).
     Holders,
-    /// hash: holder owner id → `kind:count:limit:token`.
+    /// hash: holder owner id → `kind:count:limit:token:owner info JSON`.
     Kinds,
-    /// hash: owner id → JSON owner info (holders and waiters).
-    Info,
     /// zset (score 0, ordered by member): `prio(8 hex) seq(16 hex) owner(32 hex)`.
     Queue,
-    /// hash: waiter owner id → `kind|count|limit|ttl_ms|queue member|channel`.
+    /// hash: waiter owner id → `kind|count|limit|ttl_ms|queue member|channel|owner info JSON`.
     Waiters,
     /// zset: waiter owner id → expiry of the waiter entry (server time, ms).
     WaiterExpiry,
@@ -40,7 +38,6 @@ impl Suffix {
         match self {
             Suffix::Holders => 'h',
             Suffix::Kinds => 'k',
-            Suffix::Info => 'i',
             Suffix::Queue => 'q',
             Suffix::Waiters => 'w',
             Suffix::WaiterExpiry => 'x',
@@ -50,11 +47,10 @@ impl Suffix {
     }
 }
 
-/// The order in which scripts receive the keys of a lock (`KEYS[1..8]`).
-const ALL: [Suffix; 8] = [
+/// The order in which scripts receive the keys of a lock (`KEYS[1..7]`).
+const ALL: [Suffix; 7] = [
     Suffix::Holders,
     Suffix::Kinds,
-    Suffix::Info,
     Suffix::Queue,
     Suffix::Waiters,
     Suffix::WaiterExpiry,
@@ -128,20 +124,26 @@ pub(crate) fn unescape(escaped: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The `SCAN MATCH` pattern for the info keys of locks whose names start with `prefix`.
+/// The `SCAN MATCH` pattern for the holder and waiter hashes of locks whose names start with
+/// `prefix`: a lock with anyone holding or waiting has at least one of them.
 pub(crate) fn scan_pattern(prefix: &str) -> String {
     // The escaped prefix has no glob characters (`*?[]\` are all escaped), so it is literal.
-    format!("{PREFIX}:{{*}}:{}*:i", escape(prefix))
+    format!("{PREFIX}:{{*}}:{}*:[kw]", escape(prefix))
 }
 
-/// The lock name encoded in an info key from [`scan_pattern`].
-pub(crate) fn name_of_info_key(key: &str) -> Option<String> {
+/// The lock name encoded in a key from [`scan_pattern`].
+pub(crate) fn name_of_key(key: &str) -> Option<String> {
     let rest = key.strip_prefix(PREFIX)?.strip_prefix(":{")?;
     let close = rest.find('}')?;
     let rest = rest[close + 1..].strip_prefix(':')?;
-    let escaped = rest.strip_suffix(":i")?;
+    let (escaped, suffix) = rest.rsplit_once(':')?;
+    let suffix = match suffix {
+        "k" => Suffix::Kinds,
+        "w" => Suffix::Waiters,
+        _ => return None,
+    };
     let name = unescape(escaped)?;
-    (LockKeys::new(&name).key(Suffix::Info) == key).then_some(name)
+    (LockKeys::new(&name).key(suffix) == key).then_some(name)
 }
 
 #[cfg(test)]
@@ -161,8 +163,10 @@ mod tests {
             "*?[]\\",
         ] {
             let keys = LockKeys::new(name);
-            let info = keys.key(Suffix::Info);
-            assert_eq!(name_of_info_key(&info).as_deref(), Some(name), "{info}");
+            for key in [keys.key(Suffix::Kinds), keys.key(Suffix::Waiters)] {
+                assert_eq!(name_of_key(&key).as_deref(), Some(name), "{key}");
+            }
+            assert_eq!(name_of_key(&keys.key(Suffix::Holders)), None);
             let tags: std::collections::BTreeSet<String> = keys
                 .all()
                 .map(|k| {

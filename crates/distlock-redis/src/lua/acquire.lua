@@ -5,38 +5,37 @@
 -- Returns {1, token} when held (granted now, or claimed after a hand-off),
 --         {0, ms until the first holder expires} otherwise.
 local o, kind, cnt, limit, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local wttl = tonumber(ARGV[8])
--- Fast path: no holder and no queue (so no waiter entry of ours either).
-if redis.call('EXISTS', H, Q) == 0 then
-  local st = { x = 0, s = 0, p = 0 }
-  if fits(st, kind, cnt, limit) then
-    local tok = grant(st, o, kind, cnt, limit, now + ttl)
-    redis.call('HSET', I, o, ARGV[10])
-    local ms = fmt(ttl + 1000)
-    redis.call('PEXPIRE', H, ms)
-    redis.call('PEXPIRE', K, ms)
-    redis.call('PEXPIRE', I, ms)
-    return { 1, tok }
-  end
+--@grant
+-- Fast path: no holder and no queue (so no waiter entry of ours either). The holder keys are
+-- new, so their life is simply this lease's.
+local free = { x = 0, s = 0, p = 0 }
+if fits(free, kind, cnt, limit) and redis.call('EXISTS', H, Q) == 0 then
+  local tok = grant(free, o, kind, cnt, limit, now + ttl, ARGV[10])
+  local ms = fmt(ttl + 1000)
+  redis.call('PEXPIRE', H, ms)
+  redis.call('PEXPIRE', K, ms)
+  return { 1, tok }
 end
+--@prelude
+local wttl = tonumber(ARGV[8])
 prune()
 local st = holders_state()
-promote(st)
-local function held()
-  local cur = redis.call('HGET', K, o)
-  if not cur then return nil end
-  redis.call('ZADD', H, now + ttl, o)
-  touch()
-  return { 1, tonumber(string.match(cur, '(%d+)$')) }
-end
-local claimed = held()
-if claimed then return claimed end
+local tok = promote(st, o)
+if tok then return { 1, tok } end
 local queued = redis.call('HEXISTS', W, o) == 1
-if not queued and redis.call('ZCARD', Q) == 0 and fits(st, kind, cnt, limit) then
-  local tok = grant(st, o, kind, cnt, limit, now + ttl)
-  redis.call('HSET', I, o, ARGV[10])
-  touch()
-  return { 1, tok }
+if not queued then
+  -- Handed the lock earlier (its notification may have been lost): claim it for a full TTL.
+  local cur = redis.call('HGET', K, o)
+  if cur then
+    redis.call('ZADD', H, now + ttl, o)
+    touch_holders()
+    return { 1, token_of(cur) }
+  end
+  if fits(st, kind, cnt, limit) and redis.call('ZCARD', Q) == 0 then
+    tok = grant(st, o, kind, cnt, limit, now + ttl, ARGV[10])
+    touch_holders()
+    return { 1, tok }
+  end
 end
 if ARGV[7] == '0' then
   if ARGV[11] == '1' then
@@ -45,17 +44,15 @@ if ARGV[7] == '0' then
   end
   return { 0, wait_hint() }
 end
-if queued then
-  redis.call('ZADD', X, now + wttl, o)
-else
+redis.call('ZADD', X, now + wttl, o)
+if not queued then
   local member = ARGV[6] .. string.format('%016x', now_us) .. o
   redis.call('ZADD', Q, 0, member)
-  redis.call('HSET', W, o, kind .. '|' .. cnt .. '|' .. limit .. '|' .. ttl .. '|' .. member .. '|' .. ARGV[9])
-  redis.call('ZADD', X, now + wttl, o)
-  redis.call('HSET', I, o, ARGV[10])
-  promote(st)
-  claimed = held()
-  if claimed then return claimed end
+  redis.call('HSET', W, o, kind .. '|' .. cnt .. '|' .. limit .. '|' .. ttl .. '|' .. member
+    .. '|' .. ARGV[9] .. '|' .. ARGV[10])
+  -- A higher priority can put this waiter at the head.
+  tok = promote(st, o)
+  if tok then return { 1, tok } end
 end
-touch()
+touch_waiters()
 return { 0, wait_hint() }

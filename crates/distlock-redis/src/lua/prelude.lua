@@ -1,41 +1,16 @@
--- Shared by every distlock script. KEYS (one hash tag, so one slot):
---   1 H holders zset  owner -> expiry ms      2 K holder kinds hash owner -> kind:count:limit:token
---   3 I info hash     owner -> JSON           4 Q queue zset (score 0) prio8 .. seq16 .. owner32
---   5 W waiters hash  owner -> kind|count|limit|ttl|member|channel
---   6 X waiter expiry zset owner -> expiry ms 7 C fencing-token counter
---   8 N watchers hash (Redlock waiters, not queued) owner -> expiry ms|channel
-local H, K, I, Q, W, X, C, N = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local t = redis.call('TIME')
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local now = math.floor(now_us / 1000)
+local function token_of(rec) return tonumber(string.match(rec, '^%a:%d+:%d+:(%d+)')) end
 
-local function fmt(n) return string.format('%d', n) end
-
--- The fencing token: INCR, but never below the server clock in microseconds. A missing
--- counter (restart without persistence) is thus seeded from TIME, and a counter that rolled
--- back (failover to a replica that missed writes) jumps ahead to TIME: neither hands out a
--- smaller token while the clock does not go back and grants stay under one per microsecond.
-local function next_token()
-  local tok = redis.call('INCR', C)
-  if tok <= now_us then
-    -- INCR keeps the expiry, so it is set only here: a counter unused for a week vanishes
-    -- and is seeded again from TIME, which is larger than any token it gave.
-    tok = now_us + 1
-    redis.call('SET', C, fmt(tok), 'PX', 604800000)
-  end
-  return tok
-end
-
+-- Returns 1 if `o` was a holder.
 local function drop_holder(o)
-  redis.call('ZREM', H, o)
+  local was = redis.call('ZREM', H, o)
   redis.call('HDEL', K, o)
-  redis.call('HDEL', I, o)
+  return was
 end
 
 local function parse_waiter(rec)
-  local kind, cnt, limit, ttl, member, chan =
-    string.match(rec, '^(%a)|(%d+)|(%d+)|(%d+)|([^|]*)|(.*)$')
-  return kind, tonumber(cnt), tonumber(limit), tonumber(ttl), member, chan
+  local kind, cnt, limit, ttl, member, chan, info =
+    string.match(rec, '^(%a)|(%d+)|(%d+)|(%d+)|([^|]*)|([^|]*)|(.*)$')
+  return kind, tonumber(cnt), tonumber(limit), tonumber(ttl), member, chan, info
 end
 
 local function drop_waiter(o)
@@ -46,7 +21,6 @@ local function drop_waiter(o)
     redis.call('HDEL', W, o)
   end
   redis.call('ZREM', X, o)
-  redis.call('HDEL', I, o)
 end
 
 -- Removes holders and waiters whose time ran out.
@@ -66,50 +40,59 @@ local function holders_state()
   return st
 end
 
-local function fits(st, kind, cnt, limit)
-  if kind == 'x' then return st.x == 0 and st.s == 0 and st.p == 0 end
-  if kind == 's' then return st.x == 0 and st.p == 0 end
-  return st.x == 0 and st.s == 0 and st.p + cnt <= limit
+-- Each group of keys lives until its last entry would expire, + 1 s, then vanishes on its
+-- own (Redis deletes an emptied zset or hash at once). Only adding or extending an entry can
+-- need a longer life, so only that calls these.
+local function touch_holders()
+  local last = redis.call('ZRANGE', H, -1, -1, 'WITHSCORES')[2]
+  if not last then return end
+  local ms = fmt(tonumber(last) - now + 1000)
+  redis.call('PEXPIRE', H, ms)
+  redis.call('PEXPIRE', K, ms)
 end
 
-local function add(st, kind, cnt)
-  if kind == 'x' then st.x = st.x + 1
-  elseif kind == 's' then st.s = st.s + 1
-  else st.p = st.p + cnt end
-end
-
-local function grant(st, o, kind, cnt, limit, expiry)
-  local tok = next_token()
-  redis.call('ZADD', H, expiry, o)
-  redis.call('HSET', K, o, kind .. ':' .. cnt .. ':' .. limit .. ':' .. fmt(tok))
-  add(st, kind, cnt)
-  return tok
+local function touch_waiters()
+  local last = redis.call('ZRANGE', X, -1, -1, 'WITHSCORES')[2]
+  if not last then return end
+  local ms = fmt(tonumber(last) - now + 1000)
+  redis.call('PEXPIRE', Q, ms)
+  redis.call('PEXPIRE', W, ms)
+  redis.call('PEXPIRE', X, ms)
 end
 
 -- Direct hand-off: grants the lock to the live waiters at the head of the queue, in order,
 -- while they fit, and sends each one's process `owner:token`. The grant lasts the waiter's
 -- TTL from now, as if it had asked now: a waiter that died meanwhile holds up the queue no
--- longer than a holder that died.
-local function promote(st)
-  while true do
+-- longer than a holder that died. Returns the token granted to `me`, if any.
+local function promote(st, me)
+  local granted, mine = false, nil
+  -- Nothing fits beside an exclusive holder, so that case reads nothing.
+  while st.x == 0 do
     local head = redis.call('ZRANGE', Q, 0, 0)[1]
-    if not head then return end
+    if not head then break end
     local o = string.sub(head, 25)
     local rec = redis.call('HGET', W, o)
     if not rec then
       redis.call('ZREM', Q, head)
     else
-      local kind, cnt, limit, ttl, _, chan = parse_waiter(rec)
-      if not fits(st, kind, cnt, limit) then return end
-      local tok = grant(st, o, kind, cnt, limit, now + ttl)
+      local kind, cnt, limit, ttl, _, chan, info = parse_waiter(rec)
+      if not fits(st, kind, cnt, limit) then break end
+      local tok = grant(st, o, kind, cnt, limit, now + ttl, info)
+      granted = true
       redis.call('ZREM', Q, head)
       redis.call('HDEL', W, o)
       redis.call('ZREM', X, o)
-      -- The token travels with the notification, so the waiter holds the lock without
-      -- another round trip (a lost message is caught by its next re-check).
-      redis.call('PUBLISH', chan, o .. ':' .. fmt(tok))
+      if o == me then
+        mine = tok
+      else
+        -- The token travels with the notification, so the waiter holds the lock without
+        -- another round trip (a lost message is caught by its next re-check).
+        redis.call('PUBLISH', chan, o .. ':' .. fmt(tok))
+      end
     end
   end
+  if granted then touch_holders() end
+  return mine
 end
 
 -- Remaining ms of the holder that expires first (0 when there is none).
@@ -117,26 +100,6 @@ local function wait_hint()
   local first = redis.call('ZRANGE', H, 0, 0, 'WITHSCORES')
   if first[2] then return tonumber(first[2]) - now end
   return 0
-end
-
--- Keys live as long as their longest holder or waiter (+1 s), then vanish on their own.
-local function touch()
-  local m = 0
-  local a = redis.call('ZRANGE', H, -1, -1, 'WITHSCORES')
-  if a[2] then m = tonumber(a[2]) end
-  local b = redis.call('ZRANGE', X, -1, -1, 'WITHSCORES')
-  if b[2] and tonumber(b[2]) > m then m = tonumber(b[2]) end
-  if m <= now then
-    redis.call('DEL', H, K, I, Q, W, X)
-    return
-  end
-  local ms = fmt(m - now + 1000)
-  redis.call('PEXPIRE', H, ms)
-  redis.call('PEXPIRE', K, ms)
-  redis.call('PEXPIRE', I, ms)
-  redis.call('PEXPIRE', Q, ms)
-  redis.call('PEXPIRE', W, ms)
-  redis.call('PEXPIRE', X, ms)
 end
 
 -- Wakes the unqueued waiters (Redlock) once the lock may have become free.

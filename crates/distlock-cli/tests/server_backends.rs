@@ -1,7 +1,8 @@
-//! End-to-end tests of the `distlock` binary with `postgres://` and `mysql://` URLs, against
-//! private servers started by the testkit: turns and fencing tokens, `status`/`list` from the
-//! servers' own lock views (including holders that do not use distlock), and the exit codes and
-//! messages of a wrong password, a missing database and an unreachable server.
+//! End-to-end tests of the `distlock` binary with `postgres://`, `mysql://` and `redis://` URLs,
+//! against private servers started by the testkit: turns and fencing tokens, `status`/`list`
+//! (for SQL from the servers' own lock views, including holders that do not use distlock),
+//! waiters, and the exit codes and messages of a wrong password, a missing database and an
+//! unreachable server.
 //!
 //! Each test starts its own server; processes are killed by guards even when a test fails.
 //! Timing is only asserted as generous upper bounds.
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use distlock_testkit::mysql::MariaDbServer;
 use distlock_testkit::postgres::{PgBouncer, PostgresServer};
+use distlock_testkit::redis::RedisServer;
 use serde_json::Value;
 
 use common::{Output, Proc, cmd, wait_until};
@@ -77,13 +79,18 @@ fn runs_take_turns_with_increasing_tokens(url: &str) {
 }
 
 /// `status --json` and `list --json` show a `distlock run` holder with its pid, token and
-/// description, and a holder that does not use distlock (`foreign`, already holding) with
-/// owner id 0.
-fn status_and_list_show_holders(url: &str, backend: &str, foreign: &str) {
+/// description, and a holder that does not use distlock (`foreign`, already holding, on
+/// backends that have such holders) with owner id 0.
+fn status_and_list_show_holders(url: &str, backend: &str, foreign: Option<&str>) {
     let free = json(url, &["status", "jobs/report", "--json"]);
     assert_eq!(free["holders"].as_array().unwrap().len(), 0, "{free}");
 
-    let holder = hold(url, "jobs/report", "nightly report");
+    // A short TTL: on Redis a killed holder's lock lasts until its lease runs out.
+    let holder = hold_with(
+        url,
+        "jobs/report",
+        &["--description", "nightly report", "--ttl", "3s"],
+    );
     let info = json(url, &["status", "jobs/report", "--json"]);
     assert_eq!(info["backend"], backend, "{info}");
     let holders = info["holders"].as_array().unwrap();
@@ -117,12 +124,14 @@ fn status_and_list_show_holders(url: &str, backend: &str, foreign: &str) {
         report["holders"][0]["description"], "nightly report",
         "{report}"
     );
-    let other = all
-        .iter()
-        .find(|i| i["name"] == foreign)
-        .unwrap_or_else(|| panic!("list shows the holder without distlock: {all:?}"));
-    assert_eq!(other["holders"][0]["owner"], "0".repeat(32), "{other}");
-    assert_eq!(other["holders"][0]["token"], 0, "{other}");
+    if let Some(foreign) = foreign {
+        let other = all
+            .iter()
+            .find(|i| i["name"] == foreign)
+            .unwrap_or_else(|| panic!("list shows the holder without distlock: {all:?}"));
+        assert_eq!(other["holders"][0]["owner"], "0".repeat(32), "{other}");
+        assert_eq!(other["holders"][0]["token"], 0, "{other}");
+    }
 
     let jobs = json(url, &["list", "jobs/", "--json"]);
     let names: Vec<&str> = jobs
@@ -135,11 +144,13 @@ fn status_and_list_show_holders(url: &str, backend: &str, foreign: &str) {
     let none = json(url, &["list", "nothing/", "--json"]);
     assert_eq!(none, Value::Array(Vec::new()));
 
-    let theirs = json(url, &["status", foreign, "--json"]);
-    assert_eq!(theirs["holders"][0]["owner"], "0".repeat(32), "{theirs}");
-    // distlock and the plain session exclude each other.
-    let out = output(url, &["run", foreign, "-n", "--", "true"]);
-    assert_eq!(out.code, Some(75), "{out:?}");
+    if let Some(foreign) = foreign {
+        let theirs = json(url, &["status", foreign, "--json"]);
+        assert_eq!(theirs["holders"][0]["owner"], "0".repeat(32), "{theirs}");
+        // distlock and the plain session exclude each other.
+        let out = output(url, &["run", foreign, "-n", "--", "true"]);
+        assert_eq!(out.code, Some(75), "{out:?}");
+    }
 
     drop(holder);
     wait_until("the killed holder's lock is free", || {
@@ -222,7 +233,7 @@ fn postgres_url_end_to_end() {
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND granted",
         ) == "1"
     });
-    status_and_list_show_holders(&url, "postgres", "4242");
+    status_and_list_show_holders(&url, "postgres", Some("4242"));
 
     let secret = "Wr0ng-Pa55word-xyzzy";
     connection_errors(
@@ -347,7 +358,7 @@ fn mysql_url_end_to_end() {
     wait_until("the mariadb client holds plain/lock", || {
         server.sql("SELECT IS_USED_LOCK('plain/lock') IS NOT NULL") == "1"
     });
-    status_and_list_show_holders(&url, "mysql", "plain/lock");
+    status_and_list_show_holders(&url, "mysql", Some("plain/lock"));
 
     let secret = "Wr0ng-Pa55word-xyzzy";
     connection_errors(
@@ -359,4 +370,48 @@ fn mysql_url_end_to_end() {
             distlock_testkit::free_port()
         ),
     );
+}
+
+#[test]
+fn redis_url_end_to_end() {
+    let secret = "Redis-Pa55word-xyzzy";
+    let server = RedisServer::start_with(
+        distlock_testkit::redis::Persistence::None,
+        &["--requirepass", secret],
+    );
+    let url = format!("redis://:{secret}@127.0.0.1:{}", server.port());
+    runs_take_turns_with_increasing_tokens(&url);
+    status_and_list_show_holders(&url, "redis", None);
+
+    // A blocked `run` is listed as a waiter, with its pid, until the holder goes.
+    let holder = hold_with(&url, "queue/job", &["--ttl", "3s"]);
+    let mut waiter = Proc::spawn(cmd(&url, ["run", "queue/job", "--", "echo", "ran"]));
+    wait_until("status shows the blocked run as a waiter", || {
+        let info = json(&url, &["status", "queue/job", "--json"]);
+        info["waiters"]
+            .as_array()
+            .is_some_and(|w| w.len() == 1 && w[0]["pid"] == waiter.pid())
+    });
+    let listed = json(&url, &["list", "queue/", "--json"]);
+    assert_eq!(listed[0]["waiters"][0]["pid"], waiter.pid(), "{listed}");
+    drop(holder);
+    assert_eq!(waiter.stdout_line().trim(), "ran");
+    let out = waiter.finish();
+    assert_eq!(out.code, Some(0), "{out:?}");
+
+    let wrong = format!("redis://:Wr0ng-{secret}@127.0.0.1:{}", server.port());
+    for args in [&["status", "x"][..], &["run", "x", "--", "true"][..]] {
+        let out = output(&wrong, args);
+        assert_eq!(out.code, Some(69), "{out:?}");
+        assert!(out.stderr.starts_with("distlock: "), "{out:?}");
+        assert!(!out.stderr.contains(secret), "{out:?}");
+        assert!(!out.stdout.contains(secret), "{out:?}");
+    }
+    let unreachable = format!(
+        "redis://:hunter22@127.0.0.1:{}",
+        distlock_testkit::free_port()
+    );
+    let out = output(&unreachable, &["run", "x", "--", "true"]);
+    assert_eq!(out.code, Some(69), "{out:?}");
+    assert!(!out.stderr.contains("hunter22"), "{out:?}");
 }
