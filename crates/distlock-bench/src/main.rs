@@ -8,6 +8,7 @@ mod contention;
 mod floors;
 mod measure;
 mod peers;
+mod placement;
 mod report;
 mod rust_peers;
 mod scenarios;

@@ -184,6 +184,9 @@ impl Scenario for NetworkBackend {
         let floor: RefCell<Box<dyn Floor>> =
             RefCell::new(runtime.block_on(net::connect(self.backend, &floor_target))?);
         let locks = runtime.block_on(distlock::connect(&server.url))?;
+        // The uncontended cycles, distlock's and the peers', with the server on a CPU of its
+        // own (see `placement`); the contention runs below get the whole machine back.
+        let split = crate::placement::Split::apply()?;
 
         let round_trip_label = format!("1 round trip: {}", self.round_trip);
         let mut subjects = vec![
@@ -356,6 +359,7 @@ impl Scenario for NetworkBackend {
                 .notes
                 .push("The Python peers were not run (no `--python`).".to_owned()),
         }
+        drop(split);
         section.contention = contention::measure(
             &ctx.contention,
             "contend",
@@ -445,7 +449,11 @@ impl NetworkBackend {
              interleaved in batches of {}. **Floor**: {}, with the client crate distlock \
              uses; the target is distlock ≤ {TARGET}× its p50. The Python peers' cycles are \
              timed inside their own process (`time.monotonic_ns()`), so their ratios include \
-             the interpreter; the Rust peers' too, each in a `distlock-bench peer` process. **Contention**: N processes (N = {:?}) loop acquire → hold \
+             the interpreter; the Rust peers' too, each in a `distlock-bench peer` process. \
+             **Placement**: during the uncontended cycles the server runs on the machine's \
+             last CPU and every client on the others (on a machine with two CPUs or more), so \
+             each subject's round trips cross CPUs alike instead of sharing one by the \
+             scheduler's chance; the contention runs use every CPU. **Contention**: N processes (N = {:?}) loop acquire → hold \
              ({:?} µs) → release on one lock for {:.1} s per run, waiting without bound; the \
              hand-off gap is divided by one round trip ({}) measured above.",
             match self.server == self.backend {
