@@ -41,6 +41,9 @@ pub struct NetworkBackend {
     cycle_cost: &'static str,
     /// The same for a hand-off: said when a peer's 8-way hand-off gap p50 is shorter.
     handoff_cost: &'static str,
+    /// Whether the backend has `distlock_holder_info=false`, whose cycle is then measured too:
+    /// what the holder row costs.
+    holder_info_option: bool,
 }
 
 /// Every network backend's section, in the order they run.
@@ -63,6 +66,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 release sees a short gap while the others wait (their FIFO rates and p99 gaps). \
                 distlock's release script grants the oldest live waiter and pushes the grant to \
                 it.",
+            holder_info_option: false,
         },
         NetworkBackend {
             id: "postgres",
@@ -80,6 +84,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             handoff_cost: "After the woken `pg_advisory_lock`, distlock's statement takes the fencing \
                 token and writes the holder row before it answers, work an unfenced lock does not \
                 do.",
+            holder_info_option: true,
         },
         NetworkBackend {
             id: "mysql",
@@ -96,6 +101,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 sets `wait_timeout` from the TTL.",
             handoff_cost: "After the woken `GET_LOCK`, distlock's query commits the fencing token row \
                 and writes the holder row before it answers, work an unfenced lock does not do.",
+            holder_info_option: true,
         },
         NetworkBackend {
             id: "zookeeper",
@@ -111,6 +117,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 also carries the holder record as its data.",
             handoff_cost: "Curator and kazoo waiters also watch their predecessor and list the children \
                 again when woken, as distlock does.",
+            holder_info_option: false,
         },
         NetworkBackend {
             id: "etcd",
@@ -130,6 +137,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 a catch-up loop every 100 ms (their p99 gap and grants/s). A distlock waiter, once \
                 its predecessor's delete arrives, reads its predecessor again before it \
                 proceeds.",
+            holder_info_option: false,
         },
     ];
     let clusters = [
@@ -184,6 +192,14 @@ impl Scenario for NetworkBackend {
         let floor: RefCell<Box<dyn Floor>> =
             RefCell::new(runtime.block_on(net::connect(self.backend, &floor_target))?);
         let locks = runtime.block_on(distlock::connect(&server.url))?;
+        let without_holder_row = match self.holder_info_option {
+            true => {
+                let separator = if server.url.contains('?') { '&' } else { '?' };
+                let url = format!("{}{separator}distlock_holder_info=false", server.url);
+                Some(runtime.block_on(distlock::connect(&url))?)
+            }
+            false => None,
+        };
         // The uncontended cycles, distlock's and the peers', with the server on a CPU of its
         // own (see `placement`); the contention runs below get the whole machine back.
         let split = crate::placement::Split::apply()?;
@@ -215,16 +231,7 @@ impl Scenario for NetworkBackend {
                 })
             }),
             Subject::new("distlock", |n, out| {
-                runtime.block_on(async {
-                    for _ in 0..n {
-                        let started = Instant::now();
-                        let lease = locks.mutex("bench-cycle").no_wait().acquire().await?;
-                        lease.release().await?;
-                        drop(lease);
-                        out.push(elapsed_ns(started));
-                    }
-                    Ok(())
-                })
+                runtime.block_on(lock_cycles(&locks, n, out))
             }),
         ];
         let durable = floor.borrow_mut().durable_write().is_some();
@@ -243,6 +250,13 @@ impl Scenario for NetworkBackend {
                     }
                     Ok(())
                 })
+            }));
+        }
+        const WITHOUT_HOLDER_ROW: &str =
+            "distlock with `distlock_holder_info=false` (no holder row; `inspect` sees less)";
+        if let Some(locks) = &without_holder_row {
+            subjects.push(Subject::new(WITHOUT_HOLDER_ROW, |n, out| {
+                runtime.block_on(lock_cycles(locks, n, out))
             }));
         }
         let samples = interleaved(self.plan(ctx), &mut subjects)?;
@@ -277,10 +291,20 @@ impl Scenario for NetworkBackend {
         );
         section.baselines = vec![Baseline::of(&floor_row, "floor"), rtt.clone()];
         section.rows = vec![floor_row, rtt_row, distlock_row];
+        let mut extra = samples[3..].iter();
         if durable {
+            let durable_samples = extra.next().expect("a sample set per subject");
             section
                 .rows
-                .push(Row::measured(DURABLE, Kind::Reference, &samples[3])?);
+                .push(Row::measured(DURABLE, Kind::Reference, durable_samples)?);
+        }
+        if without_holder_row.is_some() {
+            let variant_samples = extra.next().expect("a sample set per subject");
+            section.rows.push(Row::measured(
+                WITHOUT_HOLDER_ROW,
+                Kind::Reference,
+                variant_samples,
+            )?);
         }
 
         let mut curator_classes = None;
@@ -476,6 +500,18 @@ impl NetworkBackend {
     }
 }
 
+/// `n` uncontended cycles (exclusive acquire + release) of one lock, each cycle's time in `out`.
+async fn lock_cycles(locks: &distlock::Locks, n: usize, out: &mut Vec<u64>) -> Result<()> {
+    for _ in 0..n {
+        let started = Instant::now();
+        let lease = locks.mutex("bench-cycle").no_wait().acquire().await?;
+        lease.release().await?;
+        drop(lease);
+        out.push(elapsed_ns(started));
+    }
+    Ok(())
+}
+
 /// Microseconds per `EVALSHA` call on the Redis server at `url`, from `INFO commandstats`.
 async fn redis_script_cost(url: &str) -> Result<Option<f64>> {
     let client = redis::Client::open(url)?;
@@ -608,6 +644,27 @@ fn notes(section: &Section) -> Vec<String> {
              the token's write.",
             us(write.summary.p50_ns),
             us(write.summary.p99_ns),
+        ));
+    }
+    let without_row = section
+        .rows
+        .iter()
+        .find(|r| r.kind == Kind::Reference && r.label.contains("distlock_holder_info=false"));
+    if let (Some(distlock), Some(floor), Some(without)) =
+        (by_kind(Kind::Distlock), floor_row, without_row)
+        && let Some(to_floor) = without.ratios.first().and_then(|r| r.p50)
+    {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        notes.push(format!(
+            "Without the holder row (`distlock_holder_info=false`) the cycle takes {:.2}× the \
+             floor at p50: the row, which lets `status` and `list` show each holder's host, \
+             pid and description, costs {:.0} µs of the {:.0} µs above the floor.",
+            to_floor,
+            us(distlock
+                .summary
+                .p50_ns
+                .saturating_sub(without.summary.p50_ns)),
+            us(distlock.summary.p50_ns.saturating_sub(floor.summary.p50_ns)),
         ));
     }
     let distlock_gaps: Vec<(usize, u64, f64)> = section
