@@ -17,10 +17,8 @@ pub const PREFIX: &str = "distlock";
 /// The structures of one lock.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Suffix {
-    /// zset: holder owner id → expiry (server time, ms).
+    /// hash: holder owner id → `expiry ms:kind:count:limit:token:owner info JSON`.
     Holders,
-    /// hash: holder owner id → `kind:count:limit:token:owner info JSON`.
-    Kinds,
     /// zset (score 0, ordered by member): `prio(8 hex) seq(16 hex) owner(32 hex)`.
     Queue,
     /// hash: waiter owner id → `kind|count|limit|ttl_ms|queue member|channel|owner info JSON`.
@@ -36,8 +34,7 @@ pub(crate) enum Suffix {
 impl Suffix {
     fn letter(self) -> char {
         match self {
-            Suffix::Holders => 'h',
-            Suffix::Kinds => 'k',
+            Suffix::Holders => 'l',
             Suffix::Queue => 'q',
             Suffix::Waiters => 'w',
             Suffix::WaiterExpiry => 'x',
@@ -47,10 +44,9 @@ impl Suffix {
     }
 }
 
-/// The order in which scripts receive the keys of a lock (`KEYS[1..7]`).
-const ALL: [Suffix; 7] = [
+/// The order in which scripts receive the keys of a lock (`KEYS[1..6]`).
+const ALL: [Suffix; 6] = [
     Suffix::Holders,
-    Suffix::Kinds,
     Suffix::Queue,
     Suffix::Waiters,
     Suffix::WaiterExpiry,
@@ -128,7 +124,7 @@ pub(crate) fn unescape(escaped: &str) -> Option<String> {
 /// `prefix`: a lock with anyone holding or waiting has at least one of them.
 pub(crate) fn scan_pattern(prefix: &str) -> String {
     // The escaped prefix has no glob characters (`*?[]\` are all escaped), so it is literal.
-    format!("{PREFIX}:{{*}}:{}*:[kw]", escape(prefix))
+    format!("{PREFIX}:{{*}}:{}*:[lw]", escape(prefix))
 }
 
 /// The lock name encoded in a key from [`scan_pattern`].
@@ -138,7 +134,7 @@ pub(crate) fn name_of_key(key: &str) -> Option<String> {
     let rest = rest[close + 1..].strip_prefix(':')?;
     let (escaped, suffix) = rest.rsplit_once(':')?;
     let suffix = match suffix {
-        "k" => Suffix::Kinds,
+        "l" => Suffix::Holders,
         "w" => Suffix::Waiters,
         _ => return None,
     };
@@ -163,10 +159,10 @@ mod tests {
             "*?[]\\",
         ] {
             let keys = LockKeys::new(name);
-            for key in [keys.key(Suffix::Kinds), keys.key(Suffix::Waiters)] {
+            for key in [keys.key(Suffix::Holders), keys.key(Suffix::Waiters)] {
                 assert_eq!(name_of_key(&key).as_deref(), Some(name), "{key}");
             }
-            assert_eq!(name_of_key(&keys.key(Suffix::Holders)), None);
+            assert_eq!(name_of_key(&keys.key(Suffix::Queue)), None);
             let tags: std::collections::BTreeSet<String> = keys
                 .all()
                 .map(|k| {

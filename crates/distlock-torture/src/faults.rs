@@ -139,11 +139,12 @@ fn event(t: u64, kind: &str, client: Option<String>, token: Option<u64>) -> Faul
     }
 }
 
-/// Lua listing the holders of every lock hash on one master.
-const HOLDERS: &str = "local r={} for _,k in ipairs(redis.call('keys','distlock:*:k')) do \
+/// Lua listing the holders of every lock's holder hash (`distlock:{T}:E:l`, docs/redis.md) on one
+/// master.
+const HOLDERS: &str = "local r={} for _,k in ipairs(redis.call('keys','distlock:*:l')) do \
      for _,f in ipairs(redis.call('hkeys',k)) do r[#r+1]=f end end return table.concat(r,',')";
 /// Lua deleting every lock hash on one master: what a forward clock jump does to its keys.
-const EXPIRE_ALL: &str = "local n=0 for _,k in ipairs(redis.call('keys','distlock:*:k')) do \
+const EXPIRE_ALL: &str = "local n=0 for _,k in ipairs(redis.call('keys','distlock:*:l')) do \
      n=n+redis.call('del',k) end return n";
 
 fn clock_jump(run: &mut Run) -> Option<FaultEvent> {

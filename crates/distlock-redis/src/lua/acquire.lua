@@ -6,34 +6,34 @@
 --         {0, ms until the first holder expires} otherwise.
 local o, kind, cnt, limit, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 --@grant
--- Fast path: no holder and no queue (so no waiter entry of ours either). The holder keys are
--- new, so their life is simply this lease's.
-local free = { x = 0, s = 0, p = 0 }
-if fits(free, kind, cnt, limit) and redis.call('EXISTS', H, Q) == 0 then
-  local tok = grant(free, o, kind, cnt, limit, now + ttl, ARGV[10])
-  local ms = fmt(ttl + 1000)
-  redis.call('PEXPIRE', H, ms)
-  redis.call('PEXPIRE', K, ms)
+-- Fast path: no holder and no queue (so no waiter entry of ours either).
+local st = no_holders()
+if fits(st, kind, cnt, limit) and redis.call('EXISTS', K, Q) == 0 then
+  local tok = grant(st, o, kind, cnt, limit, now + ttl, ARGV[10])
+  touch_holders(st)
   return { 1, tok }
 end
 --@prelude
 local wttl = tonumber(ARGV[8])
-prune()
-local st = holders_state()
+st = holders()
+prune_waiters()
 local tok = promote(st, o)
 if tok then return { 1, tok } end
 local queued = redis.call('HEXISTS', W, o) == 1
 if not queued then
   -- Handed the lock earlier (its notification may have been lost): claim it for a full TTL.
-  local cur = redis.call('HGET', K, o)
+  local cur = st.owners[o]
   if cur then
-    redis.call('ZADD', H, now + ttl, o)
-    touch_holders()
-    return { 1, token_of(cur) }
+    local expiry = now + ttl
+    redis.call('HSET', K, o, fmt(expiry) .. string.match(cur, '^%d+(:.*)$'))
+    if expiry > st.last then st.last = expiry end
+    touch_holders(st)
+    local _, _, _, _, held = parse_holder(cur)
+    return { 1, held }
   end
   if fits(st, kind, cnt, limit) and redis.call('ZCARD', Q) == 0 then
     tok = grant(st, o, kind, cnt, limit, now + ttl, ARGV[10])
-    touch_holders()
+    touch_holders(st)
     return { 1, tok }
   end
 end
@@ -42,7 +42,7 @@ if ARGV[7] == '0' then
     redis.call('HSET', N, o, fmt(now + wttl) .. '|' .. ARGV[9])
     redis.call('PEXPIRE', N, fmt(wttl + 1000))
   end
-  return { 0, wait_hint() }
+  return { 0, wait_hint(st) }
 end
 redis.call('ZADD', X, now + wttl, o)
 if not queued then
@@ -55,4 +55,4 @@ if not queued then
   if tok then return { 1, tok } end
 end
 touch_waiters()
-return { 0, wait_hint() }
+return { 0, wait_hint(st) }

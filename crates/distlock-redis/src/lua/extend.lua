@@ -1,8 +1,11 @@
 -- ARGV: 1 owner, 2 ttl ms. Compare-and-extend: 1 if this owner still held it, else 0.
 --@grant
 --@prelude
-local exp = redis.call('ZSCORE', H, ARGV[1])
-if not exp or tonumber(exp) <= now then return 0 end
-redis.call('ZADD', H, now + tonumber(ARGV[2]), ARGV[1])
-touch_holders()
+local cur = redis.call('HGET', K, ARGV[1])
+local expiry = cur and parse_holder(cur)
+if not expiry or expiry <= now then return 0 end
+local ttl = tonumber(ARGV[2])
+redis.call('HSET', K, ARGV[1], fmt(now + ttl) .. string.match(cur, '^%d+(:.*)$'))
+-- Other holders may outlive this one: the key's life only grows.
+if redis.call('PTTL', K) < ttl + 1000 then redis.call('PEXPIRE', K, fmt(ttl + 1000)) end
 return 1

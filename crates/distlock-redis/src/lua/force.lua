@@ -1,9 +1,10 @@
 -- Removes every holder; returns how many there were.
 --@grant
 --@prelude
-prune()
-local owners = redis.call('HKEYS', K)
-for _, o in ipairs(owners) do drop_holder(o) end
-promote(holders_state())
+local removed = 0
+for _ in pairs(holders().owners) do removed = removed + 1 end
+redis.call('DEL', K)
+prune_waiters()
+promote(no_holders())
 notify_watchers()
-return #owners
+return removed

@@ -3,15 +3,15 @@
 -- left out.
 --@grant
 --@prelude
-local holders = {}
-for _, o in ipairs(redis.call('ZRANGEBYSCORE', H, '(' .. fmt(now), '+inf')) do
-  local rec = redis.call('HGET', K, o)
-  local kind, info = string.match(rec or '', '^(%a:%d+:%d+:%d+):(.*)$')
-  if kind then
-    table.insert(holders, o)
-    table.insert(holders, redis.call('ZSCORE', H, o))
-    table.insert(holders, kind)
-    table.insert(holders, info)
+local holders_out = {}
+local all = redis.call('HGETALL', K)
+for i = 1, #all, 2 do
+  local expiry, kind, info = string.match(all[i + 1], '^(%d+):(%a:%d+:%d+:%d+):(.*)$')
+  if expiry and tonumber(expiry) > now then
+    table.insert(holders_out, all[i])
+    table.insert(holders_out, expiry)
+    table.insert(holders_out, kind)
+    table.insert(holders_out, info)
   end
 end
 local waiters = {}
@@ -26,4 +26,4 @@ for _, member in ipairs(redis.call('ZRANGE', Q, 0, -1)) do
     table.insert(waiters, info)
   end
 end
-return { now, holders, waiters }
+return { now, holders_out, waiters }

@@ -1,10 +1,23 @@
-local function token_of(rec) return tonumber(string.match(rec, '^%a:%d+:%d+:(%d+)')) end
+local function parse_holder(rec)
+  local expiry, kind, cnt, limit, tok = string.match(rec, '^(%d+):(%a):(%d+):(%d+):(%d+):')
+  return tonumber(expiry), kind, tonumber(cnt), tonumber(limit), tonumber(tok)
+end
 
--- Returns 1 if `o` was a holder.
-local function drop_holder(o)
-  local was = redis.call('ZREM', H, o)
-  redis.call('HDEL', K, o)
-  return was
+-- Reads the holders, dropping those whose time ran out.
+local function holders()
+  local st = no_holders()
+  local all = redis.call('HGETALL', K)
+  local expired = {}
+  for i = 1, #all, 2 do
+    local expiry, kind, cnt = parse_holder(all[i + 1])
+    if not expiry or expiry <= now then
+      table.insert(expired, all[i])
+    else
+      count(st, all[i], kind, cnt, expiry, all[i + 1])
+    end
+  end
+  if #expired > 0 then redis.call('HDEL', K, unpack(expired)) end
+  return st
 end
 
 local function parse_waiter(rec)
@@ -23,34 +36,13 @@ local function drop_waiter(o)
   redis.call('ZREM', X, o)
 end
 
--- Removes holders and waiters whose time ran out.
-local function prune()
-  for _, o in ipairs(redis.call('ZRANGEBYSCORE', H, '-inf', now)) do drop_holder(o) end
+-- Removes the waiters whose entries ran out.
+local function prune_waiters()
   for _, o in ipairs(redis.call('ZRANGEBYSCORE', X, '-inf', now)) do drop_waiter(o) end
 end
 
-local function holders_state()
-  local st = { x = 0, s = 0, p = 0 }
-  for _, v in ipairs(redis.call('HVALS', K)) do
-    local kind, cnt = string.match(v, '^(%a):(%d+)')
-    if kind == 'x' then st.x = st.x + 1
-    elseif kind == 's' then st.s = st.s + 1
-    else st.p = st.p + tonumber(cnt) end
-  end
-  return st
-end
-
--- Each group of keys lives until its last entry would expire, + 1 s, then vanishes on its
--- own (Redis deletes an emptied zset or hash at once). Only adding or extending an entry can
--- need a longer life, so only that calls these.
-local function touch_holders()
-  local last = redis.call('ZRANGE', H, -1, -1, 'WITHSCORES')[2]
-  if not last then return end
-  local ms = fmt(tonumber(last) - now + 1000)
-  redis.call('PEXPIRE', H, ms)
-  redis.call('PEXPIRE', K, ms)
-end
-
+-- The waiter keys live until their last entry would expire, + 1 s (Redis deletes an emptied
+-- zset or hash at once). Only adding or refreshing an entry can need a longer life.
 local function touch_waiters()
   local last = redis.call('ZRANGE', X, -1, -1, 'WITHSCORES')[2]
   if not last then return end
@@ -91,14 +83,13 @@ local function promote(st, me)
       end
     end
   end
-  if granted then touch_holders() end
+  if granted then touch_holders(st) end
   return mine
 end
 
 -- Remaining ms of the holder that expires first (0 when there is none).
-local function wait_hint()
-  local first = redis.call('ZRANGE', H, 0, 0, 'WITHSCORES')
-  if first[2] then return tonumber(first[2]) - now end
+local function wait_hint(st)
+  if st.first then return st.first - now end
   return 0
 end
 

@@ -1,23 +1,20 @@
 -- ARGV: 1 owner. Compare-and-delete of a holder or a waiter entry, then
 -- hand-off to the next waiters. Returns 1 if a holder was removed, 2 if a waiter was, else 0.
 local o = ARGV[1]
--- Fast path: the only holder, nobody queued or watching: the lock's keys simply go.
-local first = redis.call('ZRANGE', H, 0, 1)
-if #first == 1 and first[1] == o and redis.call('EXISTS', Q, N) == 0 then
-  redis.call('DEL', H, K, W, X)
-  return 1
+local removed = 0
+if redis.call('HDEL', K, o) == 1 then
+  removed = 1
+  -- Fast path: nobody else holds, waits or watches (the emptied holders hash is gone).
+  if redis.call('EXISTS', K, Q, N) == 0 then return 1 end
 end
 --@grant
 --@prelude
-local removed = 0
-if drop_holder(o) == 1 then
-  removed = 1
-elseif redis.call('HEXISTS', W, o) == 1 then
+if removed == 0 then
+  if redis.call('HEXISTS', W, o) == 0 then return 0 end
   drop_waiter(o)
   removed = 2
 end
-if removed == 0 then return 0 end
-prune()
-promote(holders_state())
+prune_waiters()
+promote(holders())
 notify_watchers()
 return removed
