@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 pub const PREFIX: &str = "distlock";
 
 /// The structures of one lock.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Suffix {
     /// hash: holder owner id → `expiry ms:kind:count:limit:token:owner info JSON`.
     Holders,
@@ -54,35 +54,40 @@ const ALL: [Suffix; 6] = [
     Suffix::Watchers,
 ];
 
-/// The keys of one lock.
+/// The keys of one lock, built once per acquisition: every script call passes them all.
 #[derive(Debug, Clone)]
 pub(crate) struct LockKeys {
-    base: String,
+    all: [String; ALL.len()],
 }
 
 impl LockKeys {
     pub(crate) fn new(name: &str) -> Self {
+        let base = format!("{PREFIX}:{{{}}}:{}:", hash_tag(name), escape(name));
         LockKeys {
-            base: format!("{PREFIX}:{{{}}}:{}:", hash_tag(name), escape(name)),
+            all: ALL.map(|suffix| format!("{base}{}", suffix.letter())),
         }
     }
 
-    pub(crate) fn key(&self, suffix: Suffix) -> String {
-        let mut key = self.base.clone();
-        key.push(suffix.letter());
-        key
+    pub(crate) fn key(&self, suffix: Suffix) -> &str {
+        let index = ALL.iter().position(|s| *s == suffix);
+        &self.all[index.expect("every suffix is in ALL")]
     }
 
     /// All keys, in script order.
-    pub(crate) fn all(&self) -> impl Iterator<Item = String> + '_ {
-        ALL.iter().map(|s| self.key(*s))
+    pub(crate) fn all(&self) -> &[String] {
+        &self.all
     }
 }
 
 /// The hash tag of `name`: 16 hex digits of its SHA-256.
 pub(crate) fn hash_tag(name: &str) -> String {
     let digest = Sha256::digest(name.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let bits = u64::from_be_bytes(
+        digest[..8]
+            .try_into()
+            .expect("SHA-256 has 8 bytes to spare"),
+    );
+    format!("{bits:016x}")
 }
 
 fn is_plain(b: u8) -> bool {
@@ -160,11 +165,12 @@ mod tests {
         ] {
             let keys = LockKeys::new(name);
             for key in [keys.key(Suffix::Holders), keys.key(Suffix::Waiters)] {
-                assert_eq!(name_of_key(&key).as_deref(), Some(name), "{key}");
+                assert_eq!(name_of_key(key).as_deref(), Some(name), "{key}");
             }
-            assert_eq!(name_of_key(&keys.key(Suffix::Queue)), None);
+            assert_eq!(name_of_key(keys.key(Suffix::Queue)), None);
             let tags: std::collections::BTreeSet<String> = keys
                 .all()
+                .iter()
                 .map(|k| {
                     let open = k.find('{').unwrap();
                     let close = open + k[open..].find('}').unwrap();
