@@ -171,19 +171,35 @@ fn connection_errors(
     missing_db_url: &str,
     unreachable: &str,
 ) {
-    for args in [&["status", "x"][..], &["run", "x", "--", "true"][..]] {
-        let out = output(wrong_password_url, args);
-        assert_eq!(out.code, Some(69), "{out:?}");
-        assert!(out.stderr.starts_with("distlock: "), "{out:?}");
-        assert!(!out.stderr.contains(secret), "{out:?}");
-        assert!(!out.stdout.contains(secret), "{out:?}");
+    for out in wrong_password_exits_69(wrong_password_url, secret) {
         assert!(out.stderr.contains("***"), "{out:?}");
     }
     let out = output(missing_db_url, &["status", "x"]);
     assert_eq!(out.code, Some(69), "{out:?}");
     assert!(out.stderr.contains("does not exist"), "{out:?}");
     assert!(out.stderr.contains("no_such_db"), "{out:?}");
-    let out = output(unreachable, &["run", "x", "--", "true"]);
+    unreachable_exits_69(unreachable);
+}
+
+/// `status` and `run` with a wrong password exit 69 and do not show it; their outputs.
+fn wrong_password_exits_69(url: &str, secret: &str) -> Vec<Output> {
+    [&["status", "x"][..], &["run", "x", "--", "true"][..]]
+        .into_iter()
+        .map(|args| {
+            let out = output(url, args);
+            assert_eq!(out.code, Some(69), "{out:?}");
+            assert!(out.stderr.starts_with("distlock: "), "{out:?}");
+            assert!(!out.stderr.contains(secret), "{out:?}");
+            assert!(!out.stdout.contains(secret), "{out:?}");
+            out
+        })
+        .collect()
+}
+
+/// `run` against a server nobody listens on (a URL with the password `hunter22`) exits 69
+/// without showing the password.
+fn unreachable_exits_69(url: &str) {
+    let out = output(url, &["run", "x", "--", "true"]);
     assert_eq!(out.code, Some(69), "{out:?}");
     assert!(!out.stderr.contains("hunter22"), "{out:?}");
 }
@@ -400,18 +416,9 @@ fn redis_url_end_to_end() {
     assert_eq!(out.code, Some(0), "{out:?}");
 
     let wrong = format!("redis://:Wr0ng-{secret}@127.0.0.1:{}", server.port());
-    for args in [&["status", "x"][..], &["run", "x", "--", "true"][..]] {
-        let out = output(&wrong, args);
-        assert_eq!(out.code, Some(69), "{out:?}");
-        assert!(out.stderr.starts_with("distlock: "), "{out:?}");
-        assert!(!out.stderr.contains(secret), "{out:?}");
-        assert!(!out.stdout.contains(secret), "{out:?}");
-    }
-    let unreachable = format!(
+    wrong_password_exits_69(&wrong, secret);
+    unreachable_exits_69(&format!(
         "redis://:hunter22@127.0.0.1:{}",
         distlock_testkit::free_port()
-    );
-    let out = output(&unreachable, &["run", "x", "--", "true"]);
-    assert_eq!(out.code, Some(69), "{out:?}");
-    assert!(!out.stderr.contains("hunter22"), "{out:?}");
+    ));
 }

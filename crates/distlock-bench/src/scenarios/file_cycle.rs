@@ -1,9 +1,7 @@
 //! Uncontended acquire + release on the file backend, against the raw fcntl OFD cycle.
 
-use std::time::Instant;
-
 use crate::floors::file::{OfdCycle, OfdTokenCycle};
-use crate::measure::{Subject, elapsed_ns, interleaved};
+use crate::measure::{Subject, interleaved};
 use crate::report::{Baseline, Kind, Row, Section, Unit};
 use crate::{Result, report};
 
@@ -44,16 +42,7 @@ impl Scenario for FileCycle {
             Subject::per_call(FLOOR, || floor.cycle()),
             Subject::per_call(TOKEN_FLOOR, || token_floor.cycle()),
             Subject::new(ASYNC, |n, out| {
-                runtime.block_on(async {
-                    for _ in 0..n {
-                        let started = Instant::now();
-                        let lease = locks.mutex("bench-async").no_wait().acquire().await?;
-                        lease.release().await?;
-                        drop(lease);
-                        out.push(elapsed_ns(started));
-                    }
-                    Ok(())
-                })
+                runtime.block_on(super::lock_cycles(&locks, "bench-async", n, out))
             }),
             Subject::per_call(BLOCKING, || {
                 let lease = blocking.mutex("bench-blocking").no_wait().acquire()?;

@@ -142,6 +142,24 @@ pub fn start_server(backend: &str, dir: &Path) -> Result<Server> {
     })
 }
 
+/// `n` uncontended cycles (exclusive acquire + release) of the lock `name`, each cycle's time
+/// in `out`.
+pub async fn lock_cycles(
+    locks: &distlock::Locks,
+    name: &str,
+    n: usize,
+    out: &mut Vec<u64>,
+) -> Result<()> {
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        let lease = locks.mutex(name).no_wait().acquire().await?;
+        lease.release().await?;
+        drop(lease);
+        out.push(crate::measure::elapsed_ns(started));
+    }
+    Ok(())
+}
+
 /// A fresh temporary directory under `ctx.tmp`, removed when dropped.
 pub fn temp_dir(ctx: &Context, prefix: &str) -> Result<tempfile::TempDir> {
     Ok(tempfile::Builder::new()

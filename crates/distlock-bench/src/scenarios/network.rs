@@ -13,10 +13,16 @@ use crate::peers::PeerCommand;
 use crate::report::{Baseline, Kind, Row, Section, Unit};
 use crate::rust_peers;
 
-use super::{Context, Scenario, start_server, temp_dir};
+use super::{Context, Scenario, lock_cycles, start_server, temp_dir};
 
 /// The target on distlock's uncontended cycle, as a ratio to the floor's p50.
 pub const TARGET: f64 = 1.15;
+
+/// The reference row of one committed write, where the floor client has one.
+const DURABLE: &str = "1 committed single-row upsert (autocommit)";
+/// The reference row of distlock without its holder row, where the backend has the option.
+const WITHOUT_HOLDER_ROW: &str =
+    "distlock with `distlock_holder_info=false` (no holder row; `inspect` sees less)";
 
 /// One network backend's section.
 #[derive(Debug)]
@@ -231,11 +237,10 @@ impl Scenario for NetworkBackend {
                 })
             }),
             Subject::new("distlock", |n, out| {
-                runtime.block_on(lock_cycles(&locks, n, out))
+                runtime.block_on(lock_cycles(&locks, "bench-cycle", n, out))
             }),
         ];
         let durable = floor.borrow_mut().durable_write().is_some();
-        const DURABLE: &str = "1 committed single-row upsert (autocommit)";
         if durable {
             subjects.push(Subject::new(DURABLE, |n, out| {
                 let mut guard = floor.borrow_mut();
@@ -252,11 +257,9 @@ impl Scenario for NetworkBackend {
                 })
             }));
         }
-        const WITHOUT_HOLDER_ROW: &str =
-            "distlock with `distlock_holder_info=false` (no holder row; `inspect` sees less)";
         if let Some(locks) = &without_holder_row {
             subjects.push(Subject::new(WITHOUT_HOLDER_ROW, |n, out| {
-                runtime.block_on(lock_cycles(locks, n, out))
+                runtime.block_on(lock_cycles(locks, "bench-cycle", n, out))
             }));
         }
         let samples = interleaved(self.plan(ctx), &mut subjects)?;
@@ -500,18 +503,6 @@ impl NetworkBackend {
     }
 }
 
-/// `n` uncontended cycles (exclusive acquire + release) of one lock, each cycle's time in `out`.
-async fn lock_cycles(locks: &distlock::Locks, n: usize, out: &mut Vec<u64>) -> Result<()> {
-    for _ in 0..n {
-        let started = Instant::now();
-        let lease = locks.mutex("bench-cycle").no_wait().acquire().await?;
-        lease.release().await?;
-        drop(lease);
-        out.push(elapsed_ns(started));
-    }
-    Ok(())
-}
-
 /// Microseconds per `EVALSHA` call on the Redis server at `url`, from `INFO commandstats`.
 async fn redis_script_cost(url: &str) -> Result<Option<f64>> {
     let client = redis::Client::open(url)?;
@@ -625,16 +616,14 @@ fn notes(section: &Section) -> Vec<String> {
     }
     // Where a durable write is measured (the SQL backends), say how much of distlock's cost
     // above the floor it accounts for: distlock commits its fencing counter on every acquire.
+    let us = |ns: u64| ns as f64 / 1000.0;
     let by_kind = |kind: Kind| section.rows.iter().find(|r| r.kind == kind);
     let floor_row = by_kind(Kind::Floor);
-    let write_row = section
-        .rows
-        .iter()
-        .find(|r| r.kind == Kind::Reference && r.label.starts_with("1 committed"));
+    let by_label = |label: &str| section.rows.iter().find(|r| r.label == label);
+    let write_row = by_label(DURABLE);
     if let (Some(distlock), Some(floor), Some(write)) =
         (by_kind(Kind::Distlock), floor_row, write_row)
     {
-        let us = |ns: u64| ns as f64 / 1000.0;
         let above = us(distlock.summary.p50_ns.saturating_sub(floor.summary.p50_ns));
         notes.push(format!(
             "At p50 distlock's cycle is {above:.0} µs above the floor. Its acquire writes what \
@@ -646,15 +635,11 @@ fn notes(section: &Section) -> Vec<String> {
             us(write.summary.p99_ns),
         ));
     }
-    let without_row = section
-        .rows
-        .iter()
-        .find(|r| r.kind == Kind::Reference && r.label.contains("distlock_holder_info=false"));
+    let without_row = by_label(WITHOUT_HOLDER_ROW);
     if let (Some(distlock), Some(floor), Some(without)) =
         (by_kind(Kind::Distlock), floor_row, without_row)
         && let Some(to_floor) = without.ratios.first().and_then(|r| r.p50)
     {
-        let us = |ns: u64| ns as f64 / 1000.0;
         notes.push(format!(
             "Without the holder row (`distlock_holder_info=false`) the cycle takes {:.2}× the \
              floor at p50: the row, which lets `status` and `list` show each holder's host, \

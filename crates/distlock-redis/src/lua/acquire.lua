@@ -25,7 +25,7 @@ if not queued then
   local cur = st.owners[o]
   if cur then
     local expiry = now + ttl
-    redis.call('HSET', K, o, fmt(expiry) .. string.match(cur, '^%d+(:.*)$'))
+    redis.call('HSET', K, o, with_expiry(cur, expiry))
     if expiry > st.last then st.last = expiry end
     touch_holders(st)
     local _, _, _, _, held = parse_holder(cur)

@@ -5,7 +5,7 @@ local cur = redis.call('HGET', K, ARGV[1])
 local expiry = cur and parse_holder(cur)
 if not expiry or expiry <= now then return 0 end
 local ttl = tonumber(ARGV[2])
-redis.call('HSET', K, ARGV[1], fmt(now + ttl) .. string.match(cur, '^%d+(:.*)$'))
+redis.call('HSET', K, ARGV[1], with_expiry(cur, now + ttl))
 -- Other holders may outlive this one: the key's life only grows.
 if redis.call('PTTL', K) < ttl + 1000 then redis.call('PEXPIRE', K, fmt(ttl + 1000)) end
 return 1

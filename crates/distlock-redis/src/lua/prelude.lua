@@ -3,6 +3,9 @@ local function parse_holder(rec)
   return tonumber(expiry), kind, tonumber(cnt), tonumber(limit), tonumber(tok)
 end
 
+-- The holder record `rec` with its expiry replaced.
+local function with_expiry(rec, expiry) return fmt(expiry) .. string.match(rec, '^%d+(:.*)$') end
+
 -- Reads the holders, dropping those whose time ran out.
 local function holders()
   local st = no_holders()
