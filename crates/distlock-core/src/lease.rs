@@ -283,7 +283,7 @@ impl Lease {
         self.inner.mode
     }
 
-    /// This acquisition's random owner id.
+    /// This acquisition's owner id.
     pub fn owner(&self) -> OwnerId {
         self.inner.owner
     }

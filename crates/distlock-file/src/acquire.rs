@@ -174,7 +174,7 @@ impl Acq {
         io_error(what, &self.target.path, source).with_lock(&self.target.name)
     }
 
-    /// A starting point derived from the (random) owner id, so concurrent participants probe
+    /// A starting point derived from the owner id (its low half is well mixed), so concurrent participants probe
     /// different slots and permits first instead of all colliding on index 0.
     fn spread(&self, modulus: u32) -> u32 {
         (self.owner.as_u128() % u128::from(modulus.max(1))) as u32
