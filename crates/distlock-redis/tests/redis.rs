@@ -296,6 +296,34 @@ async fn tokens_grow_across_a_restart_without_persistence() {
     lease.release().await.unwrap();
 }
 
+/// A counter ahead of the server clock (a clock stepped back, or more than one grant per
+/// microsecond) still gives strictly increasing tokens: each one more than the last.
+#[tokio::test]
+async fn tokens_grow_past_a_counter_ahead_of_the_clock() {
+    let server = RedisServer::start();
+    let locks = locks(&server.url()).await;
+    let lease = locks.mutex("ahead").acquire().await.unwrap();
+    lease.release().await.unwrap();
+    // The reply is RESP: the key is its last line.
+    let reply = server.command(&["KEYS", "distlock:*:ahead:c"]);
+    let counter = reply.lines().last().unwrap_or_default().trim();
+    assert!(counter.starts_with("distlock:{"), "{reply}");
+    // Twice today's clock in microseconds, and below 2^53 (Lua numbers are doubles).
+    let ahead: u64 = 4_000_000_000_000_000;
+    server.command(&["SET", counter, &ahead.to_string()]);
+    let mut last = ahead;
+    for _ in 0..3 {
+        let lease = locks.mutex("ahead").acquire().await.unwrap();
+        assert_eq!(lease.token().get(), last + 1);
+        last += 1;
+        lease.release().await.unwrap();
+    }
+    // The counter still expires on its own.
+    let reply = server.command(&["PTTL", counter]);
+    let ttl: i64 = reply.trim().trim_start_matches(':').parse().unwrap();
+    assert!(ttl > 0, "{reply}");
+}
+
 #[tokio::test]
 async fn unix_socket_urls_work() {
     let dir = tempfile::tempdir().unwrap();

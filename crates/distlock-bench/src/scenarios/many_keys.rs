@@ -258,7 +258,7 @@ fn notes(rows: &[ManyKeysRow]) -> Vec<String> {
                  and starts and stops a renewal task"
             }
             "redis" => {
-                "distlock's acquire script also issues the fencing token (INCR), stores the \
+                "distlock's acquire script also issues the fencing token, stores the \
                  holder record and checks the waiter queue; its release script hands off to \
                  waiters"
             }

@@ -7,19 +7,24 @@
 local o, kind, cnt, limit, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 --@grant
 -- Fast path: no holder and no queue (so no waiter entry of ours either).
+local keys = present()
 local st = no_holders()
-if fits(st, kind, cnt, limit) and redis.call('EXISTS', K, Q) == 0 then
+if not keys.holders and not keys.queue then
   local tok = grant(st, o, kind, cnt, limit, now + ttl, ARGV[10])
   touch_holders(st)
   return { 1, tok }
 end
 --@prelude
 local wttl = tonumber(ARGV[8])
-st = holders()
-prune_waiters()
-local tok = promote(st, o)
-if tok then return { 1, tok } end
-local queued = redis.call('HEXISTS', W, o) == 1
+if keys.holders then st = holders() end
+local tok
+if keys.queue then
+  prune_waiters()
+  tok = promote(st, o)
+  if tok then return { 1, tok } end
+end
+-- The waiter keys exist exactly while the queue does.
+local queued = keys.queue and redis.call('HEXISTS', W, o) == 1
 if not queued then
   -- Handed the lock earlier (its notification may have been lost): claim it for a full TTL.
   local cur = st.owners[o]
@@ -31,7 +36,7 @@ if not queued then
     local _, _, _, _, held = parse_holder(cur)
     return { 1, held }
   end
-  if fits(st, kind, cnt, limit) and redis.call('ZCARD', Q) == 0 then
+  if fits(st, kind, cnt, limit) and (not keys.queue or redis.call('ZCARD', Q) == 0) then
     tok = grant(st, o, kind, cnt, limit, now + ttl, ARGV[10])
     touch_holders(st)
     return { 1, tok }

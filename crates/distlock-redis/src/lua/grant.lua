@@ -2,16 +2,18 @@ local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = math.floor(now_us / 1000)
 
--- The fencing token: INCR, but never below the server clock in microseconds. A missing
--- counter (restart without persistence) is thus seeded from TIME, and a counter that rolled
--- back (failover to a replica that missed writes) jumps ahead to TIME: neither hands out a
--- smaller token while the clock does not go back and grants stay under one per microsecond.
+-- The fencing token: one more than the last, and never below the server clock in
+-- microseconds. A missing counter (restart without persistence) thus starts from TIME, and a
+-- counter that rolled back (failover to a replica that missed writes) jumps ahead to TIME:
+-- neither hands out a smaller token while the clock does not go back and grants stay under
+-- one per microsecond. The clock is nearly always ahead of the last token, so one SET .. GET
+-- writes the new token and reads the last; only a clock behind it needs a second write. A
+-- counter unused for a week vanishes, and TIME is larger than any token it gave.
 local function next_token()
-  local tok = redis.call('INCR', C)
-  if tok <= now_us then
-    -- INCR keeps the expiry, so it is set only here: a counter unused for a week vanishes
-    -- and is seeded again from TIME, which is larger than any token it gave.
-    tok = now_us + 1
+  local tok = now_us + 1
+  local last = tonumber(redis.call('SET', C, fmt(tok), 'PX', 604800000, 'GET') or '0') or 0
+  if last >= tok then
+    tok = last + 1
     redis.call('SET', C, fmt(tok), 'PX', 604800000)
   end
   return tok

@@ -10,3 +10,10 @@
 local K, Q, W, X, C, N = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 
 local function fmt(n) return string.format('%d', n) end
+
+-- Which of the holders hash, the queue and the watchers hash exist, in one call: EXISTS counts
+-- a key once per mention, so the sum is a bit set (1 holders, 2 queue, 4 watchers).
+local function present()
+  local bits = redis.call('EXISTS', K, Q, Q, N, N, N, N)
+  return { holders = bits % 2 == 1, queue = bits % 4 >= 2, watchers = bits >= 4, any = bits > 0 }
+end
