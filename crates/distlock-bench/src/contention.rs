@@ -249,7 +249,7 @@ pub fn measure(
                 );
                 match measure_one(plan.duration, &name, subject, workers, hold_us, rtt) {
                     Ok(row) => rows.push(row),
-                    Err(e) if subject.kind == Kind::Peer => {
+                    Err(e) if subject.kind != Kind::Distlock => {
                         eprintln!("distlock-bench:   {} failed: {e}", subject.label);
                         notes.push(format!(
                             "{} failed with {workers} contenders, hold {hold_us} µs, and was \

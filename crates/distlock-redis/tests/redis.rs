@@ -311,11 +311,9 @@ async fn tokens_grow_past_a_counter_ahead_of_the_clock() {
     // Twice today's clock in microseconds, and below 2^53 (Lua numbers are doubles).
     let ahead: u64 = 4_000_000_000_000_000;
     server.command(&["SET", counter, &ahead.to_string()]);
-    let mut last = ahead;
-    for _ in 0..3 {
+    for expected in ahead + 1..=ahead + 3 {
         let lease = locks.mutex("ahead").acquire().await.unwrap();
-        assert_eq!(lease.token().get(), last + 1);
-        last += 1;
+        assert_eq!(lease.token().get(), expected);
         lease.release().await.unwrap();
     }
     // The counter still expires on its own.

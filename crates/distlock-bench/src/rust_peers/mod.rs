@@ -8,6 +8,8 @@
 mod file;
 mod net;
 
+pub use net::REDIS_RELAY;
+
 use std::future::Future;
 use std::io::BufRead;
 use std::pin::Pin;

@@ -8,11 +8,18 @@ use crate::Result;
 /// This module's peers.
 pub fn peers() -> Vec<RustPeer> {
     #[allow(unused_mut)] // without the rust-peers feature, only the etcd lock service
-    let mut peers = vec![RustPeer {
-        lib: "etcd-client-lock",
-        version: "0.21",
-        connect: |url, name| Box::pin(async move { etcd_lock(&url, name).await }),
-    }];
+    let mut peers = vec![
+        RustPeer {
+            lib: "etcd-client-lock",
+            version: "0.21",
+            connect: |url, name| Box::pin(async move { etcd_lock(&url, name).await }),
+        },
+        RustPeer {
+            lib: REDIS_RELAY,
+            version: "1.8",
+            connect: |url, name| Box::pin(async move { redis_relay(&url, name).await }),
+        },
+    ];
     #[cfg(feature = "rust-peers")]
     {
         peers.push(RustPeer {
@@ -73,6 +80,68 @@ impl PeerLock for EtcdLock {
             if let Some(key) = self.key.take() {
                 self.client.unlock(key).await?;
             }
+            Ok(())
+        })
+    }
+}
+
+/// The hand-off reference on Redis: not a lock library but the least work a queued hand-off
+/// through a Redis server takes.
+pub const REDIS_RELAY: &str = "redis-blpop-relay";
+
+/// One token in a Redis list, passed from client to client: acquire is `BLPOP` (the server
+/// serves the longest-blocked client first), release is `LPUSH`. A hand-off is one command to
+/// the server and one reply from it, with no script, token or record, so its gap is the
+/// floor for any lock that queues its waiters in Redis. The first client to connect puts the
+/// token in.
+async fn redis_relay(url: &str, name: String) -> Result<Box<dyn PeerLock>> {
+    let client = redis::Client::open(url)?;
+    // A blocked BLPOP answers only when the token comes: no response timeout.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let list = format!("{name}:relay");
+    let first: Option<String> = redis::cmd("SET")
+        .arg(format!("{name}:relay-started"))
+        .arg(1)
+        .arg("NX")
+        .query_async(&mut conn)
+        .await?;
+    if first.is_some() {
+        redis::cmd("LPUSH")
+            .arg(&list)
+            .arg("token")
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(Box::new(RedisRelay { conn, list }))
+}
+
+struct RedisRelay {
+    conn: redis::aio::MultiplexedConnection,
+    list: String,
+}
+
+impl PeerLock for RedisRelay {
+    fn acquire(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            redis::cmd("BLPOP")
+                .arg(&self.list)
+                .arg(0)
+                .query_async::<()>(&mut self.conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn release(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            redis::cmd("LPUSH")
+                .arg(&self.list)
+                .arg("token")
+                .query_async::<()>(&mut self.conn)
+                .await?;
             Ok(())
         })
     }

@@ -24,6 +24,9 @@ const DURABLE: &str = "1 committed single-row upsert (autocommit)";
 const WITHOUT_HOLDER_ROW: &str =
     "distlock with `distlock_holder_info=false` (no holder row; `inspect` sees less)";
 
+/// The contention reference row's label, where the backend has one.
+const HANDOFF_REFERENCE: &str = "raw hand-off (reference)";
+
 /// One network backend's section.
 #[derive(Debug)]
 pub struct NetworkBackend {
@@ -50,6 +53,9 @@ pub struct NetworkBackend {
     /// Whether the backend has `distlock_holder_info=false`, whose cycle is then measured too:
     /// what the holder row costs.
     holder_info_option: bool,
+    /// A contention reference: the least work a queued hand-off through this server takes
+    /// (a `distlock-bench peer` library, and what it does), run beside distlock.
+    handoff_reference: Option<(&'static str, &'static str)>,
 }
 
 /// Every network backend's section, in the order they run.
@@ -73,6 +79,11 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 distlock's release script grants the oldest live waiter and pushes the grant to \
                 it.",
             holder_info_option: false,
+            handoff_reference: Some((
+                rust_peers::REDIS_RELAY,
+                "one token in a Redis list: `BLPOP` to take it (the server serves the \
+                 longest-blocked client first), `LPUSH` to give it back",
+            )),
         },
         NetworkBackend {
             id: "postgres",
@@ -91,6 +102,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 token and writes the holder row before it answers, work an unfenced lock does not \
                 do.",
             holder_info_option: true,
+            handoff_reference: None,
         },
         NetworkBackend {
             id: "mysql",
@@ -108,6 +120,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             handoff_cost: "After the woken `GET_LOCK`, distlock's query commits the fencing token row \
                 and writes the holder row before it answers, work an unfenced lock does not do.",
             holder_info_option: true,
+            handoff_reference: None,
         },
         NetworkBackend {
             id: "zookeeper",
@@ -124,6 +137,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             handoff_cost: "Curator and kazoo waiters also watch their predecessor and list the children \
                 again when woken, as distlock does.",
             holder_info_option: false,
+            handoff_reference: None,
         },
         NetworkBackend {
             id: "etcd",
@@ -144,6 +158,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 its predecessor's delete arrives, reads its predecessor again before it \
                 proceeds.",
             holder_info_option: false,
+            handoff_reference: None,
         },
     ];
     let clusters = [
@@ -316,6 +331,13 @@ impl Scenario for NetworkBackend {
             kind: Kind::Distlock,
             command: PeerCommand::rust("distlock", &server.url)?,
         }];
+        if let Some((lib, _)) = self.handoff_reference {
+            contenders.push(Contender {
+                label: HANDOFF_REFERENCE.to_owned(),
+                kind: Kind::Reference,
+                command: PeerCommand::rust(lib, &server.url)?,
+            });
+        }
         let built: Vec<&str> = rust_peers::all().iter().map(|p| p.lib).collect();
         for lib in self.rust_peers.iter().filter(|lib| built.contains(lib)) {
             let command = PeerCommand::rust(lib, &server.url)?;
@@ -482,7 +504,7 @@ impl NetworkBackend {
              each subject's round trips cross CPUs alike instead of sharing one by the \
              scheduler's chance; the contention runs use every CPU. **Contention**: N processes (N = {:?}) loop acquire → hold \
              ({:?} µs) → release on one lock for {:.1} s per run, waiting without bound; the \
-             hand-off gap is divided by one round trip ({}) measured above.",
+             hand-off gap is divided by one round trip ({}) measured above.{}",
             match self.server == self.backend {
                 true => format!("{} server", self.title),
                 false => format!(
@@ -499,6 +521,16 @@ impl NetworkBackend {
             c.holds_us,
             c.duration.as_secs_f64(),
             self.round_trip,
+            match self.handoff_reference {
+                Some((_, what)) => format!(
+                    " **{HANDOFF_REFERENCE}**: {what}; a hand-off is one command to the \
+                     server and one reply from it, with no script, token or record, so its gap \
+                     is the least any lock that queues its waiters in this server can take on \
+                     this machine, and its FIFO rate shows how often clients' own timestamps \
+                     disagree with the server's arrival order."
+                ),
+                None => String::new(),
+            },
         )
     }
 }
@@ -572,6 +604,32 @@ impl NetworkBackend {
         }
         notes
     }
+}
+
+/// distlock beside the raw hand-off at 8 contenders and no hold: its gap and FIFO rate, and
+/// the CPU-bound share of the gap that is the machine's rather than distlock's.
+fn handoff_reference_note(section: &Section) -> Option<String> {
+    let at_8 = |kind: Kind| {
+        section
+            .contention
+            .iter()
+            .find(|r| r.kind == kind && r.workers == 8 && r.hold_us == 0)
+    };
+    let (distlock, raw) = (at_8(Kind::Distlock)?, at_8(Kind::Reference)?);
+    let (gap, raw_gap) = (distlock.handoff_p50_ratio?, raw.handoff_p50_ratio?);
+    let fifo = |r: &crate::contention::ContentionRow| {
+        r.fifo_rate
+            .map_or("–".to_owned(), |f| format!("{:.1}%", f * 100.0))
+    };
+    Some(format!(
+        "With 8 contenders and no hold, the raw hand-off's gap p50 is {raw_gap:.2} round trips \
+         and distlock's {gap:.2} ({:.2}× the raw one); FIFO rates {} (raw) and {} (distlock). \
+         The raw relay's queue is the server's own and strictly FIFO, so the FIFO it misses is \
+         clients stamping their request before the server sees it, in a different order.",
+        gap / raw_gap,
+        fifo(raw),
+        fifo(distlock),
+    ))
 }
 
 /// Splits distlock's mean cost above the floor into client CPU and the rest (the server's
@@ -667,6 +725,7 @@ fn notes(section: &Section) -> Vec<String> {
              round trips."
         ));
     }
+    notes.extend(handoff_reference_note(section));
     let stalled: Vec<String> = section
         .contention
         .iter()
