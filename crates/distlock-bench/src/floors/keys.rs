@@ -101,18 +101,31 @@ impl KeyLocker for RawRedis {
 }
 
 /// A 64-bit key for PostgreSQL's advisory locks.
-fn key_hash(key: &str) -> i64 {
+pub(crate) fn key_hash(key: &str) -> i64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut hasher);
     hasher.finish() as i64
 }
 
-/// PostgreSQL: `pg_try_advisory_lock` + `pg_advisory_unlock`, prepared once.
-pub async fn postgres(url: &str) -> Result<Box<dyn KeyLocker>> {
+/// A tokio-postgres session with a lock and an unlock statement prepared on it.
+pub(crate) async fn advisory_session(
+    url: &str,
+    lock_sql: &str,
+) -> Result<(
+    tokio_postgres::Client,
+    tokio_postgres::Statement,
+    tokio_postgres::Statement,
+)> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
-    let lock = client.prepare("SELECT pg_try_advisory_lock($1)").await?;
+    let lock = client.prepare(lock_sql).await?;
     let unlock = client.prepare("SELECT pg_advisory_unlock($1)").await?;
+    Ok((client, lock, unlock))
+}
+
+/// PostgreSQL: `pg_try_advisory_lock` + `pg_advisory_unlock`, prepared once.
+pub async fn postgres(url: &str) -> Result<Box<dyn KeyLocker>> {
+    let (client, lock, unlock) = advisory_session(url, "SELECT pg_try_advisory_lock($1)").await?;
     Ok(Box::new(RawPostgres {
         client,
         lock,

@@ -8,7 +8,7 @@
 mod file;
 mod net;
 
-pub use net::REDIS_RELAY;
+pub use net::{MYSQL_RAW, POSTGRES_RAW, REDIS_RELAY};
 
 use std::future::Future;
 use std::io::BufRead;

@@ -19,6 +19,16 @@ pub fn peers() -> Vec<RustPeer> {
             version: "1.8",
             connect: |url, name| Box::pin(async move { redis_relay(&url, name).await }),
         },
+        RustPeer {
+            lib: POSTGRES_RAW,
+            version: "0.7",
+            connect: |url, name| Box::pin(async move { postgres_raw(&url, &name).await }),
+        },
+        RustPeer {
+            lib: MYSQL_RAW,
+            version: "0.37",
+            connect: |url, name| Box::pin(async move { mysql_raw(&url, name).await }),
+        },
     ];
     #[cfg(feature = "rust-peers")]
     {
@@ -141,6 +151,88 @@ impl PeerLock for RedisRelay {
                 .arg(&self.list)
                 .arg("token")
                 .query_async::<()>(&mut self.conn)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+/// The hand-off reference on PostgreSQL: a bare session advisory lock.
+pub const POSTGRES_RAW: &str = "postgres-advisory-raw";
+
+/// `pg_advisory_lock` (waiting in the server) + `pg_advisory_unlock`, prepared once, with the
+/// client crate distlock uses: no token, no holder row, no session settings.
+async fn postgres_raw(url: &str, name: &str) -> Result<Box<dyn PeerLock>> {
+    let (client, lock, unlock) =
+        crate::floors::keys::advisory_session(url, "SELECT pg_advisory_lock($1)").await?;
+    Ok(Box::new(PostgresRaw {
+        client,
+        lock,
+        unlock,
+        key: crate::floors::keys::key_hash(name),
+    }))
+}
+
+struct PostgresRaw {
+    client: tokio_postgres::Client,
+    lock: tokio_postgres::Statement,
+    unlock: tokio_postgres::Statement,
+    key: i64,
+}
+
+impl PeerLock for PostgresRaw {
+    fn acquire(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.client.execute(&self.lock, &[&self.key]).await?;
+            Ok(())
+        })
+    }
+
+    fn release(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.client.execute(&self.unlock, &[&self.key]).await?;
+            Ok(())
+        })
+    }
+}
+
+/// The hand-off reference on MySQL / MariaDB: a bare named lock.
+pub const MYSQL_RAW: &str = "mysql-get-lock-raw";
+
+/// `GET_LOCK(name, a year)` (waiting in the server; MariaDB takes no negative timeout) +
+/// `RELEASE_LOCK(name)`, with the client crate distlock uses: no token, no holder row, no
+/// session settings.
+async fn mysql_raw(url: &str, name: String) -> Result<Box<dyn PeerLock>> {
+    let conn = mysql_async::Conn::new(mysql_async::Opts::from_url(url)?).await?;
+    Ok(Box::new(MysqlRaw { conn, name }))
+}
+
+struct MysqlRaw {
+    conn: mysql_async::Conn,
+    name: String,
+}
+
+impl PeerLock for MysqlRaw {
+    fn acquire(&mut self) -> BoxFuture<'_, Result<()>> {
+        use mysql_async::prelude::Queryable;
+        Box::pin(async move {
+            let got: Option<Option<i64>> = self
+                .conn
+                .exec_first("SELECT GET_LOCK(?, 31536000)", (&self.name,))
+                .await?;
+            match got.flatten() {
+                Some(1) => Ok(()),
+                other => Err(format!("GET_LOCK returned {other:?}").into()),
+            }
+        })
+    }
+
+    fn release(&mut self) -> BoxFuture<'_, Result<()>> {
+        use mysql_async::prelude::Queryable;
+        Box::pin(async move {
+            let _: Option<Option<i64>> = self
+                .conn
+                .exec_first("SELECT RELEASE_LOCK(?)", (&self.name,))
                 .await?;
             Ok(())
         })

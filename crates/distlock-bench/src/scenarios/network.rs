@@ -102,7 +102,11 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 token and writes the holder row before it answers, work an unfenced lock does not \
                 do.",
             holder_info_option: true,
-            handoff_reference: None,
+            handoff_reference: Some((
+                rust_peers::POSTGRES_RAW,
+                "a bare session advisory lock with tokio-postgres: `pg_advisory_lock` waiting \
+                 in the server, `pg_advisory_unlock`, both prepared",
+            )),
         },
         NetworkBackend {
             id: "mysql",
@@ -120,7 +124,11 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             handoff_cost: "After the woken `GET_LOCK`, distlock's query commits the fencing token row \
                 and writes the holder row before it answers, work an unfenced lock does not do.",
             holder_info_option: true,
-            handoff_reference: None,
+            handoff_reference: Some((
+                rust_peers::MYSQL_RAW,
+                "a bare named lock with mysql_async: `GET_LOCK(name, a year)` waiting in the \
+                 server, `RELEASE_LOCK(name)`",
+            )),
         },
         NetworkBackend {
             id: "zookeeper",
@@ -523,11 +531,11 @@ impl NetworkBackend {
             self.round_trip,
             match self.handoff_reference {
                 Some((_, what)) => format!(
-                    " **{HANDOFF_REFERENCE}**: {what}; a hand-off is one command to the \
-                     server and one reply from it, with no script, token or record, so its gap \
-                     is the least any lock that queues its waiters in this server can take on \
-                     this machine, and its FIFO rate shows how often clients' own timestamps \
-                     disagree with the server's arrival order."
+                    " **{HANDOFF_REFERENCE}**: {what}. A hand-off is one request to the \
+                     server and one answer from it, with no token or record, so its gap is the \
+                     least a lock that waits in this server takes on this machine, and, as it \
+                     waits in the server's own queue, its FIFO rate shows how often the \
+                     clients' own timestamps disagree with the order the server saw."
                 ),
                 None => String::new(),
             },
@@ -624,8 +632,9 @@ fn handoff_reference_note(section: &Section) -> Option<String> {
     Some(format!(
         "With 8 contenders and no hold, the raw hand-off's gap p50 is {raw_gap:.2} round trips \
          and distlock's {gap:.2} ({:.2}× the raw one); FIFO rates {} (raw) and {} (distlock). \
-         The raw relay's queue is the server's own and strictly FIFO, so the FIFO it misses is \
-         clients stamping their request before the server sees it, in a different order.",
+         The raw hand-off waits in the server's own queue, so the FIFO order it misses is \
+         mostly clients stamping their requests in one order and the server seeing them in \
+         another.",
         gap / raw_gap,
         fifo(raw),
         fifo(distlock),
