@@ -31,6 +31,10 @@ pub const PASSWORD_USER: &str = "app";
 pub const PASSWORD: &str = "s3cret-app-pw";
 /// The database created for tests (owned by the superuser, usable by [`PASSWORD_USER`]).
 pub const DATABASE: &str = "distlock";
+/// Server settings that skip flushing commits to disk: tests and benchmarks run faster, and a
+/// killed server loses nothing (its writes are in the OS page cache); only a machine crash
+/// would. A server with default settings also waits for a WAL flush at every commit.
+pub const UNFLUSHED_COMMITS: [&str; 2] = ["fsync=off", "full_page_writes=off"];
 
 /// One private PostgreSQL cluster, stopped (SIGKILL of its process group) when dropped.
 pub struct PostgresServer {
@@ -167,7 +171,7 @@ impl PostgresServer {
                 .arg("-k")
                 .arg(self.dir.path())
                 .args(["-c", "listen_addresses=127.0.0.1"])
-                .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+                .args(UNFLUSHED_COMMITS.iter().flat_map(|setting| ["-c", setting]))
                 .args(["-c", "max_connections=300", "-c", "shared_buffers=32MB"])
                 .args(["-c", "log_min_messages=panic"])
                 .process_group(0);

@@ -56,6 +56,10 @@ pub struct NetworkBackend {
     /// A contention reference: the least work a queued hand-off through this server takes
     /// (a `distlock-bench peer` library, and what it does), run beside distlock.
     handoff_reference: Option<(&'static str, &'static str)>,
+    /// The settings with which the testkit starts the server so that a commit does not wait
+    /// for a flush to disk, and what a commit still does with them (`None` where the testkit
+    /// keeps the server's own durability).
+    unflushed_commits: Option<(&'static [&'static str], &'static str)>,
 }
 
 /// Every network backend's section, in the order they run.
@@ -84,6 +88,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 "one token in a Redis list: `BLPOP` to take it (the server serves the \
                  longest-blocked client first), `LPUSH` to give it back",
             )),
+            unflushed_commits: None,
         },
         NetworkBackend {
             id: "postgres",
@@ -107,6 +112,10 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 "a bare session advisory lock with tokio-postgres: `pg_advisory_lock` waiting \
                  in the server, `pg_advisory_unlock`, both prepared",
             )),
+            unflushed_commits: Some((
+                &distlock_testkit::postgres::UNFLUSHED_COMMITS,
+                "a commit writes its WAL to the OS and is never flushed to disk",
+            )),
         },
         NetworkBackend {
             id: "mysql",
@@ -129,6 +138,12 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 "a bare named lock with mysql_async: `GET_LOCK(name, a year)` waiting in the \
                  server, `RELEASE_LOCK(name)`",
             )),
+            unflushed_commits: Some((
+                &distlock_testkit::mysql::UNFLUSHED_COMMITS,
+                "a commit is not flushed at once, but MariaDB 10.8 and later write the redo \
+                 log with `O_DIRECT` (`innodb_log_file_buffering=OFF`, the default where the \
+                 disk allows it), so each commit still waits for a write to the device",
+            )),
         },
         NetworkBackend {
             id: "zookeeper",
@@ -146,6 +161,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 again when woken, as distlock does.",
             holder_info_option: false,
             handoff_reference: None,
+            unflushed_commits: None,
         },
         NetworkBackend {
             id: "etcd",
@@ -167,6 +183,7 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 proceeds.",
             holder_info_option: false,
             handoff_reference: None,
+            unflushed_commits: None,
         },
     ];
     let clusters = [
@@ -512,7 +529,7 @@ impl NetworkBackend {
              each subject's round trips cross CPUs alike instead of sharing one by the \
              scheduler's chance; the contention runs use every CPU. **Contention**: N processes (N = {:?}) loop acquire → hold \
              ({:?} µs) → release on one lock for {:.1} s per run, waiting without bound; the \
-             hand-off gap is divided by one round trip ({}) measured above.{}",
+             hand-off gap is divided by one round trip ({}) measured above.{}{}",
             match self.server == self.backend {
                 true => format!("{} server", self.title),
                 false => format!(
@@ -529,6 +546,16 @@ impl NetworkBackend {
             c.holds_us,
             c.duration.as_secs_f64(),
             self.round_trip,
+            match self.unflushed_commits {
+                None => String::new(),
+                Some((settings, effect)) => format!(
+                    " **Durability**: the testkit starts the server with `{}`: {effect}. Every \
+                     figure here that commits (distlock's fencing token, the committed-write \
+                     reference) is measured so; with the server's default settings each such \
+                     commit also waits for a flush to disk.",
+                    settings.join("`, `")
+                ),
+            },
             match self.handoff_reference {
                 Some((_, what)) => format!(
                     " **{HANDOFF_REFERENCE}**: {what}. A hand-off is one request to the \
@@ -696,7 +723,8 @@ fn notes(section: &Section) -> Vec<String> {
             "At p50 distlock's cycle is {above:.0} µs above the floor. Its acquire writes what \
              the floor does not: the durable fencing token and the holder row that `inspect` \
              reads. For scale, one committed single-row upsert alone takes {:.0} µs at p50 and \
-             {:.0} µs at p99 on this server (reference row). Peers without a fencing token skip \
+             {:.0} µs at p99 on this server as configured (reference row; the method says \
+             whether commits are flushed to disk). Peers without a fencing token skip \
              the token's write.",
             us(write.summary.p50_ns),
             us(write.summary.p99_ns),
