@@ -6,10 +6,13 @@
 //!   its locks are gone.
 //! - Exclusive locks only (`Unsupported` for shared locks and priorities); semaphores are N
 //!   named slots. Names map to `GET_LOCK` names by [`lock_name`] and [`slot_names`].
-//! - Fencing tokens come from a counter table (`distlock_tokens`, one row per lock, InnoDB),
-//!   created on first use; where the user lacks `CREATE`, the error shows the DDL. Holder
-//!   rows, for `inspect`, are in a `MEMORY` table: like the `GET_LOCK`s they describe, they
-//!   need not survive a restart, so they cost no commit.
+//! - Fencing tokens are one counter for all locks, handed out from a block of
+//!   [`TOKEN_BLOCK`] values cached in a `MEMORY` table (`distlock_token_cache`); only taking
+//!   a new block commits, to the InnoDB row that records the highest token reserved
+//!   (`distlock_tokens`). A restart empties the cache, so the next grant takes a block above
+//!   every token handed out before. The tables are created on first use; where the user
+//!   lacks `CREATE`, the error shows the DDL. Holder rows, for `inspect`, are in a `MEMORY`
+//!   table too: like the `GET_LOCK`s they describe, they need not survive a restart.
 //! - The lease is enforced by the server: the holder connection sets `wait_timeout` to the
 //!   TTL (rounded up to whole seconds) and pings every TTL/3, so a paused or partitioned holder
 //!   is disconnected by the server and its locks freed.
@@ -48,6 +51,10 @@ pub const BACKEND: &str = "mysql";
 
 /// How long a semaphore waiter blocks on one busy slot before trying the others again.
 const SLOT_WAIT_SLICE: Duration = Duration::from_millis(250);
+
+/// How many fencing tokens one commit reserves: the cache hands them out without a commit,
+/// and a restart skips what is left of the block.
+pub const TOKEN_BLOCK: u64 = 1 << 20;
 
 /// `GET_LOCK`'s timeout when waiting without a bound (a year).
 const FOREVER_SECS: f64 = 31_536_000.0;
@@ -209,11 +216,18 @@ struct MyConn {
     _permit: OwnedSemaphorePermit,
 }
 
-/// The DDL distlock runs on first use.
+/// The DDL distlock runs on first use. The `distlock_tokens` row with the empty key holds the
+/// highest token reserved; it is created here, not by the first grants, because concurrent
+/// upserts of a missing row can deadlock in InnoDB.
 pub const SETUP_SQL: &str = "CREATE TABLE IF NOT EXISTS distlock_tokens (\n\
     \x20 lock_key VARBINARY(64) NOT NULL PRIMARY KEY,\n\
     \x20 token BIGINT UNSIGNED NOT NULL\n\
     ) ENGINE=InnoDB;\n\
+    INSERT IGNORE INTO distlock_tokens (lock_key, token) VALUES ('', 0);\n\
+    CREATE TABLE IF NOT EXISTS distlock_token_cache (\n\
+    \x20 id TINYINT UNSIGNED NOT NULL PRIMARY KEY,\n\
+    \x20 token BIGINT UNSIGNED NOT NULL, ceiling BIGINT UNSIGNED NOT NULL\n\
+    ) ENGINE=MEMORY;\n\
     CREATE TABLE IF NOT EXISTS distlock_holders (\n\
     \x20 conn_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,\n\
     \x20 lock_key VARBINARY(64) NOT NULL, name VARBINARY(1024) NOT NULL,\n\
@@ -308,11 +322,11 @@ impl Shared {
         let present = run(
             &mut conn.conn,
             "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
-             AND TABLE_NAME IN ('distlock_tokens', 'distlock_holders')",
+             AND TABLE_NAME IN ('distlock_tokens', 'distlock_token_cache', 'distlock_holders')",
         )
         .await
         .map_err(|e| self.my_error("checking distlock's tables", &e))?;
-        if present.first().and_then(|r| int(r, 0)) == Some(2) {
+        if present.first().and_then(|r| int(r, 0)) == Some(3) {
             return Ok(());
         }
         for statement in SETUP_SQL.split(';').filter(|s| !s.trim().is_empty()) {
@@ -461,8 +475,6 @@ impl Attempt<'_> {
 /// What the acquire statements record about the acquisition.
 struct Record<'a> {
     request: &'a AcquireRequest,
-    /// The `GET_LOCK` name whose counter row gives the token.
-    token_key: String,
     mode: &'static str,
     permits: u32,
     limit: u32,
@@ -510,18 +522,37 @@ impl MySqlBackend {
 
     /// The SQL of the grant: takes a token and records the holder when `cond` holds, and
     /// records a waiter row when `record_waiter`. Ends with `SELECT @distlock_g, token`.
+    ///
+    /// The token is the cache's next one while its block lasts. Otherwise (block used up, or
+    /// the cache emptied by a restart) one transaction raises the reserved ceiling by a block
+    /// and, still holding that row's lock, moves the cache to the new block; the grant takes
+    /// the block's first token. The row lock orders concurrent new blocks, and the cache
+    /// never goes back to a lower block in any case, so every token is above the ones handed
+    /// out before it.
     fn grant_sql(&self, record: &Record<'_>, cond: &str, record_waiter: bool) -> String {
         let request = record.request;
         let owner = &request.owner;
         let ttl_ms = request.options.ttl.as_millis() as i64;
-        let token_key = hex_literal(record.token_key.as_bytes());
+        let token = format!(
+            "IF({cond}, IF(@distlock_bump, LAST_INSERT_ID() - {TOKEN_BLOCK} + 1, \
+             LAST_INSERT_ID()), NULL)"
+        );
         let mut sql = format!(
-            "SET SESSION wait_timeout = IF({cond}, {}, @@global.wait_timeout); \
+            "UPDATE distlock_token_cache SET token = LAST_INSERT_ID(token + 1) \
+             WHERE id = 1 AND token < ceiling AND {cond}; \
+             SET SESSION wait_timeout = IF({cond}, {wait_timeout}, @@global.wait_timeout), \
+             @distlock_bump = {cond} AND ROW_COUNT() = 0; \
              START TRANSACTION; \
-             INSERT INTO distlock_tokens (lock_key, token) SELECT {token_key}, LAST_INSERT_ID(1) \
-             FROM DUAL WHERE {cond} ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1); \
+             INSERT INTO distlock_tokens (lock_key, token) \
+             SELECT '', LAST_INSERT_ID({TOKEN_BLOCK}) FROM DUAL WHERE @distlock_bump \
+             ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + {TOKEN_BLOCK}); \
+             INSERT INTO distlock_token_cache (id, token, ceiling) \
+             SELECT 1, LAST_INSERT_ID() - {TOKEN_BLOCK} + 1, LAST_INSERT_ID() FROM DUAL \
+             WHERE @distlock_bump ON DUPLICATE KEY UPDATE \
+             token = IF(VALUES(ceiling) > ceiling, VALUES(token), token), \
+             ceiling = GREATEST(ceiling, VALUES(ceiling)); \
              COMMIT; ",
-            wait_timeout_secs(request.options.ttl),
+            wait_timeout = wait_timeout_secs(request.options.ttl),
         );
         if self.shared.config.holder_info {
             let description = match &owner.description {
@@ -534,7 +565,7 @@ impl MySqlBackend {
                  SELECT CONNECTION_ID(), {key}, {name}, '{mode}', {permits}, {limit}, '{owner}', \
                  {host}, {pid}, {description}, \
                  IF({cond}, ROUND(UNIX_TIMESTAMP(NOW(6)) * 1000), {since}), {ttl_ms}, \
-                 IF({cond}, LAST_INSERT_ID(), NULL) FROM DUAL WHERE {cond} OR {waiter} \
+                 {token} FROM DUAL WHERE {cond} OR {waiter} \
                  ON DUPLICATE KEY UPDATE lock_key = VALUES(lock_key), name = VALUES(name), \
                  mode = VALUES(mode), permits = VALUES(permits), lim = VALUES(lim), \
                  owner = VALUES(owner), host = VALUES(host), os_pid = VALUES(os_pid), \
@@ -552,9 +583,7 @@ impl MySqlBackend {
                 waiter = if record_waiter { "TRUE" } else { "FALSE" },
             ));
         }
-        sql.push_str(&format!(
-            "SELECT @distlock_g, IF({cond}, LAST_INSERT_ID(), NULL)"
-        ));
+        sql.push_str(&format!("SELECT @distlock_g, {token}"));
         sql
     }
 
@@ -577,7 +606,6 @@ impl MySqlBackend {
                 count as usize,
                 Record {
                     request,
-                    token_key: lock_name(name),
                     mode: "permits",
                     permits: count,
                     limit,
@@ -588,7 +616,6 @@ impl MySqlBackend {
                 1,
                 Record {
                     request,
-                    token_key: lock_name(name),
                     mode: "exclusive",
                     permits: 1,
                     limit: 0,

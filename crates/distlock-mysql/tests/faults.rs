@@ -87,7 +87,11 @@ fn server_restart_while_held_makes_the_lease_lost() {
         assert_eq!(lease.state(), LeaseState::Lost);
         let locks2 = distlock_mysql::connect(&server.url()).await.unwrap();
         let next = locks2.mutex("restart").wait(SOON).acquire().await.unwrap();
-        assert!(next.token() > first, "the counter table survives a restart");
+        assert!(
+            next.token() > first,
+            "the reserved ceiling survives a restart: {:?} after {first:?}",
+            next.token()
+        );
         next.release().await.unwrap();
         drop(locks);
     });
@@ -151,6 +155,115 @@ fn interop_with_plain_get_lock_users() {
         upper.release().await.unwrap();
         lease.release().await.unwrap();
         plain.disconnect().await.unwrap();
+    });
+}
+
+#[test]
+fn tokens_come_from_the_cache_and_rise_across_blocks() {
+    let server = MariaDbServer::start();
+    runtime().block_on(async {
+        let url = server.url();
+        let locks = distlock_mysql::connect(&url).await.unwrap();
+        let mut tokens = Vec::new();
+        for name in ["tokens", "tokens", "other"] {
+            let lease = locks.mutex(name).no_wait().acquire().await.unwrap();
+            tokens.push(lease.token().get());
+            lease.release().await.unwrap();
+        }
+        // One counter for every lock, taken from the cache without a commit.
+        assert_eq!(tokens, [tokens[0], tokens[0] + 1, tokens[0] + 2]);
+        let mut plain = mysql_async::Conn::from_url(&url).await.unwrap();
+        let ceiling: u64 = plain
+            .query_first("SELECT token FROM distlock_tokens WHERE lock_key = ''")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            ceiling >= tokens[2],
+            "{ceiling} reserved, {tokens:?} handed out"
+        );
+        // The block used up: the next grant commits a new one and starts it.
+        plain
+            .query_drop("UPDATE distlock_token_cache SET token = ceiling")
+            .await
+            .unwrap();
+        let lease = locks.mutex("tokens").no_wait().acquire().await.unwrap();
+        assert_eq!(lease.token().get(), ceiling + 1);
+        lease.release().await.unwrap();
+        let reserved: u64 = plain
+            .query_first("SELECT token FROM distlock_tokens WHERE lock_key = ''")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reserved, ceiling + distlock_mysql::TOKEN_BLOCK);
+        // The cache emptied (as by a restart): the same.
+        plain
+            .query_drop("DELETE FROM distlock_token_cache")
+            .await
+            .unwrap();
+        let lease = locks.mutex("other").no_wait().acquire().await.unwrap();
+        assert_eq!(lease.token().get(), reserved + 1);
+        lease.release().await.unwrap();
+        let lease = locks.mutex("tokens").no_wait().acquire().await.unwrap();
+        assert_eq!(lease.token().get(), reserved + 2);
+        lease.release().await.unwrap();
+        plain.disconnect().await.unwrap();
+    });
+}
+
+#[test]
+fn concurrent_new_blocks_never_lower_a_lock_s_tokens() {
+    let server = MariaDbServer::start();
+    runtime().block_on(async {
+        let url = server.url();
+        let locks = distlock_mysql::connect(&url).await.unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Uses up the block again and again, so that grants keep taking new blocks at once.
+        let exhaust = tokio::spawn({
+            let stop = stop.clone();
+            let url = url.clone();
+            async move {
+                let mut plain = mysql_async::Conn::from_url(&url).await.unwrap();
+                let mut rounds = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    plain
+                        .query_drop("UPDATE distlock_token_cache SET token = ceiling")
+                        .await
+                        .unwrap();
+                    rounds += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                rounds
+            }
+        });
+        let workers: Vec<_> = (0..6)
+            .map(|worker| {
+                let locks = locks.clone();
+                tokio::spawn(async move {
+                    let name = format!("blocks-{worker}");
+                    let mut last = 0;
+                    for _ in 0..60 {
+                        let lease = locks.mutex(&name).acquire().await.unwrap();
+                        let token = lease.token().get();
+                        assert!(token > last, "{name}: token {token} after {last}");
+                        last = token;
+                        lease.release().await.unwrap();
+                    }
+                    last
+                })
+            })
+            .collect();
+        let mut lasts = Vec::new();
+        for worker in workers {
+            lasts.push(worker.await.unwrap());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(exhaust.await.unwrap() > 10);
+        // Many new blocks were taken: the last tokens are several blocks up.
+        assert!(
+            lasts.iter().any(|&t| t > 2 * distlock_mysql::TOKEN_BLOCK),
+            "{lasts:?}"
+        );
     });
 }
 
