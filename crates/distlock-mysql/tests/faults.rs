@@ -158,6 +158,23 @@ fn interop_with_plain_get_lock_users() {
     });
 }
 
+/// The token of one uncontended acquire + release of `name`.
+async fn token_of_one_grant(locks: &Locks, name: &str) -> u64 {
+    let lease = locks.mutex(name).no_wait().acquire().await.unwrap();
+    let token = lease.token().get();
+    lease.release().await.unwrap();
+    token
+}
+
+/// The highest token reserved by a commit.
+async fn reserved(plain: &mut mysql_async::Conn) -> u64 {
+    plain
+        .query_first("SELECT token FROM distlock_tokens WHERE lock_key = ''")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 #[test]
 fn tokens_come_from_the_cache_and_rise_across_blocks() {
     let server = MariaDbServer::start();
@@ -166,47 +183,28 @@ fn tokens_come_from_the_cache_and_rise_across_blocks() {
         let locks = distlock_mysql::connect(&url).await.unwrap();
         let mut tokens = Vec::new();
         for name in ["tokens", "tokens", "other"] {
-            let lease = locks.mutex(name).no_wait().acquire().await.unwrap();
-            tokens.push(lease.token().get());
-            lease.release().await.unwrap();
+            tokens.push(token_of_one_grant(&locks, name).await);
         }
         // One counter for every lock, taken from the cache without a commit.
-        assert_eq!(tokens, [tokens[0], tokens[0] + 1, tokens[0] + 2]);
+        assert_eq!(tokens, [1, 2, 3]);
         let mut plain = mysql_async::Conn::from_url(&url).await.unwrap();
-        let ceiling: u64 = plain
-            .query_first("SELECT token FROM distlock_tokens WHERE lock_key = ''")
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            ceiling >= tokens[2],
-            "{ceiling} reserved, {tokens:?} handed out"
-        );
+        let ceiling = reserved(&mut plain).await;
+        assert_eq!(ceiling, distlock_mysql::TOKEN_BLOCK);
         // The block used up: the next grant commits a new one and starts it.
         plain
             .query_drop("UPDATE distlock_token_cache SET token = ceiling")
             .await
             .unwrap();
-        let lease = locks.mutex("tokens").no_wait().acquire().await.unwrap();
-        assert_eq!(lease.token().get(), ceiling + 1);
-        lease.release().await.unwrap();
-        let reserved: u64 = plain
-            .query_first("SELECT token FROM distlock_tokens WHERE lock_key = ''")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(reserved, ceiling + distlock_mysql::TOKEN_BLOCK);
+        assert_eq!(token_of_one_grant(&locks, "tokens").await, ceiling + 1);
+        let next_ceiling = reserved(&mut plain).await;
+        assert_eq!(next_ceiling, ceiling + distlock_mysql::TOKEN_BLOCK);
         // The cache emptied (as by a restart): the same.
         plain
             .query_drop("DELETE FROM distlock_token_cache")
             .await
             .unwrap();
-        let lease = locks.mutex("other").no_wait().acquire().await.unwrap();
-        assert_eq!(lease.token().get(), reserved + 1);
-        lease.release().await.unwrap();
-        let lease = locks.mutex("tokens").no_wait().acquire().await.unwrap();
-        assert_eq!(lease.token().get(), reserved + 2);
-        lease.release().await.unwrap();
+        assert_eq!(token_of_one_grant(&locks, "other").await, next_ceiling + 1);
+        assert_eq!(token_of_one_grant(&locks, "tokens").await, next_ceiling + 2);
         plain.disconnect().await.unwrap();
     });
 }
