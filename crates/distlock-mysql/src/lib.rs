@@ -56,6 +56,10 @@ const SLOT_WAIT_SLICE: Duration = Duration::from_millis(250);
 /// and a restart skips what is left of the block.
 pub const TOKEN_BLOCK: u64 = 1 << 20;
 
+/// What a grant's statement answers for its token when the cache's block is used up: no
+/// token is 0, as blocks start at 1.
+const NEW_BLOCK: i64 = 0;
+
 /// `GET_LOCK`'s timeout when waiting without a bound (a year).
 const FOREVER_SECS: f64 = 31_536_000.0;
 
@@ -521,37 +525,19 @@ impl MySqlBackend {
     }
 
     /// The SQL of the grant: takes a token and records the holder when `cond` holds, and
-    /// records a waiter row when `record_waiter`. Ends with `SELECT @distlock_g, token`.
-    ///
-    /// The token is the cache's next one while its block lasts. Otherwise (block used up, or
-    /// the cache emptied by a restart) one transaction raises the reserved ceiling by a block
-    /// and, still holding that row's lock, moves the cache to the new block; the grant takes
-    /// the block's first token. The row lock orders concurrent new blocks, and the cache
-    /// never goes back to a lower block in any case, so every token is above the ones handed
-    /// out before it.
+    /// records a waiter row when `record_waiter`. Ends with `SELECT @distlock_g, token`, where
+    /// the token is [`NEW_BLOCK`] when the cache's block is used up (or the cache was emptied
+    /// by a restart): [`MySqlBackend::granted_token`] then takes one from a new block.
     fn grant_sql(&self, record: &Record<'_>, cond: &str, record_waiter: bool) -> String {
         let request = record.request;
         let owner = &request.owner;
         let ttl_ms = request.options.ttl.as_millis() as i64;
-        let token = format!(
-            "IF({cond}, IF(@distlock_bump, LAST_INSERT_ID() - {TOKEN_BLOCK} + 1, \
-             LAST_INSERT_ID()), NULL)"
-        );
+        let token = format!("IF({cond}, IF(@distlock_new_block, NULL, LAST_INSERT_ID()), NULL)");
         let mut sql = format!(
             "UPDATE distlock_token_cache SET token = LAST_INSERT_ID(token + 1) \
              WHERE id = 1 AND token < ceiling AND {cond}; \
              SET SESSION wait_timeout = IF({cond}, {wait_timeout}, @@global.wait_timeout), \
-             @distlock_bump = {cond} AND ROW_COUNT() = 0; \
-             START TRANSACTION; \
-             INSERT INTO distlock_tokens (lock_key, token) \
-             SELECT '', LAST_INSERT_ID({TOKEN_BLOCK}) FROM DUAL WHERE @distlock_bump \
-             ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + {TOKEN_BLOCK}); \
-             INSERT INTO distlock_token_cache (id, token, ceiling) \
-             SELECT 1, LAST_INSERT_ID() - {TOKEN_BLOCK} + 1, LAST_INSERT_ID() FROM DUAL \
-             WHERE @distlock_bump ON DUPLICATE KEY UPDATE \
-             token = IF(VALUES(ceiling) > ceiling, VALUES(token), token), \
-             ceiling = GREATEST(ceiling, VALUES(ceiling)); \
-             COMMIT; ",
+             @distlock_new_block = {cond} AND ROW_COUNT() = 0; ",
             wait_timeout = wait_timeout_secs(request.options.ttl),
         );
         if self.shared.config.holder_info {
@@ -583,8 +569,56 @@ impl MySqlBackend {
                 waiter = if record_waiter { "TRUE" } else { "FALSE" },
             ));
         }
-        sql.push_str(&format!("SELECT @distlock_g, {token}"));
+        sql.push_str(&format!(
+            "SELECT @distlock_g, IF({cond}, IF(@distlock_new_block, {NEW_BLOCK}, \
+             LAST_INSERT_ID()), NULL)"
+        ));
         sql
+    }
+
+    /// The token of a grant whose statement answered `token`: that token, or, for
+    /// [`NEW_BLOCK`], the first of a block reserved now.
+    ///
+    /// The block is reserved by a commit, and only then does the cache move to it: a cache
+    /// that held a block whose commit was rolled back (the connection killed in between)
+    /// would hand out tokens that a later block repeats. A concurrent new block may reach the
+    /// cache first; the cache never goes back to a lower block, so every token is above the
+    /// ones handed out before it. The holder row, written with no token, gets this one.
+    async fn granted_token(
+        &self,
+        conn: &mut Conn,
+        token: i64,
+    ) -> std::result::Result<i64, mysql_async::Error> {
+        if token != NEW_BLOCK {
+            return Ok(token);
+        }
+        let first = format!("LAST_INSERT_ID() - {TOKEN_BLOCK} + 1");
+        let holder = if self.shared.config.holder_info {
+            format!("UPDATE distlock_holders SET token = {first} WHERE conn_id = CONNECTION_ID(); ")
+        } else {
+            String::new()
+        };
+        let rows = run(
+            conn,
+            &format!(
+                "START TRANSACTION; \
+                 INSERT INTO distlock_tokens (lock_key, token) VALUES ('', \
+                 LAST_INSERT_ID({TOKEN_BLOCK})) \
+                 ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + {TOKEN_BLOCK}); \
+                 COMMIT; \
+                 INSERT INTO distlock_token_cache (id, token, ceiling) \
+                 VALUES (1, {first}, LAST_INSERT_ID()) ON DUPLICATE KEY UPDATE \
+                 token = IF(VALUES(ceiling) > ceiling, VALUES(token), token), \
+                 ceiling = GREATEST(ceiling, VALUES(ceiling)); \
+                 {holder}SELECT {first}"
+            ),
+        )
+        .await?;
+        rows.first()
+            .and_then(|r| int(r, 0))
+            .ok_or(mysql_async::Error::Driver(
+                mysql_async::DriverError::ConnectionClosed,
+            ))
     }
 
     async fn acquire_impl(
@@ -707,6 +741,7 @@ impl MySqlBackend {
         )
         .await?;
         if let Some(token) = rows.first().and_then(|r| int(r, 1)) {
+            let token = self.granted_token(attempt.conn(), token).await?;
             return Ok(Some((token, sent, vec![key.to_owned()])));
         }
         if wait == Wait::NoWait {
@@ -731,6 +766,7 @@ impl MySqlBackend {
         attempt.waiting = false;
         match rows.first().and_then(|r| int(r, 1)) {
             Some(token) => {
+                let token = self.granted_token(attempt.conn(), token).await?;
                 let granted_at = self.fresh_grant(attempt, sent, record).await?;
                 Ok(Some((token, granted_at, vec![key.to_owned()])))
             }
@@ -789,7 +825,8 @@ impl MySqlBackend {
             let grant = self.grant_sql(record, cond, wait != Wait::NoWait);
             let rows = run(attempt.conn(), &format!("SET @distlock_g = 1; {grant}")).await?;
             if held.len() == count {
-                let token = rows.first().and_then(|r| int(r, 1)).unwrap_or(0);
+                let token = rows.first().and_then(|r| int(r, 1)).unwrap_or(NEW_BLOCK);
+                let token = self.granted_token(attempt.conn(), token).await?;
                 return Ok(Some((token, sent, held)));
             }
             // Not enough: give the slots back and wait on one that is busy.

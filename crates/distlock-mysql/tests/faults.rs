@@ -203,7 +203,12 @@ fn tokens_come_from_the_cache_and_rise_across_blocks() {
             .query_drop("DELETE FROM distlock_token_cache")
             .await
             .unwrap();
-        assert_eq!(token_of_one_grant(&locks, "other").await, next_ceiling + 1);
+        let lease = locks.mutex("other").no_wait().acquire().await.unwrap();
+        assert_eq!(lease.token().get(), next_ceiling + 1);
+        // The holder row, written before the new block was taken, shows its token.
+        let info = locks.inspect("other").await.unwrap();
+        assert_eq!(info.holders[0].token, lease.token());
+        lease.release().await.unwrap();
         assert_eq!(token_of_one_grant(&locks, "tokens").await, next_ceiling + 2);
         plain.disconnect().await.unwrap();
     });
