@@ -358,11 +358,14 @@ impl Shared {
 async fn run(conn: &mut Conn, sql: &str) -> std::result::Result<Vec<Row>, mysql_async::Error> {
     let rows = query_rows(conn, sql).await?;
     if rows.is_empty() {
-        return Err(mysql_async::Error::Driver(
-            mysql_async::DriverError::ConnectionClosed,
-        ));
+        return Err(broken_reply());
     }
     Ok(rows)
+}
+
+/// The error for a reply that lacks distlock's final row (see [`run`]).
+fn broken_reply() -> mysql_async::Error {
+    mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed)
 }
 
 /// Like [`run`], for a single statement that may return no rows.
@@ -532,7 +535,8 @@ impl MySqlBackend {
         let request = record.request;
         let owner = &request.owner;
         let ttl_ms = request.options.ttl.as_millis() as i64;
-        let token = format!("IF({cond}, IF(@distlock_new_block, NULL, LAST_INSERT_ID()), NULL)");
+        let token =
+            format!("IF({cond}, IF(@distlock_new_block, {NEW_BLOCK}, LAST_INSERT_ID()), NULL)");
         let mut sql = format!(
             "UPDATE distlock_token_cache SET token = LAST_INSERT_ID(token + 1) \
              WHERE id = 1 AND token < ceiling AND {cond}; \
@@ -569,10 +573,7 @@ impl MySqlBackend {
                 waiter = if record_waiter { "TRUE" } else { "FALSE" },
             ));
         }
-        sql.push_str(&format!(
-            "SELECT @distlock_g, IF({cond}, IF(@distlock_new_block, {NEW_BLOCK}, \
-             LAST_INSERT_ID()), NULL)"
-        ));
+        sql.push_str(&format!("SELECT @distlock_g, {token}"));
         sql
     }
 
@@ -583,7 +584,7 @@ impl MySqlBackend {
     /// that held a block whose commit was rolled back (the connection killed in between)
     /// would hand out tokens that a later block repeats. A concurrent new block may reach the
     /// cache first; the cache never goes back to a lower block, so every token is above the
-    /// ones handed out before it. The holder row, written with no token, gets this one.
+    /// ones handed out before it. The holder row, written with [`NEW_BLOCK`], gets this one.
     async fn granted_token(
         &self,
         conn: &mut Conn,
@@ -616,9 +617,7 @@ impl MySqlBackend {
         .await?;
         rows.first()
             .and_then(|r| int(r, 0))
-            .ok_or(mysql_async::Error::Driver(
-                mysql_async::DriverError::ConnectionClosed,
-            ))
+            .ok_or_else(broken_reply)
     }
 
     async fn acquire_impl(
