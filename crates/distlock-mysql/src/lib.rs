@@ -527,40 +527,44 @@ impl MySqlBackend {
         &self.shared.config
     }
 
-    /// The SQL of the grant: takes a token and records the holder when `cond` holds, and
-    /// records a waiter row when `record_waiter`. Ends with `SELECT @distlock_g, token`, where
-    /// the token is [`NEW_BLOCK`] when the cache's block is used up (or the cache was emptied
-    /// by a restart): [`MySqlBackend::granted_token`] then takes one from a new block.
-    fn grant_sql(&self, record: &Record<'_>, cond: &str, record_waiter: bool) -> String {
+    /// The SQL of the grant: sets `@distlock_g` to `lock` (`GET_LOCK(..)`, or 1/0 when the
+    /// locks were taken before), then, when it is 1, takes a token; records the holder, or
+    /// a waiter when it is 0. Ends with `SELECT @distlock_g, token`, where the token is
+    /// [`NEW_BLOCK`] when the cache's block is used up (or the cache was emptied by a
+    /// restart): [`MySqlBackend::granted_token`] then takes one from a new block.
+    ///
+    /// Each statement costs the server a parse and a round of its statement machinery, and
+    /// the holder row costs as much as the rest of the grant, so the SQL is lean: the `SET`
+    /// also sets `wait_timeout` (a connection that is not granted gets the global value back
+    /// in [`Attempt::clean_up_and_return`]) and zeroes `LAST_INSERT_ID()`, so that a token
+    /// `UPDATE` that matched no row (block used up) leaves [`NEW_BLOCK`] there; the holder
+    /// row is a plain `REPLACE .. VALUES` (an upsert listing every column twice, or an
+    /// `INSERT .. SELECT .. WHERE`, goes through more of the server), written even when a
+    /// try fails (the clean-up deletes it); its time is the statement's own start
+    /// (`@@timestamp`, which costs no time-zone conversion).
+    fn grant_sql(&self, record: &Record<'_>, lock: &str) -> String {
         let request = record.request;
         let owner = &request.owner;
-        let ttl_ms = request.options.ttl.as_millis() as i64;
-        let token =
-            format!("IF({cond}, IF(@distlock_new_block, {NEW_BLOCK}, LAST_INSERT_ID()), NULL)");
+        let granted = "@distlock_g = 1";
         let mut sql = format!(
-            "UPDATE distlock_token_cache SET token = LAST_INSERT_ID(token + 1) \
-             WHERE id = 1 AND token < ceiling AND {cond}; \
-             SET SESSION wait_timeout = IF({cond}, {wait_timeout}, @@global.wait_timeout), \
-             @distlock_new_block = {cond} AND ROW_COUNT() = 0; ",
+            "SET @distlock_g = {lock}, SESSION wait_timeout = {wait_timeout}, \
+             @distlock_reset = LAST_INSERT_ID({NEW_BLOCK}); \
+             UPDATE distlock_token_cache SET token = LAST_INSERT_ID(token + 1) \
+             WHERE id = 1 AND token < ceiling AND {granted}; ",
             wait_timeout = wait_timeout_secs(request.options.ttl),
         );
+        let token = format!("IF({granted}, LAST_INSERT_ID(), NULL)");
         if self.shared.config.holder_info {
             let description = match &owner.description {
                 Some(d) => hex_literal(d.as_bytes()),
                 None => "NULL".to_owned(),
             };
             sql.push_str(&format!(
-                "INSERT INTO distlock_holders (conn_id, lock_key, name, mode, permits, lim, owner, \
-                 host, os_pid, description, since_ms, ttl_ms, token) \
-                 SELECT CONNECTION_ID(), {key}, {name}, '{mode}', {permits}, {limit}, '{owner}', \
-                 {host}, {pid}, {description}, \
-                 IF({cond}, ROUND(UNIX_TIMESTAMP(NOW(6)) * 1000), {since}), {ttl_ms}, \
-                 {token} FROM DUAL WHERE {cond} OR {waiter} \
-                 ON DUPLICATE KEY UPDATE lock_key = VALUES(lock_key), name = VALUES(name), \
-                 mode = VALUES(mode), permits = VALUES(permits), lim = VALUES(lim), \
-                 owner = VALUES(owner), host = VALUES(host), os_pid = VALUES(os_pid), \
-                 description = VALUES(description), since_ms = VALUES(since_ms), \
-                 ttl_ms = VALUES(ttl_ms), token = VALUES(token); ",
+                "REPLACE INTO distlock_holders (conn_id, lock_key, name, mode, permits, lim, \
+                 owner, host, os_pid, description, since_ms, ttl_ms, token) \
+                 VALUES (CONNECTION_ID(), {key}, {name}, '{mode}', {permits}, {limit}, \
+                 '{owner}', {host}, {pid}, {description}, \
+                 IF({granted}, ROUND(@@timestamp * 1000), {since}), {ttl_ms}, {token}); ",
                 key = hex_literal(lock_name(request.name.as_str()).as_bytes()),
                 name = hex_literal(request.name.as_str().as_bytes()),
                 mode = record.mode,
@@ -570,7 +574,7 @@ impl MySqlBackend {
                 host = hex_literal(owner.host.as_bytes()),
                 pid = owner.pid,
                 since = millis(owner.since),
-                waiter = if record_waiter { "TRUE" } else { "FALSE" },
+                ttl_ms = request.options.ttl.as_millis() as i64,
             ));
         }
         sql.push_str(&format!("SELECT @distlock_g, {token}"));
@@ -731,14 +735,9 @@ impl MySqlBackend {
         wait: Wait,
     ) -> std::result::Result<Option<(i64, Instant, Vec<String>)>, mysql_async::Error> {
         let key_sql = hex_literal(key.as_bytes());
-        let cond = "@distlock_g = 1";
-        let grant = self.grant_sql(record, cond, wait != Wait::NoWait);
+        let grant = self.grant_sql(record, &format!("GET_LOCK({key_sql}, 0)"));
         let sent = Instant::now();
-        let rows = run(
-            attempt.conn(),
-            &format!("SET @distlock_g = GET_LOCK({key_sql}, 0); {grant}"),
-        )
-        .await?;
+        let rows = run(attempt.conn(), &grant).await?;
         if let Some(token) = rows.first().and_then(|r| int(r, 1)) {
             let token = self.granted_token(attempt.conn(), token).await?;
             return Ok(Some((token, sent, vec![key.to_owned()])));
@@ -754,14 +753,10 @@ impl MySqlBackend {
             }
             None => FOREVER_SECS,
         };
-        let grant = self.grant_sql(record, cond, true);
+        let grant = self.grant_sql(record, &format!("GET_LOCK({key_sql}, {seconds:.3})"));
         attempt.waiting = true;
         let sent = Instant::now();
-        let rows = run(
-            attempt.conn(),
-            &format!("SET @distlock_g = GET_LOCK({key_sql}, {seconds:.3}); {grant}"),
-        )
-        .await?;
+        let rows = run(attempt.conn(), &grant).await?;
         attempt.waiting = false;
         match rows.first().and_then(|r| int(r, 1)) {
             Some(token) => {
@@ -820,9 +815,9 @@ impl MySqlBackend {
                 }
             }
             let sent = Instant::now();
-            let cond = if held.len() == count { "TRUE" } else { "FALSE" };
-            let grant = self.grant_sql(record, cond, wait != Wait::NoWait);
-            let rows = run(attempt.conn(), &format!("SET @distlock_g = 1; {grant}")).await?;
+            let all_held = if held.len() == count { "1" } else { "0" };
+            let grant = self.grant_sql(record, all_held);
+            let rows = run(attempt.conn(), &grant).await?;
             if held.len() == count {
                 let token = rows.first().and_then(|r| int(r, 1)).unwrap_or(NEW_BLOCK);
                 let token = self.granted_token(attempt.conn(), token).await?;
@@ -932,8 +927,8 @@ impl HeldLock for MyHeld {
                 ""
             };
             let sql = format!(
-                "SET @distlock_n = RELEASE_ALL_LOCKS(); {holders}\
-                 SET SESSION wait_timeout = @@global.wait_timeout; SELECT @distlock_n"
+                "SET @distlock_n = RELEASE_ALL_LOCKS(), \
+                 SESSION wait_timeout = @@global.wait_timeout; {holders}SELECT @distlock_n"
             );
             match run(&mut conn.conn, &sql).await {
                 Ok(rows) => {
