@@ -613,8 +613,8 @@ impl MySqlBackend {
                  COMMIT; \
                  INSERT INTO distlock_token_cache (id, token, ceiling) \
                  VALUES (1, {first}, LAST_INSERT_ID()) ON DUPLICATE KEY UPDATE \
-                 token = IF(VALUES(ceiling) > ceiling, VALUES(token), token), \
-                 ceiling = GREATEST(ceiling, VALUES(ceiling)); \
+                 token = IF(LAST_INSERT_ID() > ceiling, {first}, token), \
+                 ceiling = GREATEST(ceiling, LAST_INSERT_ID()); \
                  {holder}SELECT {first}"
             ),
         )
