@@ -624,6 +624,21 @@ impl MySqlBackend {
             .ok_or_else(broken_reply)
     }
 
+    /// Runs the grant with `lock` (see [`MySqlBackend::grant_sql`]) and returns its token
+    /// when granted, from a new block when the cache's is used up.
+    async fn grant(
+        &self,
+        attempt: &mut Attempt<'_>,
+        record: &Record<'_>,
+        lock: &str,
+    ) -> std::result::Result<Option<i64>, mysql_async::Error> {
+        let rows = run(attempt.conn(), &self.grant_sql(record, lock)).await?;
+        match rows.first().and_then(|r| int(r, 1)) {
+            Some(token) => Ok(Some(self.granted_token(attempt.conn(), token).await?)),
+            None => Ok(None),
+        }
+    }
+
     async fn acquire_impl(
         &self,
         request: &AcquireRequest,
@@ -735,11 +750,9 @@ impl MySqlBackend {
         wait: Wait,
     ) -> std::result::Result<Option<(i64, Instant, Vec<String>)>, mysql_async::Error> {
         let key_sql = hex_literal(key.as_bytes());
-        let grant = self.grant_sql(record, &format!("GET_LOCK({key_sql}, 0)"));
         let sent = Instant::now();
-        let rows = run(attempt.conn(), &grant).await?;
-        if let Some(token) = rows.first().and_then(|r| int(r, 1)) {
-            let token = self.granted_token(attempt.conn(), token).await?;
+        let lock = format!("GET_LOCK({key_sql}, 0)");
+        if let Some(token) = self.grant(attempt, record, &lock).await? {
             return Ok(Some((token, sent, vec![key.to_owned()])));
         }
         if wait == Wait::NoWait {
@@ -753,14 +766,13 @@ impl MySqlBackend {
             }
             None => FOREVER_SECS,
         };
-        let grant = self.grant_sql(record, &format!("GET_LOCK({key_sql}, {seconds:.3})"));
+        let lock = format!("GET_LOCK({key_sql}, {seconds:.3})");
         attempt.waiting = true;
         let sent = Instant::now();
-        let rows = run(attempt.conn(), &grant).await?;
+        let granted = self.grant(attempt, record, &lock).await?;
         attempt.waiting = false;
-        match rows.first().and_then(|r| int(r, 1)) {
+        match granted {
             Some(token) => {
-                let token = self.granted_token(attempt.conn(), token).await?;
                 let granted_at = self.fresh_grant(attempt, sent, record).await?;
                 Ok(Some((token, granted_at, vec![key.to_owned()])))
             }
@@ -816,11 +828,7 @@ impl MySqlBackend {
             }
             let sent = Instant::now();
             let all_held = if held.len() == count { "1" } else { "0" };
-            let grant = self.grant_sql(record, all_held);
-            let rows = run(attempt.conn(), &grant).await?;
-            if held.len() == count {
-                let token = rows.first().and_then(|r| int(r, 1)).unwrap_or(NEW_BLOCK);
-                let token = self.granted_token(attempt.conn(), token).await?;
+            if let Some(token) = self.grant(attempt, record, all_held).await? {
                 return Ok(Some((token, sent, held)));
             }
             // Not enough: give the slots back and wait on one that is busy.
