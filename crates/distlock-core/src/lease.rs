@@ -368,11 +368,21 @@ impl Lease {
             LeaseState::Held | LeaseState::Jeopardy => {}
         }
         self.inner.quiesce_renewal().await;
-        let result = self.inner.held.release().await;
+        let mut release = self.inner.held.release();
+        let mut yielded = false;
+        let result = std::future::poll_fn(|cx| {
+            let poll = release.as_mut().poll(cx);
+            yielded |= poll.is_pending();
+            poll
+        })
+        .await;
         // Let the scheduler drop the cancelled renewal task now, rather than let cancelled
-        // tasks pile up in a loop that never yields and be dropped in one burst. After the
-        // release, not before: a waiter elsewhere is waiting for it.
-        tokio::task::yield_now().await;
+        // tasks pile up in a loop that never yields and be dropped in one burst. A release
+        // that waited for a server has yielded already. After the release, not before: a
+        // waiter elsewhere is waiting for it.
+        if !yielded {
+            tokio::task::yield_now().await;
+        }
         // The state may have moved to Lost while we were releasing; report it.
         self.inner.signal.released();
         telemetry::hold_time(self.inner.backend, self.inner.acquired_at.elapsed());
