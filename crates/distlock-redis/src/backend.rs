@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use crate::BACKEND;
 use crate::config::{RedisConfig, Topology};
-use crate::conn::{Conn, PushSink, map_error};
+use crate::conn::{Conn, PushSink, ScriptCall, map_error};
 use crate::keys::{self, LockKeys, Suffix};
 use crate::scripts::scripts;
 
@@ -214,27 +214,20 @@ impl Shared {
         owner: u128,
         ttl: Duration,
     ) -> Result<bool> {
-        let mut invocation = scripts().extend.prepare_invoke();
-        for key in keys.all() {
-            invocation.key(key);
-        }
-        invocation
-            .arg(format!("{owner:032x}"))
+        let mut call = ScriptCall::new(&scripts().extend, keys.all());
+        call.arg(format!("{owner:032x}"))
             .arg(ttl.as_millis() as u64);
         let extended: i64 = conn
-            .invoke(&invocation)
+            .invoke(&call)
             .await
             .map_err(|e| self.error("extending the lease", e))?;
         Ok(extended == 1)
     }
 
     async fn release_one(&self, conn: &Conn, keys: &LockKeys, owner: u128) -> Result<i64> {
-        let mut invocation = scripts().release.prepare_invoke();
-        for key in keys.all() {
-            invocation.key(key);
-        }
-        invocation.arg(format!("{owner:032x}"));
-        conn.invoke(&invocation)
+        let mut call = ScriptCall::new(&scripts().release, keys.all());
+        call.arg(format!("{owner:032x}"));
+        conn.invoke(&call)
             .await
             .map_err(|e| self.error("releasing", e))
     }
@@ -279,12 +272,8 @@ impl Shared {
             _ => ("x", 1, 1),
         };
         let priority = !((request.options.priority as u32) ^ 0x8000_0000);
-        let mut invocation = scripts().acquire.prepare_invoke();
-        for key in keys.all() {
-            invocation.key(key);
-        }
-        invocation
-            .arg(request.owner.owner.to_string())
+        let mut call = ScriptCall::new(&scripts().acquire, keys.all());
+        call.arg(request.owner.owner.to_string())
             .arg(kind)
             .arg(count)
             .arg(limit)
@@ -296,7 +285,7 @@ impl Shared {
             .arg(info)
             .arg(if watch { "1" } else { "0" });
         let (held, value): (i64, i64) = conn
-            .invoke(&invocation)
+            .invoke(&call)
             .await
             .map_err(|e| self.error("acquiring", e))?;
         Ok(if held == 1 {
@@ -466,9 +455,9 @@ impl RedisBackend {
                 // Raise every master's counter to the token, so the next quorum (which shares
                 // a master with a majority of these) hands out a larger one.
                 let fenced = join_all(shared.nodes.iter().map(|node| {
-                    let mut invocation = scripts().fence.prepare_invoke();
-                    invocation.key(keys.key(Suffix::Counter)).arg(token);
-                    async move { node.invoke::<i64>(&invocation).await }
+                    let mut call = ScriptCall::new(&scripts().fence, &[keys.key(Suffix::Counter)]);
+                    call.arg(token);
+                    async move { node.invoke::<i64>(&call).await }
                 }))
                 .await;
                 if fenced.iter().filter(|r| r.is_ok()).count() >= quorum {
@@ -531,11 +520,8 @@ impl RedisBackend {
         let shared = &self.shared;
         let keys = LockKeys::new(name.as_str());
         let results = join_all(shared.nodes.iter().map(|node| async {
-            let mut invocation = scripts().inspect.prepare_invoke();
-            for key in keys.all() {
-                invocation.key(key);
-            }
-            node.invoke::<(i64, Vec<String>, Vec<String>)>(&invocation)
+            let call = ScriptCall::new(&scripts().inspect, keys.all());
+            node.invoke::<(i64, Vec<String>, Vec<String>)>(&call)
                 .await
                 .map_err(|e| shared.error("inspecting", e))
         }))
@@ -713,11 +699,8 @@ impl Backend for RedisBackend {
             let keys = LockKeys::new(name.as_str());
             let shared = &self.shared;
             let results = join_all(shared.nodes.iter().map(|node| async {
-                let mut invocation = scripts().force.prepare_invoke();
-                for key in keys.all() {
-                    invocation.key(key);
-                }
-                node.invoke::<i64>(&invocation)
+                let call = ScriptCall::new(&scripts().force, keys.all());
+                node.invoke::<i64>(&call)
                     .await
                     .map_err(|e| shared.error("force-releasing", e))
             }))

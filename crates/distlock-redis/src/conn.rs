@@ -8,7 +8,7 @@ use distlock_core::{Error, ErrorKind, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{FromRedisValue, PushInfo, RedisError, ScriptInvocation, Value};
+use redis::{Cmd, FromRedisValue, PushInfo, RedisError, Script, ToRedisArgs, Value};
 
 use crate::BACKEND;
 use crate::config::{RedisConfig, Topology};
@@ -20,15 +20,42 @@ pub(crate) enum Conn {
     Cluster(ClusterConnection),
 }
 
+/// One `EVALSHA` of a script, its keys and arguments written straight into the command's
+/// buffer: redis-rs' `ScriptInvocation` allocates each argument on its own and then copies them
+/// all, on every lock operation.
+pub(crate) struct ScriptCall<'a> {
+    script: &'a Script,
+    cmd: Cmd,
+}
+
+impl<'a> ScriptCall<'a> {
+    /// A call of `script` with `keys` (`KEYS[1..]`); arguments follow with [`arg`](Self::arg).
+    pub(crate) fn new<K: AsRef<str>>(script: &'a Script, keys: &[K]) -> Self {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(keys.len());
+        for key in keys {
+            cmd.arg(key.as_ref());
+        }
+        ScriptCall { script, cmd }
+    }
+
+    /// Appends an argument (`ARGV[n]`).
+    pub(crate) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+}
+
 impl Conn {
-    /// Runs a script (EVALSHA, loading it on NOSCRIPT).
+    /// Runs a script call, loading the script and sending the call again on `NOSCRIPT` (a
+    /// server restarted, or its script cache flushed).
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
-        invocation: &ScriptInvocation<'_>,
+        call: &ScriptCall<'_>,
     ) -> redis::RedisResult<T> {
         match self {
-            Conn::Single(c) => invocation.invoke_async(&mut c.clone()).await,
-            Conn::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+            Conn::Single(c) => invoke_on(&mut c.clone(), call).await,
+            Conn::Cluster(c) => invoke_on(&mut c.clone(), call).await,
         }
     }
 
@@ -93,6 +120,20 @@ impl Conn {
     }
 }
 
+async fn invoke_on<C, T>(conn: &mut C, call: &ScriptCall<'_>) -> redis::RedisResult<T>
+where
+    C: redis::aio::ConnectionLike + Send,
+    T: FromRedisValue,
+{
+    match call.cmd.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            call.script.load_async(conn).await?;
+            call.cmd.query_async(conn).await
+        }
+        other => other,
+    }
+}
+
 async fn scan_one(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<Vec<String>> {
     let mut keys = Vec::new();
     let mut cursor: u64 = 0;
@@ -141,7 +182,7 @@ pub(crate) async fn connect(
             .map_err(|e| map_error(config, "subscribing to notifications", e))?;
         let scripts = crate::scripts::scripts();
         let _: i64 = node
-            .invoke(&scripts.probe.prepare_invoke())
+            .invoke(&ScriptCall::new::<&str>(&scripts.probe, &[]))
             .await
             .map_err(|e| map_error(config, "checking that scripts may run", e))?;
         // Load the scripts now so the first acquire is one EVALSHA, not EVALSHA + NOSCRIPT +

@@ -62,9 +62,21 @@ pub(crate) struct LockKeys {
 
 impl LockKeys {
     pub(crate) fn new(name: &str) -> Self {
-        let base = format!("{PREFIX}:{{{}}}:{}:", hash_tag(name), escape(name));
+        // Built with pushes, not `format!`: this runs on every acquisition.
+        let mut base = String::with_capacity(PREFIX.len() + 22 + 3 * name.len() + 2);
+        base.push_str(PREFIX);
+        base.push_str(":{");
+        push_hash_tag(&mut base, name);
+        base.push_str("}:");
+        push_escaped(&mut base, name);
+        base.push(':');
         LockKeys {
-            all: ALL.map(|suffix| format!("{base}{}", suffix.letter())),
+            all: ALL.map(|suffix| {
+                let mut key = String::with_capacity(base.len() + 1);
+                key.push_str(&base);
+                key.push(suffix.letter());
+                key
+            }),
         }
     }
 
@@ -80,14 +92,20 @@ impl LockKeys {
 }
 
 /// The hash tag of `name`: 16 hex digits of its SHA-256.
+#[cfg(test)]
 pub(crate) fn hash_tag(name: &str) -> String {
-    let digest = Sha256::digest(name.as_bytes());
-    let bits = u64::from_be_bytes(
-        digest[..8]
-            .try_into()
-            .expect("SHA-256 has 8 bytes to spare"),
-    );
-    format!("{bits:016x}")
+    let mut tag = String::with_capacity(16);
+    push_hash_tag(&mut tag, name);
+    tag
+}
+
+/// Appends the hash tag of `name` (16 lower-case hex digits of its SHA-256) to `out`.
+fn push_hash_tag(out: &mut String, name: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &byte in &Sha256::digest(name.as_bytes())[..8] {
+        out.push(HEX[usize::from(byte >> 4)] as char);
+        out.push(HEX[usize::from(byte & 0xf)] as char);
+    }
 }
 
 fn is_plain(b: u8) -> bool {
@@ -97,14 +115,22 @@ fn is_plain(b: u8) -> bool {
 /// Escapes `name` for use inside a key (see the module docs).
 pub(crate) fn escape(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
+    push_escaped(&mut out, name);
+    out
+}
+
+/// Appends [`escape`]`(name)` to `out`.
+fn push_escaped(out: &mut String, name: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in name.as_bytes() {
         if is_plain(b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
         }
     }
-    out
 }
 
 /// Reverses [`escape`]; `None` for text that [`escape`] cannot have produced.
@@ -181,6 +207,11 @@ mod tests {
             assert_eq!(tags.into_iter().next().unwrap(), hash_tag(name));
         }
         assert_ne!(escape("%41"), escape("A"));
+        // The layout is an interface (docs/redis.md): processes of other versions share it.
+        assert_eq!(
+            LockKeys::new("a b/{x}").key(Suffix::Holders),
+            "distlock:{e4ce0859f3aa9380}:a%20b/%7Bx%7D:l"
+        );
         assert_eq!(escape("a b"), "a%20b");
     }
 }

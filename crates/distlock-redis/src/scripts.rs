@@ -1,4 +1,4 @@
-//! The Lua scripts, each sent as EVALSHA (redis-rs reloads it on NOSCRIPT).
+//! The Lua scripts, each sent as EVALSHA and loaded again on NOSCRIPT (see `ScriptCall`).
 
 use std::sync::OnceLock;
 

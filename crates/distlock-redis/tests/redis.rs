@@ -296,6 +296,26 @@ async fn tokens_grow_across_a_restart_without_persistence() {
     lease.release().await.unwrap();
 }
 
+/// A server whose script cache was emptied (`SCRIPT FLUSH`, or a restart while connected)
+/// answers `NOSCRIPT`: every script call loads its script and runs again.
+#[tokio::test]
+async fn scripts_are_loaded_again_after_a_script_flush() {
+    let server = RedisServer::start();
+    let locks = locks(&server.url()).await;
+    let first = locks.mutex("flushed").acquire().await.unwrap();
+    server.command(&["SCRIPT", "FLUSH"]);
+    first.release().await.unwrap();
+    server.command(&["SCRIPT", "FLUSH"]);
+    let second = locks.mutex("flushed").no_wait().acquire().await.unwrap();
+    assert!(second.token() > first.token());
+    server.command(&["SCRIPT", "FLUSH"]);
+    let info = locks.inspect("flushed").await.unwrap();
+    assert_eq!(info.holders.len(), 1, "{info:?}");
+    second.release().await.unwrap();
+    let keys = server.command(&["KEYS", "distlock:*:flushed:l"]);
+    assert!(!keys.contains("distlock:"), "released: {keys}");
+}
+
 /// A counter ahead of the server clock (a clock stepped back, or more than one grant per
 /// microsecond) still gives strictly increasing tokens: each one more than the last.
 #[tokio::test]
