@@ -58,13 +58,11 @@ pub fn hex_literal(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         return "''".to_owned();
     }
-    let mut out = String::with_capacity(bytes.len() * 2 + 3);
-    out.push_str("X'");
-    for b in bytes {
-        out.push_str(&format!("{b:02X}"));
-    }
-    out.push('\'');
-    out
+    let mut literal = vec![b'\''; bytes.len() * 2 + 3];
+    literal[0] = b'X';
+    let digits = 2..literal.len() - 1;
+    hex::encode_to_slice(bytes, &mut literal[digits]).expect("sized for two digits a byte");
+    String::from_utf8(literal).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]
@@ -97,6 +95,7 @@ mod tests {
     #[test]
     fn hex_literals() {
         assert_eq!(hex_literal(b"a'b"), "X'612762'");
+        assert_eq!(hex_literal(&[0xab, 0x01]), "X'ab01'");
         assert_eq!(hex_literal(b""), "''");
     }
 }

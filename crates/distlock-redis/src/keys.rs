@@ -101,11 +101,10 @@ pub(crate) fn hash_tag(name: &str) -> String {
 
 /// Appends the hash tag of `name` (16 lower-case hex digits of its SHA-256) to `out`.
 fn push_hash_tag(out: &mut String, name: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &byte in &Sha256::digest(name.as_bytes())[..8] {
-        out.push(HEX[usize::from(byte >> 4)] as char);
-        out.push(HEX[usize::from(byte & 0xf)] as char);
-    }
+    let mut tag = [0; 16];
+    hex::encode_to_slice(&Sha256::digest(name.as_bytes())[..8], &mut tag)
+        .expect("8 bytes, 16 digits");
+    out.push_str(std::str::from_utf8(&tag).expect("hex digits are ASCII"));
 }
 
 fn is_plain(b: u8) -> bool {
