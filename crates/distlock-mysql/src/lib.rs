@@ -31,7 +31,7 @@
 
 mod key;
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -546,20 +546,25 @@ impl MySqlBackend {
         let request = record.request;
         let owner = &request.owner;
         let granted = "@distlock_g = 1";
-        let mut sql = format!(
+        // Written into one buffer sized for the whole text: this runs on every acquisition.
+        let mut sql = String::with_capacity(1024 + 2 * request.name.as_str().len());
+        write!(
+            sql,
             "SET @distlock_g = {lock}, SESSION wait_timeout = {wait_timeout}, \
              @distlock_reset = LAST_INSERT_ID({NEW_BLOCK}); \
              UPDATE distlock_token_cache SET token = LAST_INSERT_ID(token + 1) \
              WHERE id = 1 AND token < ceiling AND {granted}; ",
             wait_timeout = wait_timeout_secs(request.options.ttl),
-        );
-        let token = format!("IF({granted}, LAST_INSERT_ID(), NULL)");
+        )
+        .expect("writing to a String cannot fail");
+        let token = format_args!("IF({granted}, LAST_INSERT_ID(), NULL)");
         if self.shared.config.holder_info {
             let description = match &owner.description {
                 Some(d) => hex_literal(d.as_bytes()),
                 None => "NULL".to_owned(),
             };
-            sql.push_str(&format!(
+            write!(
+                sql,
                 "REPLACE INTO distlock_holders (conn_id, lock_key, name, mode, permits, lim, \
                  owner, host, os_pid, description, since_ms, ttl_ms, token) \
                  VALUES (CONNECTION_ID(), {key}, {name}, '{mode}', {permits}, {limit}, \
@@ -575,9 +580,10 @@ impl MySqlBackend {
                 pid = owner.pid,
                 since = millis(owner.since),
                 ttl_ms = request.options.ttl.as_millis() as i64,
-            ));
+            )
+            .expect("writing to a String cannot fail");
         }
-        sql.push_str(&format!("SELECT @distlock_g, {token}"));
+        write!(sql, "SELECT @distlock_g, {token}").expect("writing to a String cannot fail");
         sql
     }
 
