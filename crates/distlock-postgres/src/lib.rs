@@ -31,7 +31,6 @@ mod config;
 mod key;
 mod sql;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -108,7 +107,9 @@ struct PgConn {
     client: Client,
     /// The backend's statements, prepared on this session at first use (session mode only:
     /// a transaction pooler may run the next transaction on another server session).
-    prepared: Option<StdMutex<HashMap<String, Statement>>>,
+    /// A short list, not a map: there are a dozen statements at most, and hashing a
+    /// statement's text on every query cost more than comparing it.
+    prepared: Option<StdMutex<Vec<(String, Statement)>>>,
     /// The TTL (ms) the session's TCP keepalive settings were last derived from.
     keepalive_ttl_ms: AtomicI64,
     task: JoinHandle<()>,
@@ -127,7 +128,12 @@ impl PgConn {
         let Some(prepared) = &self.prepared else {
             return self.client.query_typed_one(sql, params).await;
         };
-        let cached = prepared.lock().unwrap().get(sql).cloned();
+        let cached = prepared
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(text, _)| text == sql)
+            .map(|(_, statement)| statement.clone());
         let statement = match cached {
             Some(statement) => statement,
             None => {
@@ -136,7 +142,7 @@ impl PgConn {
                 prepared
                     .lock()
                     .unwrap()
-                    .insert(sql.to_owned(), statement.clone());
+                    .push((sql.to_owned(), statement.clone()));
                 statement
             }
         };
