@@ -64,8 +64,12 @@ impl OwnerId {
 }
 
 impl fmt::Display for OwnerId {
+    /// 32 lower-case hex digits, encoded into a stack buffer: this runs several times per lock
+    /// operation (script arguments, owner records), where `{:032x}` on a `u128` costs more.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        let mut digits = [0; 32];
+        hex::encode_to_slice(self.0.to_be_bytes(), &mut digits).expect("16 bytes, 32 digits");
+        f.write_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"))
     }
 }
 
@@ -163,6 +167,19 @@ mod fresh {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owner_ids_print_as_32_hex_digits() {
+        for bits in [
+            0,
+            1,
+            0xabc,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            assert_eq!(OwnerId::from_u128(bits).to_string(), format!("{bits:032x}"));
+        }
+    }
 
     #[test]
     fn owner_ids_round_trip_and_differ() {

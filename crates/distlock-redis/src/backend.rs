@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use distlock_core::{
     AcquireRequest, Backend, BoxFuture, Capabilities, Error, ErrorKind, FencingToken, HeldLock,
-    Holder, LeaseSignal, LockInfo, LockMode, LockName, OwnerInfo, Result, Wait, Waiter,
+    Holder, LeaseSignal, LockInfo, LockMode, LockName, OwnerId, OwnerInfo, Result, Wait, Waiter,
     drift_margin,
 };
 use futures_util::future::join_all;
@@ -215,7 +215,7 @@ impl Shared {
         ttl: Duration,
     ) -> Result<bool> {
         let mut call = ScriptCall::new(&scripts().extend, keys.all());
-        call.arg(format!("{owner:032x}"))
+        call.arg(OwnerId::from_u128(owner).to_string())
             .arg(ttl.as_millis() as u64);
         let extended: i64 = conn
             .invoke(&call)
@@ -226,7 +226,7 @@ impl Shared {
 
     async fn release_one(&self, conn: &Conn, keys: &LockKeys, owner: u128) -> Result<i64> {
         let mut call = ScriptCall::new(&scripts().release, keys.all());
-        call.arg(format!("{owner:032x}"));
+        call.arg(OwnerId::from_u128(owner).to_string());
         conn.invoke(&call)
             .await
             .map_err(|e| self.error("releasing", e))
@@ -343,7 +343,9 @@ impl RedisBackend {
         let shared = &self.shared;
         let keys = Arc::new(LockKeys::new(request.name.as_str()));
         let owner = request.owner.owner.as_u128();
-        let info = serde_json::to_string(&request.owner).expect("owner info serializes");
+        let mut info = Vec::with_capacity(256);
+        serde_json::to_writer(&mut info, &request.owner).expect("owner info serializes");
+        let info = String::from_utf8(info).expect("JSON is UTF-8");
         let no_wait = matches!(request.options.wait, Wait::NoWait);
         let mut guard = CancelGuard {
             shared: shared.clone(),
