@@ -1,6 +1,7 @@
 //! The `Backend` implementation: acquisition with queued waiting and hand-off, Redlock,
 //! held locks, inspection.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -63,7 +64,8 @@ struct WaiterSlot {
 pub(crate) struct Shared {
     config: RedisConfig,
     nodes: Vec<Conn>,
-    channel: String,
+    /// The acquire script's `waiter ttl|channel`, the constant end of its waiting argument.
+    waiting_tail: String,
     waiters: StdMutex<HashMap<u128, Arc<WaiterSlot>>>,
     held: StdMutex<HashMap<u128, HeldEntry>>,
 }
@@ -83,10 +85,11 @@ impl RedisBackend {
         let channel = format!("distlock:notify:{:032x}", rand::random::<u128>());
         let sink = PushSink::default();
         let nodes = crate::conn::connect(&config, &channel, &sink).await?;
+        let waiting_tail = format!("{}|{channel}", config.waiter_ttl.as_millis());
         let shared = Arc::new(Shared {
             config,
             nodes,
-            channel,
+            waiting_tail,
             waiters: StdMutex::new(HashMap::new()),
             held: StdMutex::new(HashMap::new()),
         });
@@ -153,10 +156,6 @@ impl Shared {
 
     fn is_redlock(&self) -> bool {
         self.config.topology == Topology::Redlock
-    }
-
-    fn waiter_ttl_ms(&self) -> u64 {
-        self.config.waiter_ttl.as_millis() as u64
     }
 
     fn error(&self, doing: &str, error: RedisError) -> Error {
@@ -266,24 +265,27 @@ impl Shared {
         watch: bool,
         info: &str,
     ) -> Result<std::result::Result<u64, u64>> {
-        let (kind, count, limit) = match request.options.mode {
-            LockMode::Shared => ("s", 1, 0),
-            LockMode::Permits { count, limit } => ("p", count, limit),
-            _ => ("x", 1, 1),
+        // The holder record's `kind:count:limit`.
+        let terms: Cow<'static, str> = match request.options.mode {
+            LockMode::Shared => "s:1:0".into(),
+            LockMode::Permits { count, limit } => format!("p:{count}:{limit}").into(),
+            _ => "x:1:1".into(),
         };
         let priority = !((request.options.priority as u32) ^ 0x8000_0000);
+        // `priority|enqueue|watch|waiter ttl|channel`, its constant end made once at connect.
+        let mut waiting = String::with_capacity(14 + self.waiting_tail.len());
+        let mut digits = [0; 8];
+        hex::encode_to_slice(priority.to_be_bytes(), &mut digits).expect("4 bytes, 8 digits");
+        waiting.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
+        waiting.push_str(if enqueue { "|1" } else { "|0" });
+        waiting.push_str(if watch { "|1|" } else { "|0|" });
+        waiting.push_str(&self.waiting_tail);
         let mut call = ScriptCall::new(&scripts().acquire, keys.all());
         call.arg(request.owner.owner.to_string())
-            .arg(kind)
-            .arg(count)
-            .arg(limit)
+            .arg(terms.as_ref())
             .arg(request.options.ttl.as_millis() as u64)
-            .arg(format!("{priority:08x}"))
-            .arg(if enqueue { "1" } else { "0" })
-            .arg(self.waiter_ttl_ms())
-            .arg(&self.channel)
             .arg(info)
-            .arg(if watch { "1" } else { "0" });
+            .arg(waiting);
         let (held, value): (i64, i64) = conn
             .invoke(&call)
             .await

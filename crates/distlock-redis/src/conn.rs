@@ -31,10 +31,11 @@ pub(crate) struct ScriptCall<'a> {
 impl<'a> ScriptCall<'a> {
     /// A call of `script` with `keys` (`KEYS[1..]`); arguments follow with [`arg`](Self::arg).
     pub(crate) fn new<K: AsRef<str>>(script: &'a Script, keys: &[K]) -> Self {
-        // Room for the keys and the largest argument list (the acquire script's, whose owner
-        // record is a few hundred bytes), so the buffers are not grown and copied on the way.
+        // Room for the keys and the largest argument list (the acquire script's five, whose
+        // owner record is a few hundred bytes), so the buffers are not grown and copied on
+        // the way.
         let key_bytes: usize = keys.iter().map(|k| k.as_ref().len()).sum();
-        let mut cmd = Cmd::with_capacity(3 + keys.len() + 12, 64 + key_bytes + 512);
+        let mut cmd = Cmd::with_capacity(3 + keys.len() + 5, 64 + key_bytes + 512);
         cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
         for key in keys {
             cmd.arg(key.as_ref());

@@ -1,21 +1,30 @@
--- ARGV: 1 owner, 2 kind (x|s|p), 3 count, 4 limit, 5 ttl ms, 6 priority (8 hex, smaller first),
---       7 enqueue (0: try once, 1: wait in the queue), 8 waiter entry ttl ms, 9 channel,
---       10 owner info JSON, 11 watch (1: when not acquired and not enqueued, ask to be
---       notified at the next release; Redlock)
+-- ARGV: 1 owner, 2 terms `kind:count:limit` (kind x|s|p), 3 ttl ms, 4 owner info JSON,
+--       5 waiting `priority|enqueue|watch|waiter entry ttl ms|channel`: priority 8 hex
+--       (smaller first); enqueue 0 (try once) or 1 (wait in the queue); watch 1 (when not
+--       acquired and not enqueued, ask to be notified at the next release; Redlock) or 0.
+-- Few arguments, and the waiting ones in one: the server copies each argument into the
+-- script's ARGV on every call, which costs more than the fast path's own work.
 -- Returns {1, token} when held (granted now, or claimed after a hand-off),
 --         {0, ms until the first holder expires} otherwise.
-local o, kind, cnt, limit, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local o, ttl = ARGV[1], tonumber(ARGV[3])
 --@grant
--- Fast path: no holder and no queue (so no waiter entry of ours either).
-local keys = present()
-local st = no_holders()
-if not keys.holders and not keys.queue then
-  local tok = grant(st, o, kind, cnt, limit, now + ttl, ARGV[10])
-  touch_holders(st)
+-- Fast path: no holder and no queue (so no waiter entry of ours either). The watchers do not
+-- matter here, so their key is not looked up (see exist_bits).
+local bits = redis.call('EXISTS', K, Q, Q)
+if bits % 4 == 0 then
+  local expiry = now + ttl
+  local tok = hold(o, ARGV[2], expiry, ARGV[4])
+  redis.call('PEXPIRE', K, fmt(ttl + 1000))
   return { 1, tok }
 end
 --@prelude
-local wttl = tonumber(ARGV[8])
+local keys = present(bits)
+local kind, cnt, limit = string.match(ARGV[2], '^(%a):(%d+):(%d+)$')
+cnt, limit = tonumber(cnt), tonumber(limit)
+local priority, enqueue, watch, wttl, channel =
+  string.match(ARGV[5], '^(%x+)|(%d)|(%d)|(%d+)|(.*)$')
+wttl = tonumber(wttl)
+local st = no_holders()
 if keys.holders then st = holders() end
 local tok
 if keys.queue then
@@ -37,24 +46,24 @@ if not queued then
     return { 1, held }
   end
   if fits(st, kind, cnt, limit) and (not keys.queue or redis.call('ZCARD', Q) == 0) then
-    tok = grant(st, o, kind, cnt, limit, now + ttl, ARGV[10])
+    tok = grant(st, o, kind, cnt, limit, now + ttl, ARGV[4])
     touch_holders(st)
     return { 1, tok }
   end
 end
-if ARGV[7] == '0' then
-  if ARGV[11] == '1' then
-    redis.call('HSET', N, o, fmt(now + wttl) .. '|' .. ARGV[9])
+if enqueue == '0' then
+  if watch == '1' then
+    redis.call('HSET', N, o, fmt(now + wttl) .. '|' .. channel)
     redis.call('PEXPIRE', N, fmt(wttl + 1000))
   end
   return { 0, wait_hint(st) }
 end
 redis.call('ZADD', X, now + wttl, o)
 if not queued then
-  local member = ARGV[6] .. string.format('%016x', now_us) .. o
+  local member = priority .. string.format('%016x', now_us) .. o
   redis.call('ZADD', Q, 0, member)
   redis.call('HSET', W, o, kind .. '|' .. cnt .. '|' .. limit .. '|' .. ttl .. '|' .. member
-    .. '|' .. ARGV[9] .. '|' .. ARGV[10])
+    .. '|' .. channel .. '|' .. ARGV[4])
   -- A higher priority can put this waiter at the head.
   tok = promote(st, o)
   if tok then return { 1, tok } end

@@ -38,10 +38,17 @@ local function count(st, o, kind, cnt, expiry, rec)
   if not st.last or expiry > st.last then st.last = expiry end
 end
 
-local function grant(st, o, kind, cnt, limit, expiry, info)
+-- Grants `o` the lock until `expiry`: a new token, and the holder record
+-- `expiry:kind:count:limit:token:info`, where `terms` is its `kind:count:limit`.
+local function hold(o, terms, expiry, info)
   local tok = next_token()
-  local rec = fmt(expiry) .. ':' .. kind .. ':' .. cnt .. ':' .. limit .. ':' .. fmt(tok) .. ':' .. info
+  local rec = fmt(expiry) .. ':' .. terms .. ':' .. fmt(tok) .. ':' .. info
   redis.call('HSET', K, o, rec)
+  return tok, rec
+end
+
+local function grant(st, o, kind, cnt, limit, expiry, info)
+  local tok, rec = hold(o, kind .. ':' .. cnt .. ':' .. limit, expiry, info)
   count(st, o, kind, cnt, expiry, rec)
   return tok
 end

@@ -13,7 +13,4 @@ local function fmt(n) return string.format('%d', n) end
 
 -- Which of the holders hash, the queue and the watchers hash exist, in one call: EXISTS counts
 -- a key once per mention, so the sum is a bit set (1 holders, 2 queue, 4 watchers).
-local function present()
-  local bits = redis.call('EXISTS', K, Q, Q, N, N, N, N)
-  return { holders = bits % 2 == 1, queue = bits % 4 >= 2, watchers = bits >= 4, any = bits > 0 }
-end
+local function exist_bits() return redis.call('EXISTS', K, Q, Q, N, N, N, N) end

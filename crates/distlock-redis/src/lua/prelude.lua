@@ -1,3 +1,7 @@
+-- The bit set of `exist_bits()` as flags.
+local function present(bits)
+  return { holders = bits % 2 == 1, queue = bits % 4 >= 2, watchers = bits >= 4, any = bits > 0 }
+end
 local function parse_holder(rec)
   local expiry, kind, cnt, limit, tok = string.match(rec, '^(%d+):(%a):(%d+):(%d+):(%d+):')
   return tonumber(expiry), kind, tonumber(cnt), tonumber(limit), tonumber(tok)

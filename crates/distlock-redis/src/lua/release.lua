@@ -1,12 +1,12 @@
 -- ARGV: 1 owner. Compare-and-delete of a holder or a waiter entry, then
 -- hand-off to the next waiters. Returns 1 if a holder was removed, 2 if a waiter was, else 0.
 local o = ARGV[1]
-local removed, keys = 0, nil
+local removed, bits = 0, nil
 if redis.call('HDEL', K, o) == 1 then
   removed = 1
-  keys = present()
   -- Fast path: nobody else holds, waits or watches (the emptied holders hash is gone).
-  if not keys.any then return 1 end
+  bits = exist_bits()
+  if bits == 0 then return 1 end
 end
 --@grant
 --@prelude
@@ -14,8 +14,9 @@ if removed == 0 then
   if redis.call('HEXISTS', W, o) == 0 then return 0 end
   drop_waiter(o)
   removed = 2
-  keys = present()
+  bits = exist_bits()
 end
+local keys = present(bits)
 -- Only what exists is read: releasing an exclusive lock leaves no holders hash to read.
 local st = keys.holders and holders() or no_holders()
 if keys.queue then
