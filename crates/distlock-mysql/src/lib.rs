@@ -321,6 +321,38 @@ impl Shared {
         self.returned.notify_one();
     }
 
+    /// Deletes the holder rows that connections which are gone left behind, once per
+    /// backend: a holder or waiter whose process died, or whose connection the server cut
+    /// off, never deletes its row, and `distlock_holders` is a `MEMORY` table of bounded size
+    /// that would otherwise fill up (every grant would then fail).
+    async fn prune_holder_rows(&self, conn: &mut MyConn) -> Result<()> {
+        conn.conn
+            .query_drop(PRUNE_HOLDERS_SQL)
+            .await
+            .map_err(|e| self.my_error("deleting the holder rows of closed connections", &e))
+    }
+
+    /// Deletes the holder row of connection `id` once the server no longer lists it (a few
+    /// seconds at most; after that, the next backend to connect prunes it). A killed
+    /// `GET_LOCK` returns NULL and its statement goes on to write the waiter row, so the row
+    /// is deleted only after that connection is gone.
+    async fn delete_row_when_gone(
+        &self,
+        side: &mut Conn,
+        id: u32,
+    ) -> std::result::Result<(), mysql_async::Error> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listed = format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {id}");
+        while side.query_first::<i64, _>(&listed).await? != Some(0) {
+            if Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        side.query_drop(format!("DELETE FROM distlock_holders WHERE conn_id = {id}"))
+            .await
+    }
+
     /// Creates distlock's tables unless they exist (one statement at a time: see [`run`]).
     async fn ensure_tables(&self, conn: &mut MyConn) -> Result<()> {
         let present = run(
@@ -347,6 +379,20 @@ impl Shared {
         Ok(())
     }
 }
+
+/// Deletes the holder rows of connections that are gone (see [`Shared::prune_holder_rows`]):
+/// rows whose connection the server does not list. A user without the `PROCESS` privilege
+/// sees only its own connections, so for it a row it cannot see may be a live connection of
+/// another user; it deletes only the stale rows it can prove so: an exclusive holder's row
+/// whose connection does not hold that lock.
+const PRUNE_HOLDERS_SQL: &str = "DELETE FROM distlock_holders \
+    WHERE conn_id NOT IN (SELECT ID FROM information_schema.PROCESSLIST) \
+    AND (EXISTS (SELECT 1 FROM information_schema.USER_PRIVILEGES \
+    WHERE PRIVILEGE_TYPE = 'PROCESS' AND GRANTEE = CONCAT('''', \
+    SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', \
+    SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')) \
+    OR (token IS NOT NULL AND mode = 'exclusive' \
+    AND NOT (IS_USED_LOCK(lock_key) <=> conn_id)))";
 
 /// Runs a multi-statement text query and returns the rows of its last result set that has
 /// rows.
@@ -439,16 +485,26 @@ impl Drop for Attempt<'_> {
             runtime.spawn(async move {
                 // Kill the wait first, then let the connection close (its disconnect reads
                 // the interrupted reply); the server frees whatever it still held.
-                if let Ok(mut side) = shared.checkout().await
-                    && side
-                        .conn
-                        .query_drop(format!("KILL QUERY {id}"))
+                let Ok(mut side) = shared.checkout().await else {
+                    return;
+                };
+                if side
+                    .conn
+                    .query_drop(format!("KILL QUERY {id}"))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                drop(conn);
+                if !shared.config.holder_info
+                    || shared
+                        .delete_row_when_gone(&mut side.conn, id)
                         .await
                         .is_ok()
                 {
                     shared.checkin(side);
                 }
-                drop(conn);
             });
         }
     }
@@ -518,6 +574,9 @@ impl MySqlBackend {
         };
         let mut conn = backend.shared.checkout().await?;
         backend.shared.ensure_tables(&mut conn).await?;
+        if backend.shared.config.holder_info {
+            backend.shared.prune_holder_rows(&mut conn).await?;
+        }
         backend.shared.checkin(conn);
         Ok(backend)
     }

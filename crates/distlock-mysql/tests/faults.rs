@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use distlock_core::{ErrorKind, LeaseState, Locks};
-use distlock_testkit::mysql::MariaDbServer;
+use distlock_testkit::mysql::{MariaDbServer, PASSWORD};
 use mysql_async::prelude::Queryable;
 
 #[path = "../../distlock-testkit/shared/paused_holder.rs"]
@@ -302,7 +302,86 @@ fn a_waiting_connection_is_killed_in_the_server() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Its waiter row goes too (the closed connection could not delete it).
+        while holder_rows(&mut plain).await.len() > 1 {
+            assert!(Instant::now() < deadline, "the dropped wait left its row");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         held.release().await.unwrap();
+        plain.disconnect().await.unwrap();
+    });
+}
+
+/// The connection ids that have a row in `distlock_holders`, in order.
+async fn holder_rows(plain: &mut mysql_async::Conn) -> Vec<u64> {
+    plain
+        .query("SELECT conn_id FROM distlock_holders ORDER BY conn_id")
+        .await
+        .unwrap()
+}
+
+/// A holder or waiter whose connection closes without a release leaves its row in the
+/// `MEMORY` table, which would fill up over time: connecting deletes the rows of connections
+/// that are gone, as far as the connecting user can tell.
+#[test]
+fn holder_rows_of_closed_connections_are_deleted_at_connect() {
+    let server = MariaDbServer::start();
+    runtime().block_on(async {
+        let url = server.url();
+        let locks = distlock_mysql::connect(&url).await.unwrap();
+        let _lease = locks.mutex("gone").no_wait().acquire().await.unwrap();
+        let mut plain = mysql_async::Conn::from_url(&url).await.unwrap();
+        let holder: u64 = plain
+            .query_first("SELECT conn_id FROM distlock_holders WHERE name = 'gone'")
+            .await
+            .unwrap()
+            .unwrap();
+        plain.query_drop(format!("KILL {holder}")).await.unwrap();
+        let deadline = Instant::now() + SOON;
+        while plain
+            .query_first::<u64, _>(format!(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = {holder}"
+            ))
+            .await
+            .unwrap()
+            .is_some()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the killed connection is still listed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Rows as dead processes leave them: a waiter's and a semaphore holder's; and a live
+        // connection's (this one's) waiter row.
+        let live = plain.id();
+        for (conn_id, mode, token) in [
+            (4_000_000_001u64, "exclusive", "NULL"),
+            (4_000_000_002, "permits", "7"),
+            (u64::from(live), "exclusive", "NULL"),
+        ] {
+            plain
+                .query_drop(format!(
+                    "INSERT INTO distlock_holders VALUES ({conn_id}, 'k', 'n', '{mode}', 1, 1, \
+                     REPEAT('0', 32), 'host', 1, NULL, 0, 1000, {token})"
+                ))
+                .await
+                .unwrap();
+        }
+        let mut all = vec![4_000_000_001, 4_000_000_002, u64::from(live), holder];
+        all.sort_unstable();
+        assert_eq!(holder_rows(&mut plain).await, all);
+
+        // A user without PROCESS sees only its own connections: it deletes only the row it
+        // can prove stale, an exclusive holder's whose connection does not hold the lock.
+        let app = distlock_mysql::connect(&server.url_with_password(PASSWORD)).await;
+        drop(app.unwrap());
+        all.retain(|id| *id != holder);
+        assert_eq!(holder_rows(&mut plain).await, all);
+
+        // A user who sees every connection deletes every row of a connection that is gone.
+        drop(distlock_mysql::connect(&url).await.unwrap());
+        assert_eq!(holder_rows(&mut plain).await, vec![u64::from(live)]);
         plain.disconnect().await.unwrap();
     });
 }
