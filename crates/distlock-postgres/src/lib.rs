@@ -205,6 +205,9 @@ impl PostgresBackend {
             }),
         };
         let conn = backend.shared.checkout().await?;
+        if backend.shared.config.holder_info {
+            backend.shared.prune_holder_rows(&conn).await?;
+        }
         backend.shared.checkin(conn);
         Ok(backend)
     }
@@ -420,6 +423,20 @@ impl Shared {
         }
         self.idle.lock().unwrap().push(conn);
         self.returned.notify_one();
+    }
+
+    /// Deletes the holder rows of sessions that are gone, once per backend. A session keeps
+    /// its row across releases and only its next acquisition overwrites it, so the row of a
+    /// session that ended (its process died, or the server cut it off) would stay forever:
+    /// readers skip it, but the table would only grow.
+    async fn prune_holder_rows(&self, conn: &PgConn) -> Result<()> {
+        match conn.client.batch_execute(&self.sql.prune).await {
+            // Not created yet: nothing to prune.
+            Err(e) if sqlstate(&e) == Some("42P01") => Ok(()),
+            result => {
+                result.map_err(|e| self.pg_error("deleting the holder rows of closed sessions", &e))
+            }
+        }
     }
 
     /// Creates the sequence and the holder table, serialised by a transaction-level advisory

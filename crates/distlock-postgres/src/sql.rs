@@ -21,6 +21,9 @@ pub(crate) struct Statements {
     pub foreign_list_all: String,
     pub force_release: String,
     pub setup: String,
+    /// Deletes the holder rows of sessions that are gone (every role sees every session's pid
+    /// in `pg_stat_activity`).
+    pub prune: String,
 }
 
 /// Parameters shared by the acquire statements, after the lock-specific ones:
@@ -176,6 +179,10 @@ impl Statements {
                 } else {
                     "AND $2::text IS NOT NULL".to_owned()
                 }
+            ),
+            prune: format!(
+                "DELETE FROM {holders} WHERE pid NOT IN \
+                 (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)"
             ),
             setup: format!(
                 "CREATE SEQUENCE IF NOT EXISTS {seq};\n\

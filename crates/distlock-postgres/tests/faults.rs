@@ -226,3 +226,59 @@ fn a_waiting_session_is_cancelled_in_the_server() {
         held.release().await.unwrap();
     });
 }
+
+/// A session keeps its holder row across releases, so a session that ends leaves its row
+/// behind: connecting deletes the rows of sessions that are gone.
+#[test]
+fn holder_rows_of_ended_sessions_are_deleted_at_connect() {
+    let server = PostgresServer::start();
+    runtime().block_on(async {
+        let url = server.url();
+        let locks = connect(url.clone()).await;
+        let lease = locks.mutex("gone").no_wait().acquire().await.unwrap();
+        let plain = plain_session(&url).await;
+        let rows = "SELECT count(*) FROM distlock_holders";
+        let ended: i64 = plain
+            .query_one(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM distlock_holders",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(ended, 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while plain
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE pid IN (SELECT pid FROM distlock_holders)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the session did not end"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left: i64 = plain.query_one(rows, &[]).await.unwrap().get(0);
+        assert_eq!(left, 1, "the ended session's row is still there");
+        drop(lease);
+        // A live session's row stays.
+        let live = locks.mutex("live").no_wait().acquire().await.unwrap();
+        drop(connect(url.clone()).await);
+        let left: Vec<String> = plain
+            .query("SELECT name FROM distlock_holders", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(left, ["live"]);
+        live.release().await.unwrap();
+    });
+}
