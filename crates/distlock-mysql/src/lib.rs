@@ -332,27 +332,6 @@ impl Shared {
             .map_err(|e| self.my_error("deleting the holder rows of closed connections", &e))
     }
 
-    /// Deletes the holder row of connection `id` once the server no longer lists it (a few
-    /// seconds at most; after that, the next backend to connect prunes it). A killed
-    /// `GET_LOCK` returns NULL and its statement goes on to write the waiter row, so the row
-    /// is deleted only after that connection is gone.
-    async fn delete_row_when_gone(
-        &self,
-        side: &mut Conn,
-        id: u32,
-    ) -> std::result::Result<(), mysql_async::Error> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listed = format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {id}");
-        while side.query_first::<i64, _>(&listed).await? != Some(0) {
-            if Instant::now() >= deadline {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        side.query_drop(format!("DELETE FROM distlock_holders WHERE conn_id = {id}"))
-            .await
-    }
-
     /// Creates distlock's tables unless they exist (one statement at a time: see [`run`]).
     async fn ensure_tables(&self, conn: &mut MyConn) -> Result<()> {
         let present = run(
@@ -378,6 +357,26 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// Deletes the holder row of connection `id` once the server no longer lists it (a few
+/// seconds at most; after that, the next backend to connect prunes it). A killed
+/// `GET_LOCK` returns NULL and its statement goes on to write the waiter row, so the row
+/// is deleted only after that connection is gone.
+async fn delete_row_when_gone(
+    side: &mut Conn,
+    id: u32,
+) -> std::result::Result<(), mysql_async::Error> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let listed = format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {id}");
+    while side.query_first::<i64, _>(&listed).await? != Some(0) {
+        if Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    side.query_drop(format!("DELETE FROM distlock_holders WHERE conn_id = {id}"))
+        .await
 }
 
 /// Deletes the holder rows of connections that are gone (see [`Shared::prune_holder_rows`]):
@@ -498,10 +497,7 @@ impl Drop for Attempt<'_> {
                 }
                 drop(conn);
                 if !shared.config.holder_info
-                    || shared
-                        .delete_row_when_gone(&mut side.conn, id)
-                        .await
-                        .is_ok()
+                    || delete_row_when_gone(&mut side.conn, id).await.is_ok()
                 {
                     shared.checkin(side);
                 }
