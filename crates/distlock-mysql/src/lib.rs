@@ -6,13 +6,15 @@
 //!   its locks are gone.
 //! - Exclusive locks only (`Unsupported` for shared locks and priorities); semaphores are N
 //!   named slots. Names map to `GET_LOCK` names by [`lock_name`] and [`slot_names`].
-//! - Fencing tokens are one counter for all locks, handed out from a block of
-//!   [`TOKEN_BLOCK`] values cached in a `MEMORY` table (`distlock_token_cache`); only taking
-//!   a new block commits, to the InnoDB row that records the highest token reserved
-//!   (`distlock_tokens`). A restart empties the cache, so the next grant takes a block above
-//!   every token handed out before. The tables are created on first use; where the user
-//!   lacks `CREATE`, the error shows the DDL. Holder rows, for `inspect`, are in a `MEMORY`
-//!   table too: like the `GET_LOCK`s they describe, they need not survive a restart.
+//! - Fencing tokens come from the server's `UUID_SHORT()` counter, taken in the statement
+//!   that takes the lock, plus an offset per server run kept in an InnoDB table
+//!   (`distlock_tokens`) so that a server started with an earlier clock, or another server
+//!   after a failover, never hands out a smaller token (see docs/mysql.md). A grant
+//!   and a release touch no table. The tables are created on first use; where the user
+//!   lacks `CREATE`, the error shows the DDL.
+//! - Holder rows, for `inspect`, are in a `MEMORY` table (like the `GET_LOCK`s they
+//!   describe, they need not survive a restart), written by a task of their own a moment
+//!   after the grant, so that no grant or release waits for them.
 //! - The lease is enforced by the server: the holder connection sets `wait_timeout` to the
 //!   TTL (rounded up to whole seconds) and pings every TTL/3, so a paused or partitioned holder
 //!   is disconnected by the server and its locks freed.
@@ -30,8 +32,9 @@
 //! ```
 
 mod key;
+mod rows;
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -44,6 +47,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row, Value};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use rows::{HolderRow, HolderRows};
+
 pub use key::{HASH_PREFIX, MAX_LOCK_NAME, hex_literal, lock_name, slot_names};
 
 /// The backend's name in errors and metrics.
@@ -52,13 +57,41 @@ pub const BACKEND: &str = "mysql";
 /// How long a semaphore waiter blocks on one busy slot before trying the others again.
 const SLOT_WAIT_SLICE: Duration = Duration::from_millis(250);
 
-/// How many fencing tokens one commit reserves: the cache hands them out without a commit,
-/// and a restart skips what is left of the block.
-pub const TOKEN_BLOCK: u64 = 1 << 20;
+/// The part of `UUID_SHORT()` a token uses: its low 56 bits, without the `server_id` byte
+/// (which an administrator may lower; the offset covers other servers).
+const TOKEN_MASK: u64 = (1 << 56) - 1;
 
-/// What a grant's statement answers for its token when the cache's block is used up: no
-/// token is 0, as blocks start at 1.
-const NEW_BLOCK: i64 = 0;
+/// How far above the recorded high-water mark a server run that is behind starts its
+/// tokens: it covers the tokens handed out after the mark was last raised (the mark is
+/// raised whenever a connection opens).
+const TOKEN_MARGIN: u64 = 1 << 40;
+
+/// Run on every new connection (one transaction, a few rows): answers the offset that this
+/// server run adds to `UUID_SHORT() & TOKEN_MASK` to make its tokens.
+///
+/// `UUID_SHORT()` is a server-wide counter that starts at the server's start time in
+/// seconds shifted left by 24 bits, so it rises across restarts as long as the clock does
+/// not go back and fewer than 2^24 values a second were taken. `distlock_tokens` keeps a
+/// high-water mark (`'high'`, raised here to the current token) and the offset
+/// (`'offset'`, which only ever rises): a run whose tokens would not be above the mark (a
+/// clock set back, another server after a failover, a lower `server_id`) raises the offset
+/// to start [`TOKEN_MARGIN`] above it. The row with the empty key is the ceiling of the
+/// counter of earlier versions, whose tokens were all below this scheme's.
+fn token_offset_sql() -> String {
+    let token = format!("(UUID_SHORT() & {TOKEN_MASK})");
+    format!(
+        "START TRANSACTION; \
+         SELECT MAX(token) INTO @distlock_h FROM distlock_tokens \
+         WHERE lock_key IN ('', 'high') FOR UPDATE; \
+         UPDATE distlock_tokens SET token = IF({token} + token > @distlock_h, token, \
+         @distlock_h + {TOKEN_MARGIN} - {token}) WHERE lock_key = 'offset'; \
+         SELECT token INTO @distlock_f FROM distlock_tokens WHERE lock_key = 'offset'; \
+         UPDATE distlock_tokens SET token = GREATEST(token, {token} + @distlock_f) \
+         WHERE lock_key = 'high'; \
+         COMMIT; \
+         SELECT @distlock_f"
+    )
+}
 
 /// `GET_LOCK`'s timeout when waiting without a bound (a year).
 const FOREVER_SECS: f64 = 31_536_000.0;
@@ -213,25 +246,30 @@ struct Shared {
     idle: StdMutex<Vec<MyConn>>,
     returned: Notify,
     permits: Arc<Semaphore>,
+    /// The holder row writer, unless `distlock_holder_info=false`.
+    rows: Option<HolderRows>,
 }
 
 struct MyConn {
     conn: Conn,
+    /// What this server run adds to `UUID_SHORT()` for a token ([`token_offset_sql`]).
+    token_offset: u64,
+    /// The session's `wait_timeout` in seconds as distlock last set it; 0 while it is the
+    /// server's default.
+    wait_timeout: u64,
+    /// When the connection was last given back to the idle list.
+    idle_since: Instant,
     _permit: OwnedSemaphorePermit,
 }
 
-/// The DDL distlock runs on first use. The `distlock_tokens` row with the empty key holds the
-/// highest token reserved; it is created here, not by the first grants, because concurrent
-/// upserts of a missing row can deadlock in InnoDB.
+/// The DDL distlock runs on first use. The `distlock_tokens` rows are created here, not by
+/// the first connections, because concurrent upserts of a missing row can deadlock in
+/// InnoDB.
 pub const SETUP_SQL: &str = "CREATE TABLE IF NOT EXISTS distlock_tokens (\n\
     \x20 lock_key VARBINARY(64) NOT NULL PRIMARY KEY,\n\
     \x20 token BIGINT UNSIGNED NOT NULL\n\
     ) ENGINE=InnoDB;\n\
-    INSERT IGNORE INTO distlock_tokens (lock_key, token) VALUES ('', 0);\n\
-    CREATE TABLE IF NOT EXISTS distlock_token_cache (\n\
-    \x20 id TINYINT UNSIGNED NOT NULL PRIMARY KEY,\n\
-    \x20 token BIGINT UNSIGNED NOT NULL, ceiling BIGINT UNSIGNED NOT NULL\n\
-    ) ENGINE=MEMORY;\n\
+    INSERT IGNORE INTO distlock_tokens (lock_key, token) VALUES ('high', 0), ('offset', 0);\n\
     CREATE TABLE IF NOT EXISTS distlock_holders (\n\
     \x20 conn_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,\n\
     \x20 lock_key VARBINARY(64) NOT NULL, name VARBINARY(1024) NOT NULL,\n\
@@ -280,30 +318,66 @@ impl Shared {
         self.error(kind, format!("{what}: {error}"))
     }
 
+    /// Opens a connection and reads its server run's token offset, creating distlock's
+    /// tables first when they (or their rows) are missing.
     async fn open(&self, permit: OwnedSemaphorePermit) -> Result<MyConn> {
-        match Conn::new(self.config.opts.clone()).await {
-            Ok(conn) => Ok(MyConn {
-                conn,
-                _permit: permit,
-            }),
-            Err(e) => {
-                let what = format!("could not connect to {}", self.config.display_url);
-                let mut error = self.my_error(&what, &e);
-                if server_code(&e) == Some(1049) {
-                    error = self.error(
-                        ErrorKind::Backend,
-                        format!("{what}: the database does not exist ({e})"),
-                    );
+        let mut conn = self.connect().await?;
+        let token_offset = match token_offset(&mut conn).await {
+            Ok(Some(offset)) => offset,
+            _ => {
+                // The tables or rows are missing. A statement that failed may have left its
+                // reply unread and the transaction open (see `run`): start over on a new
+                // connection.
+                drop(conn);
+                conn = self.connect().await?;
+                self.create_tables(&mut conn).await?;
+                match token_offset(&mut conn).await {
+                    Ok(Some(offset)) => offset,
+                    Ok(None) => {
+                        return Err(self.error(
+                            ErrorKind::Backend,
+                            "distlock_tokens lacks its 'offset' row after it was created",
+                        ));
+                    }
+                    Err(e) => return Err(self.my_error("reading the fencing token offset", &e)),
                 }
-                Err(error)
             }
-        }
+        };
+        Ok(MyConn {
+            conn,
+            token_offset,
+            wait_timeout: 0,
+            idle_since: Instant::now(),
+            _permit: permit,
+        })
+    }
+
+    /// Opens a plain connection.
+    async fn connect(&self) -> Result<Conn> {
+        Conn::new(self.config.opts.clone()).await.map_err(|e| {
+            let what = format!("could not connect to {}", self.config.display_url);
+            if server_code(&e) == Some(1049) {
+                self.error(
+                    ErrorKind::Backend,
+                    format!("{what}: the database does not exist ({e})"),
+                )
+            } else {
+                self.my_error(&what, &e)
+            }
+        })
     }
 
     async fn checkout(&self) -> Result<MyConn> {
         loop {
             let conn = self.idle.lock().unwrap().pop();
             if let Some(conn) = conn {
+                // A session whose wait_timeout distlock shortened may be about to be closed by
+                // the server: leave it (closing it) rather than race that.
+                if conn.wait_timeout > 0
+                    && conn.idle_since.elapsed() >= Duration::from_secs(conn.wait_timeout) / 2
+                {
+                    continue;
+                }
                 return Ok(conn);
             }
             let permits = Arc::clone(&self.permits);
@@ -316,7 +390,8 @@ impl Shared {
         }
     }
 
-    fn checkin(&self, conn: MyConn) {
+    fn checkin(&self, mut conn: MyConn) {
+        conn.idle_since = Instant::now();
         self.idle.lock().unwrap().push(conn);
         self.returned.notify_one();
     }
@@ -332,20 +407,11 @@ impl Shared {
             .map_err(|e| self.my_error("deleting the holder rows of closed connections", &e))
     }
 
-    /// Creates distlock's tables unless they exist (one statement at a time: see [`run`]).
-    async fn ensure_tables(&self, conn: &mut MyConn) -> Result<()> {
-        let present = run(
-            &mut conn.conn,
-            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
-             AND TABLE_NAME IN ('distlock_tokens', 'distlock_token_cache', 'distlock_holders')",
-        )
-        .await
-        .map_err(|e| self.my_error("checking distlock's tables", &e))?;
-        if present.first().and_then(|r| int(r, 0)) == Some(3) {
-            return Ok(());
-        }
+    /// Creates distlock's tables and rows where they are missing (one statement at a time:
+    /// see [`run`]).
+    async fn create_tables(&self, conn: &mut Conn) -> Result<()> {
         for statement in SETUP_SQL.split(';').filter(|s| !s.trim().is_empty()) {
-            if let Err(e) = conn.conn.query_drop(statement).await {
+            if let Err(e) = conn.query_drop(statement).await {
                 return Err(self.error(
                     ErrorKind::Config,
                     format!(
@@ -359,24 +425,14 @@ impl Shared {
     }
 }
 
-/// Deletes the holder row of connection `id` once the server no longer lists it (a few
-/// seconds at most; after that, the next backend to connect prunes it). A killed
-/// `GET_LOCK` returns NULL and its statement goes on to write the waiter row, so the row
-/// is deleted only after that connection is gone.
-async fn delete_row_when_gone(
-    side: &mut Conn,
-    id: u32,
-) -> std::result::Result<(), mysql_async::Error> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let listed = format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {id}");
-    while side.query_first::<i64, _>(&listed).await? != Some(0) {
-        if Instant::now() >= deadline {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    side.query_drop(format!("DELETE FROM distlock_holders WHERE conn_id = {id}"))
-        .await
+/// Reads the token offset of the server run ([`token_offset_sql`]): `None` when
+/// `distlock_tokens` lacks its rows.
+async fn token_offset(conn: &mut Conn) -> std::result::Result<Option<u64>, mysql_async::Error> {
+    let rows = run(conn, &token_offset_sql()).await?;
+    Ok(rows
+        .first()
+        .and_then(|r| int(r, 0))
+        .map(|offset| offset as u64))
 }
 
 /// Deletes the holder rows of connections that are gone (see [`Shared::prune_holder_rows`]):
@@ -470,6 +526,8 @@ struct Attempt<'a> {
     shared: &'a Arc<Shared>,
     conn: Option<MyConn>,
     waiting: bool,
+    /// A waiter row was sent to the holder row writer.
+    waiter_recorded: bool,
 }
 
 impl Drop for Attempt<'_> {
@@ -487,18 +545,12 @@ impl Drop for Attempt<'_> {
                 let Ok(mut side) = shared.checkout().await else {
                     return;
                 };
-                if side
-                    .conn
-                    .query_drop(format!("KILL QUERY {id}"))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+                let killed = side.conn.query_drop(format!("KILL QUERY {id}")).await;
                 drop(conn);
-                if !shared.config.holder_info
-                    || delete_row_when_gone(&mut side.conn, id).await.is_ok()
-                {
+                if let Some(rows) = &shared.rows {
+                    rows.delete(id);
+                }
+                if killed.is_ok() {
                     shared.checkin(side);
                 }
             });
@@ -517,15 +569,10 @@ impl Attempt<'_> {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
-        let holders = if self.shared.config.holder_info {
-            "DELETE FROM distlock_holders WHERE conn_id = CONNECTION_ID();"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "DO RELEASE_ALL_LOCKS(); {holders} SET SESSION wait_timeout = @@global.wait_timeout"
-        );
-        if conn.conn.query_drop(sql).await.is_ok() {
+        if let Some(rows) = &self.shared.rows {
+            rows.delete(conn.conn.id());
+        }
+        if conn.conn.query_drop("DO RELEASE_ALL_LOCKS()").await.is_ok() {
             self.shared.checkin(conn);
         }
     }
@@ -563,13 +610,15 @@ impl MySqlBackend {
         let backend = MySqlBackend {
             shared: Arc::new(Shared {
                 permits: Arc::new(Semaphore::new(config.max_connections)),
-                config,
                 idle: StdMutex::new(Vec::new()),
                 returned: Notify::new(),
+                rows: config
+                    .holder_info
+                    .then(|| HolderRows::start(config.opts.clone())),
+                config,
             }),
         };
         let mut conn = backend.shared.checkout().await?;
-        backend.shared.ensure_tables(&mut conn).await?;
         if backend.shared.config.holder_info {
             backend.shared.prune_holder_rows(&mut conn).await?;
         }
@@ -582,121 +631,79 @@ impl MySqlBackend {
         &self.shared.config
     }
 
-    /// The SQL of the grant: sets `@distlock_g` to `lock` (`GET_LOCK(..)`, or 1/0 when the
-    /// locks were taken before), then, when it is 1, takes a token; records the holder, or
-    /// a waiter when it is 0. Ends with `SELECT @distlock_g, token`, where the token is
-    /// [`NEW_BLOCK`] when the cache's block is used up (or the cache was emptied by a
-    /// restart): [`MySqlBackend::granted_token`] then takes one from a new block.
-    ///
-    /// Each statement costs the server a parse and a round of its statement machinery, and
-    /// the holder row costs as much as the rest of the grant, so the SQL is lean: the `SET`
-    /// also sets `wait_timeout` (a connection that is not granted gets the global value back
-    /// in [`Attempt::clean_up_and_return`]) and zeroes `LAST_INSERT_ID()`, so that a token
-    /// `UPDATE` that matched no row (block used up) leaves [`NEW_BLOCK`] there; the holder
-    /// row is a plain `REPLACE .. VALUES` (an upsert listing every column twice, or an
-    /// `INSERT .. SELECT .. WHERE`, goes through more of the server), written even when a
-    /// try fails (the clean-up deletes it); its time is the statement's own start
-    /// (`@@timestamp`, which costs no time-zone conversion).
-    fn grant_sql(&self, record: &Record<'_>, lock: &str) -> String {
-        let request = record.request;
-        let owner = &request.owner;
-        let granted = "@distlock_g = 1";
-        // Written into one buffer sized for the whole text: this runs on every acquisition.
-        let mut sql = String::with_capacity(1024 + 2 * request.name.as_str().len());
-        write!(
-            sql,
-            "SET @distlock_g = {lock}, SESSION wait_timeout = {wait_timeout}, \
-             @distlock_reset = LAST_INSERT_ID({NEW_BLOCK}); \
-             UPDATE distlock_token_cache SET token = LAST_INSERT_ID(token + 1) \
-             WHERE id = 1 AND token < ceiling AND {granted}; ",
-            wait_timeout = wait_timeout_secs(request.options.ttl),
-        )
-        .expect("writing to a String cannot fail");
-        let token = format_args!("IF({granted}, LAST_INSERT_ID(), NULL)");
-        if self.shared.config.holder_info {
-            let description = match &owner.description {
-                Some(d) => hex_literal(d.as_bytes()),
-                None => "NULL".to_owned(),
-            };
-            write!(
-                sql,
-                "REPLACE INTO distlock_holders (conn_id, lock_key, name, mode, permits, lim, \
-                 owner, host, os_pid, description, since_ms, ttl_ms, token) \
-                 VALUES (CONNECTION_ID(), {key}, {name}, '{mode}', {permits}, {limit}, \
-                 '{owner}', {host}, {pid}, {description}, \
-                 IF({granted}, ROUND(@@timestamp * 1000), {since}), {ttl_ms}, {token}); ",
-                key = hex_literal(lock_name(request.name.as_str()).as_bytes()),
-                name = hex_literal(request.name.as_str().as_bytes()),
-                mode = record.mode,
-                permits = record.permits,
-                limit = record.limit,
-                owner = owner.owner,
-                host = hex_literal(owner.host.as_bytes()),
-                pid = owner.pid,
-                since = millis(owner.since),
-                ttl_ms = request.options.ttl.as_millis() as i64,
-            )
-            .expect("writing to a String cannot fail");
-        }
-        write!(sql, "SELECT @distlock_g, {token}").expect("writing to a String cannot fail");
-        sql
-    }
-
-    /// The token of a grant whose statement answered `token`: that token, or, for
-    /// [`NEW_BLOCK`], the first of a block reserved now.
-    ///
-    /// The block is reserved by a commit, and only then does the cache move to it: a cache
-    /// that held a block whose commit was rolled back (the connection killed in between)
-    /// would hand out tokens that a later block repeats. A concurrent new block may reach the
-    /// cache first; the cache never goes back to a lower block, so every token is above the
-    /// ones handed out before it. The holder row, written with [`NEW_BLOCK`], gets this one.
-    async fn granted_token(
-        &self,
-        conn: &mut Conn,
-        token: i64,
-    ) -> std::result::Result<i64, mysql_async::Error> {
-        if token != NEW_BLOCK {
-            return Ok(token);
-        }
-        let first = format!("LAST_INSERT_ID() - {TOKEN_BLOCK} + 1");
-        let holder = if self.shared.config.holder_info {
-            format!("UPDATE distlock_holders SET token = {first} WHERE conn_id = CONNECTION_ID(); ")
-        } else {
+    /// The SQL of the grant: `lock` (`GET_LOCK(..)`, or 1/0 when the locks were taken
+    /// before) and, when it is 1, the token, in one `SELECT`: `IF` evaluates the token only
+    /// after the lock is granted, so it is above every token of the holders before. A bare
+    /// function call costs the server far less than a statement that touches a table, so
+    /// nothing else is done here: the holder row is written by [`HolderRows`], and the
+    /// session's `wait_timeout` is set (by a `SET` before the `SELECT`) only when the TTL
+    /// asks for another value than the session has.
+    fn grant_sql(conn: &MyConn, ttl: Duration, lock: &str) -> String {
+        let wait_timeout = wait_timeout_secs(ttl);
+        let set = if conn.wait_timeout == wait_timeout {
             String::new()
+        } else {
+            format!("SET SESSION wait_timeout = {wait_timeout}; ")
         };
-        let rows = run(
-            conn,
-            &format!(
-                "START TRANSACTION; \
-                 INSERT INTO distlock_tokens (lock_key, token) VALUES ('', \
-                 LAST_INSERT_ID({TOKEN_BLOCK})) \
-                 ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + {TOKEN_BLOCK}); \
-                 COMMIT; \
-                 INSERT INTO distlock_token_cache (id, token, ceiling) \
-                 VALUES (1, {first}, LAST_INSERT_ID()) ON DUPLICATE KEY UPDATE \
-                 token = IF(LAST_INSERT_ID() > ceiling, {first}, token), \
-                 ceiling = GREATEST(ceiling, LAST_INSERT_ID()); \
-                 {holder}SELECT {first}"
-            ),
+        format!(
+            "{set}SELECT IF({lock} = 1, (UUID_SHORT() & {TOKEN_MASK}) + {offset}, NULL)",
+            offset = conn.token_offset,
         )
-        .await?;
-        rows.first()
-            .and_then(|r| int(r, 0))
-            .ok_or_else(broken_reply)
     }
 
     /// Runs the grant with `lock` (see [`MySqlBackend::grant_sql`]) and returns its token
-    /// when granted, from a new block when the cache's is used up.
+    /// when granted.
     async fn grant(
         &self,
         attempt: &mut Attempt<'_>,
         record: &Record<'_>,
         lock: &str,
     ) -> std::result::Result<Option<i64>, mysql_async::Error> {
-        let rows = run(attempt.conn(), &self.grant_sql(record, lock)).await?;
-        match rows.first().and_then(|r| int(r, 1)) {
-            Some(token) => Ok(Some(self.granted_token(attempt.conn(), token).await?)),
-            None => Ok(None),
+        let ttl = record.request.options.ttl;
+        let conn = attempt.conn.as_mut().expect("connection present");
+        let sql = Self::grant_sql(conn, ttl, lock);
+        let rows = run(&mut conn.conn, &sql).await?;
+        conn.wait_timeout = wait_timeout_secs(ttl);
+        let token = rows.first().and_then(|r| int(r, 0));
+        if let Some(token) = token {
+            self.record_row(conn, record, SystemTime::now(), Some(token as u64));
+        }
+        Ok(token)
+    }
+
+    /// Has the holder row writer record `conn` as a holder (with `token`) or a waiter.
+    fn record_row(
+        &self,
+        conn: &MyConn,
+        record: &Record<'_>,
+        since: SystemTime,
+        token: Option<u64>,
+    ) {
+        let Some(rows) = &self.shared.rows else {
+            return;
+        };
+        let request = record.request;
+        rows.upsert(
+            conn.conn.id(),
+            HolderRow {
+                name: request.name.as_str().to_owned(),
+                mode: record.mode,
+                permits: record.permits,
+                limit: record.limit,
+                owner: request.owner.clone(),
+                since,
+                ttl: request.options.ttl,
+                token,
+            },
+        );
+    }
+
+    /// Records the attempt's connection as a waiter, once, before it waits.
+    fn record_waiter(&self, attempt: &mut Attempt<'_>, record: &Record<'_>) {
+        if !attempt.waiter_recorded {
+            attempt.waiter_recorded = true;
+            let conn = attempt.conn.as_ref().expect("connection present");
+            self.record_row(conn, record, record.request.owner.since, None);
         }
     }
 
@@ -739,54 +746,41 @@ impl MySqlBackend {
             shared,
             conn: Some(shared.checkout().await?),
             waiting: false,
+            waiter_recorded: false,
         };
-        let mut setup_done = false;
-        loop {
-            let outcome = if keys.len() == 1 {
-                self.mutex(&mut attempt, &record, &keys[0], deadline, wait)
-                    .await
-            } else {
-                self.semaphore(&mut attempt, &record, &keys, count, deadline, wait)
-                    .await
-            };
-            match outcome {
-                Ok(Some((token, granted_at, held))) => {
-                    let conn = attempt.conn.take().expect("connection present");
-                    return Ok(Box::new(MyHeld {
-                        shared: Arc::clone(shared),
-                        conn: tokio::sync::Mutex::new(Some(conn)),
-                        keys: held,
-                        token: FencingToken::new(token as u64),
-                        granted_at,
-                        _signal: signal,
-                    }));
+        let outcome = if keys.len() == 1 {
+            self.mutex(&mut attempt, &record, &keys[0], deadline, wait)
+                .await
+        } else {
+            self.semaphore(&mut attempt, &record, &keys, count, deadline, wait)
+                .await
+        };
+        match outcome {
+            Ok(Some((token, granted_at, held))) => {
+                let conn = attempt.conn.take().expect("connection present");
+                Ok(Box::new(MyHeld {
+                    shared: Arc::clone(shared),
+                    conn: tokio::sync::Mutex::new(Some(conn)),
+                    keys: held,
+                    token: FencingToken::new(token as u64),
+                    granted_at,
+                    _signal: signal,
+                }))
+            }
+            Ok(None) => {
+                attempt.clean_up_and_return().await;
+                if wait == Wait::NoWait {
+                    return Err(shared.error(ErrorKind::WouldBlock, "held by another session"));
                 }
-                Ok(None) => {
-                    attempt.clean_up_and_return().await;
-                    if wait == Wait::NoWait {
-                        return Err(shared.error(ErrorKind::WouldBlock, "held by another session"));
-                    }
-                    if let Some(deadline) = deadline {
-                        tokio::time::sleep_until(deadline.into()).await;
-                    }
-                    return Err(self.timeout(wait));
+                if let Some(deadline) = deadline {
+                    tokio::time::sleep_until(deadline.into()).await;
                 }
-                Err(_) if !setup_done => {
-                    // Perhaps distlock's tables were dropped since connect: close this
-                    // connection (its state is unknown; closing frees its locks), make sure
-                    // the tables exist and try once more.
-                    attempt.waiting = false;
-                    attempt.conn = None;
-                    let mut conn = shared.checkout().await?;
-                    shared.ensure_tables(&mut conn).await?;
-                    attempt.conn = Some(conn);
-                    setup_done = true;
-                }
-                Err(e) => {
-                    attempt.waiting = false;
-                    attempt.conn = None;
-                    return Err(shared.my_error("acquire", &e));
-                }
+                Err(self.timeout(wait))
+            }
+            Err(e) => {
+                attempt.waiting = false;
+                attempt.conn = None;
+                Err(shared.my_error("acquire", &e))
             }
         }
     }
@@ -828,6 +822,7 @@ impl MySqlBackend {
             None => FOREVER_SECS,
         };
         let lock = format!("GET_LOCK({key_sql}, {seconds:.3})");
+        self.record_waiter(attempt, record);
         attempt.waiting = true;
         let sent = Instant::now();
         let granted = self.grant(attempt, record, &lock).await?;
@@ -904,6 +899,7 @@ impl MySqlBackend {
             }
             let slice = left.map_or(SLOT_WAIT_SLICE, |l| l.min(SLOT_WAIT_SLICE));
             let key = &keys[(rand::random::<u64>() % keys.len() as u64) as usize];
+            self.record_waiter(attempt, record);
             attempt.waiting = true;
             let rows = run(
                 attempt.conn(),
@@ -990,16 +986,13 @@ impl HeldLock for MyHeld {
             let Some(mut conn) = self.conn.lock().await.take() else {
                 return Ok(());
             };
-            let holders = if self.shared.config.holder_info {
-                "DELETE FROM distlock_holders WHERE conn_id = CONNECTION_ID(); "
-            } else {
-                ""
-            };
-            let sql = format!(
-                "SET @distlock_n = RELEASE_ALL_LOCKS(), \
-                 SESSION wait_timeout = @@global.wait_timeout; {holders}SELECT @distlock_n"
-            );
-            match run(&mut conn.conn, &sql).await {
+            if let Some(rows) = &self.shared.rows {
+                rows.delete(conn.conn.id());
+            }
+            // The session keeps the TTL's wait_timeout: the next grant on this connection
+            // most likely asks for the same, and `checkout` leaves it before the server
+            // could close it for idling.
+            match run(&mut conn.conn, "SELECT RELEASE_ALL_LOCKS()").await {
                 Ok(rows) => {
                     if rows.first().and_then(|r| int(r, 0)) == Some(self.keys.len() as i64) {
                         self.shared.checkin(conn);
@@ -1036,6 +1029,7 @@ impl Backend for MySqlBackend {
 
     fn inspect<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<LockInfo>> {
         Box::pin(async move {
+            self.flush_rows().await;
             let key = hex_literal(lock_name(name.as_str()).as_bytes());
             let mut infos = self.holder_infos(&format!("h.lock_key = {key}")).await?;
             let mut info = infos
@@ -1048,6 +1042,7 @@ impl Backend for MySqlBackend {
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
         Box::pin(async move {
+            self.flush_rows().await;
             let filter = if prefix.is_empty() {
                 "TRUE".to_owned()
             } else {
@@ -1065,6 +1060,7 @@ impl Backend for MySqlBackend {
 
     fn force_release<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<usize>> {
         Box::pin(async move {
+            self.flush_rows().await;
             let mut conn = self.shared.checkout().await?;
             let key = hex_literal(lock_name(name.as_str()).as_bytes());
             let holders = if self.shared.config.holder_info {
@@ -1115,6 +1111,14 @@ fn is_unknown_table(error: &mysql_async::Error) -> bool {
 }
 
 impl MySqlBackend {
+    /// Waits until this backend's holder rows are written, so that its inspection shows its
+    /// own holders and waiters.
+    async fn flush_rows(&self) {
+        if let Some(rows) = &self.shared.rows {
+            rows.flush().await;
+        }
+    }
+
     /// distlock's holders and waiters matching `filter`: from the server's lock inventory
     /// (`METADATA_LOCK_INFO`) where the plugin is loaded, else from the holder table.
     async fn holder_infos(&self, filter: &str) -> Result<Vec<LockInfo>> {

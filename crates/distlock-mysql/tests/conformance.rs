@@ -24,13 +24,21 @@ impl Fixture for MyFixture {
         Box::pin(async move {
             let mut conn = mysql_async::Conn::from_url(&self.url).await.unwrap();
             let owner = lease.owner().to_string();
-            let ids: Vec<u64> = conn
-                .exec(
-                    "SELECT conn_id FROM distlock_holders WHERE owner = ?",
-                    (owner,),
-                )
-                .await
-                .unwrap();
+            // The holder row is written a moment after the grant, by another connection.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let ids = loop {
+                let ids: Vec<u64> = conn
+                    .exec(
+                        "SELECT conn_id FROM distlock_holders WHERE owner = ?",
+                        (owner.as_str(),),
+                    )
+                    .await
+                    .unwrap();
+                if !ids.is_empty() || std::time::Instant::now() > deadline {
+                    break ids;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            };
             assert_eq!(ids.len(), 1, "one holder connection");
             conn.query_drop(format!("KILL {}", ids[0])).await.unwrap();
             conn.disconnect().await.unwrap();

@@ -166,107 +166,91 @@ async fn token_of_one_grant(locks: &Locks, name: &str) -> u64 {
     token
 }
 
-/// The highest token reserved by a commit.
-async fn reserved(plain: &mut mysql_async::Conn) -> u64 {
+/// A value of a `distlock_tokens` row.
+async fn token_row(plain: &mut mysql_async::Conn, key: &str) -> u64 {
     plain
-        .query_first("SELECT token FROM distlock_tokens WHERE lock_key = ''")
+        .query_first(format!(
+            "SELECT token FROM distlock_tokens WHERE lock_key = '{key}'"
+        ))
         .await
         .unwrap()
         .unwrap()
 }
 
 #[test]
-fn tokens_come_from_the_cache_and_rise_across_blocks() {
+fn tokens_rise_and_a_server_run_behind_the_high_water_mark_starts_above_it() {
     let server = MariaDbServer::start();
     runtime().block_on(async {
         let url = server.url();
         let locks = distlock_mysql::connect(&url).await.unwrap();
         let mut tokens = Vec::new();
-        for name in ["tokens", "tokens", "other"] {
+        for name in ["tokens", "tokens", "other", "tokens"] {
             tokens.push(token_of_one_grant(&locks, name).await);
         }
-        // One counter for every lock, taken from the cache without a commit.
-        assert_eq!(tokens, [1, 2, 3]);
+        // One server-wide counter for every lock: each grant's token is above the last.
+        assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
         let mut plain = mysql_async::Conn::from_url(&url).await.unwrap();
-        let ceiling = reserved(&mut plain).await;
-        assert_eq!(ceiling, distlock_mysql::TOKEN_BLOCK);
-        // The block used up: the next grant commits a new one and starts it.
+        // Opening a connection raised the high-water mark to the tokens of this run.
+        let high = token_row(&mut plain, "high").await;
+        assert!(
+            high > 0 && high <= tokens[0],
+            "high {high}, tokens {tokens:?}"
+        );
+        assert_eq!(token_row(&mut plain, "offset").await, 0);
+        drop(locks);
+
+        // A mark far above this run's tokens, as a server whose clock ran ahead (or the
+        // primary before a failover) leaves it: new connections start above it.
+        let ahead = tokens[3] + (1 << 45);
         plain
-            .query_drop("UPDATE distlock_token_cache SET token = ceiling")
+            .query_drop(format!(
+                "UPDATE distlock_tokens SET token = {ahead} WHERE lock_key = 'high'"
+            ))
             .await
             .unwrap();
-        assert_eq!(token_of_one_grant(&locks, "tokens").await, ceiling + 1);
-        let next_ceiling = reserved(&mut plain).await;
-        assert_eq!(next_ceiling, ceiling + distlock_mysql::TOKEN_BLOCK);
-        // The cache emptied (as by a restart): the same.
-        plain
-            .query_drop("DELETE FROM distlock_token_cache")
-            .await
-            .unwrap();
-        let lease = locks.mutex("other").no_wait().acquire().await.unwrap();
-        assert_eq!(lease.token().get(), next_ceiling + 1);
-        // The holder row, written before the new block was taken, shows its token.
-        let info = locks.inspect("other").await.unwrap();
-        assert_eq!(info.holders[0].token, lease.token());
-        lease.release().await.unwrap();
-        assert_eq!(token_of_one_grant(&locks, "tokens").await, next_ceiling + 2);
+        let locks = distlock_mysql::connect(&url).await.unwrap();
+        let first = token_of_one_grant(&locks, "tokens").await;
+        assert!(first > ahead, "token {first} is not above the mark {ahead}");
+        let offset = token_row(&mut plain, "offset").await;
+        assert!(offset > 0);
+        // The offset stays for the rest of the run, and tokens go on rising.
+        let again = distlock_mysql::connect(&url).await.unwrap();
+        let next = token_of_one_grant(&again, "tokens").await;
+        assert!(next > first, "{next} after {first}");
+        assert_eq!(token_row(&mut plain, "offset").await, offset);
         plain.disconnect().await.unwrap();
     });
 }
 
+/// distlock shortens a session's `wait_timeout` to the TTL and leaves it so for the next
+/// grant: a pooled connection idle for longer than half of it is not used again, as the
+/// server may be closing it.
 #[test]
-fn concurrent_new_blocks_never_lower_a_lock_s_tokens() {
+fn a_pooled_connection_the_server_may_have_closed_is_not_reused() {
     let server = MariaDbServer::start();
     runtime().block_on(async {
-        let url = server.url();
-        let locks = distlock_mysql::connect(&url).await.unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        // Uses up the block again and again, so that grants keep taking new blocks at once.
-        let exhaust = tokio::spawn({
-            let stop = stop.clone();
-            let url = url.clone();
-            async move {
-                let mut plain = mysql_async::Conn::from_url(&url).await.unwrap();
-                let mut rounds = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    plain
-                        .query_drop("UPDATE distlock_token_cache SET token = ceiling")
-                        .await
-                        .unwrap();
-                    rounds += 1;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                rounds
-            }
-        });
-        let workers: Vec<_> = (0..6)
-            .map(|worker| {
-                let locks = locks.clone();
-                tokio::spawn(async move {
-                    let name = format!("blocks-{worker}");
-                    let mut last = 0;
-                    for _ in 0..60 {
-                        let lease = locks.mutex(&name).acquire().await.unwrap();
-                        let token = lease.token().get();
-                        assert!(token > last, "{name}: token {token} after {last}");
-                        last = token;
-                        lease.release().await.unwrap();
-                    }
-                    last
-                })
-            })
-            .collect();
-        let mut lasts = Vec::new();
-        for worker in workers {
-            lasts.push(worker.await.unwrap());
+        let locks = distlock_mysql::connect(&server.url()).await.unwrap();
+        let ttl = Duration::from_secs(1);
+        for _ in 0..2 {
+            let lease = locks
+                .mutex("idle")
+                .ttl(ttl)
+                .no_wait()
+                .acquire()
+                .await
+                .unwrap();
+            lease.release().await.unwrap();
+            // Longer than wait_timeout (1 s): the server closes the idle connection.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        assert!(exhaust.await.unwrap() > 10);
-        // Many new blocks were taken: the last tokens are several blocks up.
-        assert!(
-            lasts.iter().any(|&t| t > 2 * distlock_mysql::TOKEN_BLOCK),
-            "{lasts:?}"
-        );
+        let lease = locks
+            .mutex("idle")
+            .ttl(ttl)
+            .no_wait()
+            .acquire()
+            .await
+            .unwrap();
+        lease.release().await.unwrap();
     });
 }
 
@@ -330,6 +314,8 @@ fn holder_rows_of_closed_connections_are_deleted_at_connect() {
         let url = server.url();
         let locks = distlock_mysql::connect(&url).await.unwrap();
         let _lease = locks.mutex("gone").no_wait().acquire().await.unwrap();
+        // The holder row is written a moment after the grant; inspecting waits for it.
+        locks.inspect("gone").await.unwrap();
         let mut plain = mysql_async::Conn::from_url(&url).await.unwrap();
         let holder: u64 = plain
             .query_first("SELECT conn_id FROM distlock_holders WHERE name = 'gone'")
