@@ -795,7 +795,8 @@ impl MySqlBackend {
         self.shared.error(ErrorKind::Timeout, message)
     }
 
-    /// One key: try, then (if allowed) wait in the server. `Ok(None)`: not acquired.
+    /// One key: a try, or one `GET_LOCK` that waits in the server (and returns at once when
+    /// the lock is free: no try is needed first). `Ok(None)`: not acquired.
     async fn mutex(
         &self,
         attempt: &mut Attempt<'_>,
@@ -805,13 +806,11 @@ impl MySqlBackend {
         wait: Wait,
     ) -> std::result::Result<Option<(i64, Instant, Vec<String>)>, mysql_async::Error> {
         let key_sql = hex_literal(key.as_bytes());
-        let sent = Instant::now();
-        let lock = format!("GET_LOCK({key_sql}, 0)");
-        if let Some(token) = self.grant(attempt, record, &lock).await? {
-            return Ok(Some((token, sent, vec![key.to_owned()])));
-        }
         if wait == Wait::NoWait {
-            return Ok(None);
+            let sent = Instant::now();
+            let lock = format!("GET_LOCK({key_sql}, 0)");
+            let granted = self.grant(attempt, record, &lock).await?;
+            return Ok(granted.map(|token| (token, sent, vec![key.to_owned()])));
         }
         let seconds = match deadline {
             Some(deadline) => {
@@ -822,6 +821,7 @@ impl MySqlBackend {
             None => FOREVER_SECS,
         };
         let lock = format!("GET_LOCK({key_sql}, {seconds:.3})");
+        // A grant that comes at once replaces this row before the writer writes either.
         self.record_waiter(attempt, record);
         attempt.waiting = true;
         let sent = Instant::now();
