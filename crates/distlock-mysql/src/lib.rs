@@ -438,16 +438,16 @@ async fn token_offset(conn: &mut Conn) -> std::result::Result<Option<u64>, mysql
 /// Deletes the holder rows of connections that are gone (see [`Shared::prune_holder_rows`]):
 /// rows whose connection the server does not list. A user without the `PROCESS` privilege
 /// sees only its own connections, so for it a row it cannot see may be a live connection of
-/// another user; it deletes only the stale rows it can prove so: an exclusive holder's row
-/// whose connection does not hold that lock.
+/// another user; it deletes only the stale rows it can prove so: a holder's row whose
+/// connection does not hold its acquisition's [`owner_lock`].
 const PRUNE_HOLDERS_SQL: &str = "DELETE FROM distlock_holders \
     WHERE conn_id NOT IN (SELECT ID FROM information_schema.PROCESSLIST) \
     AND (EXISTS (SELECT 1 FROM information_schema.USER_PRIVILEGES \
     WHERE PRIVILEGE_TYPE = 'PROCESS' AND GRANTEE = CONCAT('''', \
     SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', \
     SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')) \
-    OR (token IS NOT NULL AND mode = 'exclusive' \
-    AND NOT (IS_USED_LOCK(lock_key) <=> conn_id)))";
+    OR (token IS NOT NULL \
+    AND NOT (IS_USED_LOCK(CONCAT('distlock#o:', owner)) <=> conn_id)))";
 
 /// Runs a multi-statement text query and returns the rows of its last result set that has
 /// rows.
@@ -513,6 +513,12 @@ fn millis(time: SystemTime) -> i64 {
 
 fn from_millis(ms: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// The `GET_LOCK` name a holder takes for its acquisition (owner id in hex), which tells
+/// readers whose holder row is current; 43 characters, within MySQL 8's limit of 64.
+fn owner_lock(owner: &str) -> String {
+    format!("{HASH_PREFIX}o:{owner}")
 }
 
 /// `wait_timeout` for a TTL: whole seconds, rounded up, at least 1.
@@ -638,15 +644,26 @@ impl MySqlBackend {
     /// nothing else is done here: the holder row is written by [`HolderRows`], and the
     /// session's `wait_timeout` is set (by a `SET` before the `SELECT`) only when the TTL
     /// asks for another value than the session has.
-    fn grant_sql(conn: &MyConn, ttl: Duration, lock: &str) -> String {
-        let wait_timeout = wait_timeout_secs(ttl);
+    ///
+    /// With holder rows, a granted connection also takes its acquisition's [`owner_lock`]:
+    /// a row counts as a holder only while its connection holds that, so a row left from an
+    /// earlier acquisition on the same connection (the writer is a moment behind) is never
+    /// shown as the holder.
+    fn grant_sql(&self, conn: &MyConn, record: &Record<'_>, lock: &str) -> String {
+        let wait_timeout = wait_timeout_secs(record.request.options.ttl);
         let set = if conn.wait_timeout == wait_timeout {
             String::new()
         } else {
             format!("SET SESSION wait_timeout = {wait_timeout}; ")
         };
+        let owner = if self.shared.rows.is_some() {
+            let name = owner_lock(&record.request.owner.owner.to_string());
+            format!(" AND GET_LOCK({}, 0) = 1", hex_literal(name.as_bytes()))
+        } else {
+            String::new()
+        };
         format!(
-            "{set}SELECT IF({lock} = 1, (UUID_SHORT() & {TOKEN_MASK}) + {offset}, NULL)",
+            "{set}SELECT IF({lock} = 1{owner}, (UUID_SHORT() & {TOKEN_MASK}) + {offset}, NULL)",
             offset = conn.token_offset,
         )
     }
@@ -659,11 +676,10 @@ impl MySqlBackend {
         record: &Record<'_>,
         lock: &str,
     ) -> std::result::Result<Option<i64>, mysql_async::Error> {
-        let ttl = record.request.options.ttl;
         let conn = attempt.conn.as_mut().expect("connection present");
-        let sql = Self::grant_sql(conn, ttl, lock);
+        let sql = self.grant_sql(conn, record, lock);
         let rows = run(&mut conn.conn, &sql).await?;
-        conn.wait_timeout = wait_timeout_secs(ttl);
+        conn.wait_timeout = wait_timeout_secs(record.request.options.ttl);
         let token = rows.first().and_then(|r| int(r, 0));
         if let Some(token) = token {
             self.record_row(conn, record, SystemTime::now(), Some(token as u64));
@@ -761,6 +777,7 @@ impl MySqlBackend {
                 Ok(Box::new(MyHeld {
                     shared: Arc::clone(shared),
                     conn: tokio::sync::Mutex::new(Some(conn)),
+                    held_locks: held.len() as i64 + i64::from(shared.rows.is_some()),
                     keys: held,
                     token: FencingToken::new(token as u64),
                     granted_at,
@@ -920,6 +937,8 @@ impl MySqlBackend {
 
 /// A granted lock: its connection, kept out of the pool until released.
 struct MyHeld {
+    /// `GET_LOCK`s the connection holds: the keys, and the owner lock with holder rows.
+    held_locks: i64,
     shared: Arc<Shared>,
     conn: tokio::sync::Mutex<Option<MyConn>>,
     keys: Vec<String>,
@@ -994,7 +1013,7 @@ impl HeldLock for MyHeld {
             // could close it for idling.
             match run(&mut conn.conn, "SELECT RELEASE_ALL_LOCKS()").await {
                 Ok(rows) => {
-                    if rows.first().and_then(|r| int(r, 0)) == Some(self.keys.len() as i64) {
+                    if rows.first().and_then(|r| int(r, 0)) == Some(self.held_locks) {
                         self.shared.checkin(conn);
                         Ok(())
                     } else {
@@ -1119,43 +1138,27 @@ impl MySqlBackend {
         }
     }
 
-    /// distlock's holders and waiters matching `filter`: from the server's lock inventory
-    /// (`METADATA_LOCK_INFO`) where the plugin is loaded, else from the holder table.
+    /// distlock's holders and waiters matching `filter`, from the holder table. A holder row
+    /// counts only while its connection holds the acquisition's [`owner_lock`] (the table
+    /// alone would trust a row the server no longer backs, or a row of an earlier
+    /// acquisition on the same connection that the writer has not replaced yet).
     async fn holder_infos(&self, filter: &str) -> Result<Vec<LockInfo>> {
-        match self.query_infos(filter, true).await? {
-            Some(infos) => Ok(infos),
-            None => Ok(self.query_infos(filter, false).await?.unwrap_or_default()),
-        }
-    }
-
-    /// `None` when `lock_info` was asked for and `METADATA_LOCK_INFO` does not exist.
-    async fn query_infos(&self, filter: &str, lock_info: bool) -> Result<Option<Vec<LockInfo>>> {
-        if !self.shared.config.holder_info {
-            return Ok(Some(Vec::new()));
+        if self.shared.rows.is_none() {
+            return Ok(Vec::new());
         }
         let mut conn = self.shared.checkout().await?;
-        // A holder row counts only while the server shows its connection holding a user lock
-        // (the holder table alone would trust a row the server no longer backs).
-        let verified = if lock_info {
-            " AND (h.token IS NULL OR EXISTS (SELECT 1 FROM \
-             information_schema.METADATA_LOCK_INFO m WHERE m.THREAD_ID = h.conn_id \
-             AND m.LOCK_TYPE = 'User lock'))"
-        } else {
-            ""
-        };
         let sql = format!(
             "SELECT h.conn_id, h.name, h.mode, h.permits, h.lim, h.owner, h.host, h.os_pid, \
              h.description, h.since_ms, h.ttl_ms, h.token, p.COMMAND, p.TIME \
              FROM distlock_holders h JOIN information_schema.PROCESSLIST p ON p.ID = h.conn_id \
-             WHERE {filter}{verified} ORDER BY h.name, h.since_ms"
+             WHERE {filter} AND (h.token IS NULL \
+             OR IS_USED_LOCK(CONCAT({prefix}, h.owner)) <=> h.conn_id) \
+             ORDER BY h.name, h.since_ms",
+            prefix = hex_literal(owner_lock("").as_bytes()),
         );
         let rows = match query_rows(&mut conn.conn, &sql).await {
             Ok(rows) => rows,
             Err(e) if server_code(&e) == Some(1146) => Vec::new(),
-            Err(e) if lock_info && is_unknown_table(&e) => {
-                self.shared.checkin(conn);
-                return Ok(None);
-            }
             Err(e) => return Err(self.shared.my_error("inspect", &e)),
         };
         self.shared.checkin(conn);
@@ -1204,7 +1207,7 @@ impl MySqlBackend {
                 None => slot.waiters.push(Waiter::new(info_owner, mode, 0)),
             }
         }
-        Ok(Some(infos))
+        Ok(infos)
     }
 
     /// Adds to `list`'s report the user locks that connections hold without distlock, from
@@ -1213,8 +1216,15 @@ impl MySqlBackend {
     /// [`lock_name`]) are listed: they are the names `distlock status` can address.
     async fn add_foreign_list(&self, infos: &mut Vec<LockInfo>, prefix: &str) -> Result<()> {
         let mut conn = self.shared.checkout().await?;
-        let mine = "AND NOT EXISTS (SELECT 1 FROM distlock_holders h \
-                    WHERE h.conn_id = m.THREAD_ID AND h.token IS NOT NULL)";
+        // distlock holders are the connections that hold an owner lock (their rows may be
+        // a moment behind).
+        let mine = format!(
+            "AND NOT EXISTS (SELECT 1 FROM information_schema.METADATA_LOCK_INFO o \
+             WHERE o.THREAD_ID = m.THREAD_ID AND o.LOCK_TYPE = 'User lock' \
+             AND LEFT(o.TABLE_SCHEMA, {len}) = {prefix})",
+            len = owner_lock("").len(),
+            prefix = hex_literal(owner_lock("").as_bytes()),
+        );
         let sql = |filter: &str| {
             format!(
                 "SELECT m.THREAD_ID, m.TABLE_SCHEMA, p.USER, p.HOST, p.TIME \
@@ -1227,13 +1237,9 @@ impl MySqlBackend {
         let filter = if self.shared.config.holder_info {
             mine
         } else {
-            ""
+            String::new()
         };
-        let mut result = query_rows(&mut conn.conn, &sql(filter)).await;
-        if matches!(&result, Err(e) if server_code(e) == Some(1146)) {
-            result = query_rows(&mut conn.conn, &sql("")).await;
-        }
-        let rows = match result {
+        let rows = match query_rows(&mut conn.conn, &sql(&filter)).await {
             Ok(rows) => rows,
             Err(e) if is_unknown_table(&e) => {
                 self.shared.checkin(conn);
@@ -1277,29 +1283,56 @@ impl MySqlBackend {
         Ok(())
     }
 
-    /// Adds a connection holding the name's `GET_LOCK` name without distlock (interop).
+    /// Adds a connection that holds the name's `GET_LOCK` name but has no holder row: a
+    /// connection without distlock (interop), or a distlock holder whose row the writer of
+    /// its process has not written yet. Where `METADATA_LOCK_INFO` lists the connection's
+    /// [`owner_lock`], the holder is reported with that owner id (token 0: not known yet).
     async fn add_foreign(&self, info: &mut LockInfo) -> Result<()> {
         if info.holders.iter().any(|h| h.mode == LockMode::Exclusive) {
             return Ok(());
         }
         let mut conn = self.shared.checkout().await?;
         let key = hex_literal(lock_name(&info.name).as_bytes());
-        let sql = format!(
-            "SELECT p.ID, p.USER, p.HOST FROM information_schema.PROCESSLIST p \
-             WHERE p.ID = IS_USED_LOCK({key}) AND p.ID <> CONNECTION_ID()"
+        let prefix = owner_lock("");
+        let holder = format!(
+            "SELECT p.ID, p.USER, p.HOST{owner} FROM information_schema.PROCESSLIST p \
+             WHERE p.ID = IS_USED_LOCK({key}) AND p.ID <> CONNECTION_ID()",
+            owner = format_args!(
+                ", (SELECT SUBSTRING(o.TABLE_SCHEMA, {start}) \
+                 FROM information_schema.METADATA_LOCK_INFO o WHERE o.THREAD_ID = p.ID \
+                 AND o.LOCK_TYPE = 'User lock' AND LEFT(o.TABLE_SCHEMA, {len}) = {literal} \
+                 LIMIT 1)",
+                start = prefix.len() + 1,
+                len = prefix.len(),
+                literal = hex_literal(prefix.as_bytes()),
+            ),
         );
-        let rows = query_rows(&mut conn.conn, &sql)
-            .await
-            .map_err(|e| self.shared.my_error("inspect", &e))?;
+        let rows = match query_rows(&mut conn.conn, &holder).await {
+            Err(e) if is_unknown_table(&e) => {
+                let plain = format!(
+                    "SELECT p.ID, p.USER, p.HOST FROM information_schema.PROCESSLIST p \
+                     WHERE p.ID = IS_USED_LOCK({key}) AND p.ID <> CONNECTION_ID()"
+                );
+                query_rows(&mut conn.conn, &plain).await
+            }
+            result => result,
+        }
+        .map_err(|e| self.shared.my_error("inspect", &e))?;
         self.shared.checkin(conn);
         for row in rows {
             let id = int(&row, 0).unwrap_or(0);
             let user = text(&row, 1).unwrap_or_default();
+            let distlock_owner = text(&row, 3).and_then(|o| o.parse::<OwnerId>().ok());
+            let description = match distlock_owner {
+                Some(_) => format!(
+                    "distlock holder on MySQL connection {id} (user {user:?}); its holder row \
+                     is not written yet"
+                ),
+                None => format!("MySQL connection {id} (user {user:?}) without distlock"),
+            };
             let mut owner = OwnerInfo::current(
-                OwnerId::from_u128(0),
-                Some(format!(
-                    "MySQL connection {id} (user {user:?}) without distlock"
-                )),
+                distlock_owner.unwrap_or(OwnerId::from_u128(0)),
+                Some(description),
             );
             owner.host = text(&row, 2).unwrap_or_default();
             owner.pid = 0;
@@ -1311,5 +1344,19 @@ impl MySqlBackend {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prune_statement_names_the_owner_locks_the_grants_take() {
+        assert!(PRUNE_HOLDERS_SQL.contains(&format!("'{}'", owner_lock(""))));
+        assert_eq!(
+            owner_lock(&OwnerId::from_u128(u128::MAX).to_string()).len(),
+            43
+        );
     }
 }
