@@ -199,7 +199,7 @@ impl MySqlConfig {
         })?;
         if opts.db_name().is_none() {
             return Err(invalid(
-                "name a database (mysql://host/db): distlock keeps its counter table there".into(),
+                "name a database (mysql://host/db): distlock keeps its tables there".into(),
             ));
         }
         config.opts = opts;
@@ -539,10 +539,17 @@ struct Attempt<'a> {
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
+        let id = conn.conn.id();
+        // The connection is never used again (it closes here or below), so its row can go
+        // at once: no grant statement writes a row.
+        if self.waiter_recorded
+            && let Some(rows) = &self.shared.rows
+        {
+            rows.delete(id);
+        }
         if !self.waiting {
             return;
         }
-        let id = conn.conn.id();
         let shared = Arc::clone(self.shared);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
@@ -553,9 +560,6 @@ impl Drop for Attempt<'_> {
                 };
                 let killed = side.conn.query_drop(format!("KILL QUERY {id}")).await;
                 drop(conn);
-                if let Some(rows) = &shared.rows {
-                    rows.delete(id);
-                }
                 if killed.is_ok() {
                     shared.checkin(side);
                 }
@@ -951,6 +955,24 @@ impl MyHeld {
     fn lost(&self, message: impl Into<String>) -> Error {
         self.shared.error(ErrorKind::Lost, message)
     }
+
+    /// Has the writer delete the row of `conn`: at a release, before the connection can be
+    /// used again; or when the connection is closed.
+    fn forget_row(&self, conn: &MyConn) {
+        if let Some(rows) = &self.shared.rows {
+            rows.delete(conn.conn.id());
+        }
+    }
+}
+
+impl Drop for MyHeld {
+    /// A lease dropped without a release closes its connection (freeing its locks); its
+    /// row goes too.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.get_mut().take() {
+            self.forget_row(&conn);
+        }
+    }
 }
 
 impl HeldLock for MyHeld {
@@ -992,7 +1014,9 @@ impl HeldLock for MyHeld {
                 Err(e) if is_connection_failure(&e) => {
                     // The session cannot be resumed: its locks are gone or will be freed by
                     // the server's wait_timeout.
-                    guard.take();
+                    if let Some(conn) = guard.take() {
+                        self.forget_row(&conn);
+                    }
                     Err(self.lost(format!("the MySQL connection holding the lock broke: {e}")))
                 }
                 Err(e) => Err(self.shared.my_error("renewal", &e)),
@@ -1005,9 +1029,7 @@ impl HeldLock for MyHeld {
             let Some(mut conn) = self.conn.lock().await.take() else {
                 return Ok(());
             };
-            if let Some(rows) = &self.shared.rows {
-                rows.delete(conn.conn.id());
-            }
+            self.forget_row(&conn);
             // The session keeps the TTL's wait_timeout: the next grant on this connection
             // most likely asks for the same, and `checkout` leaves it before the server
             // could close it for idling.

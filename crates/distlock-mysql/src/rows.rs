@@ -22,6 +22,10 @@ use crate::{hex_literal, lock_name, millis, run};
 /// How long the writer gathers changes before it writes them.
 pub(crate) const GATHER: Duration = Duration::from_millis(2);
 
+/// The longest [`HolderRows::flush`] waits: a writer whose connection hangs (a partition)
+/// must not hang inspection with it.
+const FLUSH_WAIT: Duration = Duration::from_secs(1);
+
 /// One row of `distlock_holders`: a holder when it has a token, else a waiter.
 pub(crate) struct HolderRow {
     /// The lock's name (the row's key is its [`lock_name`], also for a semaphore).
@@ -67,7 +71,8 @@ impl HolderRows {
         let _ = self.changes.send(Change::Delete { conn_id });
     }
 
-    /// Waits until every change sent before has been written (or failed to be).
+    /// Waits until every change sent before has been written (or failed to be), for at
+    /// most [`FLUSH_WAIT`].
     ///
     /// # Cancel safety
     ///
@@ -75,7 +80,7 @@ impl HolderRows {
     pub(crate) async fn flush(&self) {
         let (done, written) = oneshot::channel();
         if self.changes.send(Change::Flush(done)).is_ok() {
-            let _ = written.await;
+            let _ = tokio::time::timeout(FLUSH_WAIT, written).await;
         }
     }
 }
@@ -129,7 +134,9 @@ async fn write_rows(opts: Opts, mut changes: mpsc::UnboundedReceiver<Change>) {
                 }
                 Err(e) => {
                     // The rows are for inspection only: report and go on with a new
-                    // connection. What this batch left is unknown, so its deletes stay due.
+                    // connection. What this batch left is unknown: its rows count as
+                    // written, so that later deletes of them are sent; a row it failed to
+                    // delete is left to the prune of the next backend that connects.
                     tracing::warn!(error = %e, "mysql: writing distlock's holder rows failed");
                     conn = None;
                     written.extend(last.keys());

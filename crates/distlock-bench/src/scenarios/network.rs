@@ -128,11 +128,12 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             rust_peers: &[],
             curator: false,
             cycle_cost: "sqlalchemy-dlock and PyMySQLLock call `GET_LOCK` and `RELEASE_LOCK` alone; \
-                distlock's acquire also takes a fencing token (from a `MEMORY` cache, with a commit \
-                once per block of 2^20), writes the holder row and sets `wait_timeout` from the \
-                TTL.",
-            handoff_cost: "After the woken `GET_LOCK`, distlock's query takes the fencing token and \
-                writes the holder row before it answers, work an unfenced lock does not do.",
+                distlock's acquire also takes a fencing token (`UUID_SHORT()` plus a durable \
+                offset) and an owner lock in the same statement, and hands its holder row to a \
+                writer task that writes it off the lock's path.",
+            handoff_cost: "After the woken `GET_LOCK`, distlock's statement takes its owner lock and \
+                fencing token before it answers, and each waiting process's holder row writer \
+                adds statements of its own to the server's work.",
             holder_info_option: true,
             handoff_reference: Some((
                 rust_peers::MYSQL_RAW,
@@ -722,8 +723,8 @@ fn notes(section: &Section) -> Vec<String> {
         let above = us(distlock.summary.p50_ns.saturating_sub(floor.summary.p50_ns));
         notes.push(format!(
             "At p50 distlock's cycle is {above:.0} µs above the floor. Its acquire does what \
-             the floor does not: it takes a fencing token that survives a restart and writes \
-             the holder row that `inspect` reads. For scale, one committed single-row upsert \
+             the floor does not: it takes a fencing token that survives a restart and records \
+             the holder that `inspect` reads. For scale, one committed single-row upsert \
              alone (what a token committed at every grant would cost) takes {:.0} µs at p50 and \
              {:.0} µs at p99 on this server as configured (reference row; the method says \
              whether commits are flushed to disk).",
@@ -738,8 +739,8 @@ fn notes(section: &Section) -> Vec<String> {
     {
         notes.push(format!(
             "Without the holder row (`distlock_holder_info=false`) the cycle takes {:.2}× the \
-             floor at p50: the row, which lets `status` and `list` show each holder's host, \
-             pid and description, costs {:.0} µs of the {:.0} µs above the floor.",
+             floor at p50: the holder rows, which let `status` and `list` show each holder's \
+             host, pid and description, cost {:.0} µs of the {:.0} µs above the floor.",
             to_floor,
             us(distlock
                 .summary
