@@ -518,7 +518,22 @@ fn from_millis(ms: i64) -> SystemTime {
 /// The `GET_LOCK` name a holder takes for its acquisition (owner id in hex), which tells
 /// readers whose holder row is current; 43 characters, within MySQL 8's limit of 64.
 fn owner_lock(owner: &str) -> String {
-    format!("{HASH_PREFIX}o:{owner}")
+    format!("{OWNER_LOCK_PREFIX}{owner}")
+}
+
+/// What every [`owner_lock`] starts with (a [`HASH_PREFIX`] name: no user name maps to it).
+const OWNER_LOCK_PREFIX: &str = "distlock#o:";
+
+/// The `FROM .. WHERE` of the owner locks that connection `thread` (an SQL expression)
+/// holds, in `METADATA_LOCK_INFO` as `o`: the connections that are distlock holders, even
+/// before their rows are written.
+fn owner_locks_of(thread: &str) -> String {
+    format!(
+        "FROM information_schema.METADATA_LOCK_INFO o WHERE o.THREAD_ID = {thread} \
+         AND o.LOCK_TYPE = 'User lock' AND LEFT(o.TABLE_SCHEMA, {len}) = {prefix}",
+        len = OWNER_LOCK_PREFIX.len(),
+        prefix = hex_literal(OWNER_LOCK_PREFIX.as_bytes()),
+    )
 }
 
 /// `wait_timeout` for a TTL: whole seconds, rounded up, at least 1.
@@ -1176,7 +1191,7 @@ impl MySqlBackend {
              WHERE {filter} AND (h.token IS NULL \
              OR IS_USED_LOCK(CONCAT({prefix}, h.owner)) <=> h.conn_id) \
              ORDER BY h.name, h.since_ms",
-            prefix = hex_literal(owner_lock("").as_bytes()),
+            prefix = hex_literal(OWNER_LOCK_PREFIX.as_bytes()),
         );
         let rows = match query_rows(&mut conn.conn, &sql).await {
             Ok(rows) => rows,
@@ -1241,11 +1256,8 @@ impl MySqlBackend {
         // distlock holders are the connections that hold an owner lock (their rows may be
         // a moment behind).
         let mine = format!(
-            "AND NOT EXISTS (SELECT 1 FROM information_schema.METADATA_LOCK_INFO o \
-             WHERE o.THREAD_ID = m.THREAD_ID AND o.LOCK_TYPE = 'User lock' \
-             AND LEFT(o.TABLE_SCHEMA, {len}) = {prefix})",
-            len = owner_lock("").len(),
-            prefix = hex_literal(owner_lock("").as_bytes()),
+            "AND NOT EXISTS (SELECT 1 {})",
+            owner_locks_of("m.THREAD_ID")
         );
         let sql = |filter: &str| {
             format!(
@@ -1315,28 +1327,20 @@ impl MySqlBackend {
         }
         let mut conn = self.shared.checkout().await?;
         let key = hex_literal(lock_name(&info.name).as_bytes());
-        let prefix = owner_lock("");
-        let holder = format!(
-            "SELECT p.ID, p.USER, p.HOST{owner} FROM information_schema.PROCESSLIST p \
-             WHERE p.ID = IS_USED_LOCK({key}) AND p.ID <> CONNECTION_ID()",
-            owner = format_args!(
-                ", (SELECT SUBSTRING(o.TABLE_SCHEMA, {start}) \
-                 FROM information_schema.METADATA_LOCK_INFO o WHERE o.THREAD_ID = p.ID \
-                 AND o.LOCK_TYPE = 'User lock' AND LEFT(o.TABLE_SCHEMA, {len}) = {literal} \
-                 LIMIT 1)",
-                start = prefix.len() + 1,
-                len = prefix.len(),
-                literal = hex_literal(prefix.as_bytes()),
-            ),
+        // With the plugin, the owner id of a distlock holder whose row is pending.
+        let sql = |owner: &str| {
+            format!(
+                "SELECT p.ID, p.USER, p.HOST{owner} FROM information_schema.PROCESSLIST p \
+                 WHERE p.ID = IS_USED_LOCK({key}) AND p.ID <> CONNECTION_ID()"
+            )
+        };
+        let owner = format!(
+            ", (SELECT SUBSTRING(o.TABLE_SCHEMA, {start}) {locks} LIMIT 1)",
+            start = OWNER_LOCK_PREFIX.len() + 1,
+            locks = owner_locks_of("p.ID"),
         );
-        let rows = match query_rows(&mut conn.conn, &holder).await {
-            Err(e) if is_unknown_table(&e) => {
-                let plain = format!(
-                    "SELECT p.ID, p.USER, p.HOST FROM information_schema.PROCESSLIST p \
-                     WHERE p.ID = IS_USED_LOCK({key}) AND p.ID <> CONNECTION_ID()"
-                );
-                query_rows(&mut conn.conn, &plain).await
-            }
+        let rows = match query_rows(&mut conn.conn, &sql(&owner)).await {
+            Err(e) if is_unknown_table(&e) => query_rows(&mut conn.conn, &sql("")).await,
             result => result,
         }
         .map_err(|e| self.shared.my_error("inspect", &e))?;
@@ -1375,7 +1379,8 @@ mod tests {
 
     #[test]
     fn the_prune_statement_names_the_owner_locks_the_grants_take() {
-        assert!(PRUNE_HOLDERS_SQL.contains(&format!("'{}'", owner_lock(""))));
+        assert!(PRUNE_HOLDERS_SQL.contains(&format!("'{OWNER_LOCK_PREFIX}'")));
+        assert!(OWNER_LOCK_PREFIX.starts_with(HASH_PREFIX));
         assert_eq!(
             owner_lock(&OwnerId::from_u128(u128::MAX).to_string()).len(),
             43
