@@ -47,7 +47,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row, Value};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use rows::{HolderRow, HolderRows};
+use distlock_core::HolderRows;
+use rows::HolderRow;
 
 pub use key::{HASH_PREFIX, MAX_LOCK_NAME, hex_literal, lock_name, slot_names};
 
@@ -247,7 +248,7 @@ struct Shared {
     returned: Notify,
     permits: Arc<Semaphore>,
     /// The holder row writer, unless `distlock_holder_info=false`.
-    rows: Option<HolderRows>,
+    rows: Option<HolderRows<HolderRow>>,
 }
 
 struct MyConn {
@@ -637,9 +638,7 @@ impl MySqlBackend {
                 permits: Arc::new(Semaphore::new(config.max_connections)),
                 idle: StdMutex::new(Vec::new()),
                 returned: Notify::new(),
-                rows: config
-                    .holder_info
-                    .then(|| HolderRows::start(config.opts.clone())),
+                rows: config.holder_info.then(|| rows::start(config.opts.clone())),
                 config,
             }),
         };

@@ -1,30 +1,18 @@
-//! The holder and waiter rows of `distlock_holders`, written by one task per backend on a
-//! connection of its own, so that no grant or release waits for them.
+//! The holder and waiter rows of `distlock_holders`, written off the lock's path by
+//! [`HolderRows`] (distlock-core) on a connection of their own.
 //!
 //! A statement that touches a table costs the server several times what a bare function
 //! call such as `GET_LOCK` costs, so writing a row in every grant and deleting it in every
-//! release made a lock cycle about twice the floor (docs/mysql.md, "Performance"). Rows are
-//! only for inspection: the task gathers the changes of [`GATHER`] and writes their net
-//! effect in one query, so a grant released within that time writes nothing. The same
-//! backend's `inspect`, `list` and `force_release` [`HolderRows::flush`] first, so they
-//! always see its own holders; another process sees a holder's row once it is written.
+//! release made a lock cycle about twice the floor (docs/mysql.md, "Performance").
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use distlock_core::OwnerInfo;
+use distlock_core::{BoxFuture, HolderRows, OwnerInfo, RowStore};
 use mysql_async::{Conn, Opts};
-use tokio::sync::{mpsc, oneshot};
 
-use crate::{hex_literal, lock_name, millis, run};
-
-/// How long the writer gathers changes before it writes them.
-pub(crate) const GATHER: Duration = Duration::from_millis(2);
-
-/// The longest [`HolderRows::flush`] waits: a writer whose connection hangs (a partition)
-/// must not hang inspection with it.
-const FLUSH_WAIT: Duration = Duration::from_secs(1);
+use crate::{BACKEND, hex_literal, lock_name, millis, run};
 
 /// One row of `distlock_holders`: a holder when it has a token, else a waiter.
 pub(crate) struct HolderRow {
@@ -40,112 +28,41 @@ pub(crate) struct HolderRow {
     pub(crate) token: Option<u64>,
 }
 
-enum Change {
-    Upsert { conn_id: u32, row: Box<HolderRow> },
-    Delete { conn_id: u32 },
-    Flush(oneshot::Sender<()>),
+/// Starts the writer of a backend's rows, keyed by connection id. It connects with `opts`
+/// when it first has something to write.
+pub(crate) fn start(opts: Opts) -> HolderRows<HolderRow> {
+    HolderRows::start(BACKEND, MySqlRows { opts, conn: None })
 }
 
-/// The sending side of the writer task; the task ends when this is dropped.
-pub(crate) struct HolderRows {
-    changes: mpsc::UnboundedSender<Change>,
+/// `distlock_holders`, on the writer's own connection.
+struct MySqlRows {
+    opts: Opts,
+    conn: Option<Conn>,
 }
 
-impl HolderRows {
-    /// Starts the writer on the current Tokio runtime. It connects with `opts` when it
-    /// first has something to write.
-    pub(crate) fn start(opts: Opts) -> HolderRows {
-        let (changes, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(write_rows(opts, receiver));
-        HolderRows { changes }
-    }
+impl RowStore for MySqlRows {
+    type Row = HolderRow;
 
-    /// Records that connection `conn_id` holds or waits as `row` says.
-    pub(crate) fn upsert(&self, conn_id: u32, row: HolderRow) {
-        let row = Box::new(row);
-        let _ = self.changes.send(Change::Upsert { conn_id, row });
-    }
-
-    /// Records that connection `conn_id` neither holds nor waits any more.
-    pub(crate) fn delete(&self, conn_id: u32) {
-        let _ = self.changes.send(Change::Delete { conn_id });
-    }
-
-    /// Waits until every change sent before has been written (or failed to be), for at
-    /// most [`FLUSH_WAIT`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: the changes are written whether or not this is awaited.
-    pub(crate) async fn flush(&self) {
-        let (done, written) = oneshot::channel();
-        if self.changes.send(Change::Flush(done)).is_ok() {
-            let _ = tokio::time::timeout(FLUSH_WAIT, written).await;
-        }
-    }
-}
-
-/// The writer: gathers changes for [`GATHER`] (a flush ends the gathering at once), keeps
-/// the last change of each connection and writes them in one query.
-async fn write_rows(opts: Opts, mut changes: mpsc::UnboundedReceiver<Change>) {
-    let mut conn: Option<Conn> = None;
-    // Connections whose row may exist: a delete of any other has nothing to delete.
-    let mut written: HashSet<u32> = HashSet::new();
-    while let Some(first) = changes.recv().await {
-        let mut batch = vec![first];
-        let until = tokio::time::Instant::now() + GATHER;
-        while !matches!(batch.last(), Some(Change::Flush(_))) {
-            match tokio::time::timeout_at(until, changes.recv()).await {
-                Ok(Some(change)) => batch.push(change),
-                _ => break,
-            }
-        }
-        let mut last: BTreeMap<u32, Option<Box<HolderRow>>> = BTreeMap::new();
-        let mut flushes = Vec::new();
-        for change in batch {
-            match change {
-                Change::Upsert { conn_id, row } => {
-                    last.insert(conn_id, Some(row));
-                }
-                Change::Delete { conn_id } => {
-                    last.insert(conn_id, None);
-                }
-                Change::Flush(done) => flushes.push(done),
-            }
-        }
-        last.retain(|id, row| row.is_some() || written.contains(id));
-        if !last.is_empty() {
-            let sql = rows_sql(&last);
-            let result = match conn.as_mut() {
-                Some(c) => run(c, &sql).await,
-                None => match Conn::new(opts.clone()).await {
-                    Ok(c) => run(conn.insert(c), &sql).await,
-                    Err(e) => Err(e),
-                },
+    fn write<'a>(
+        &'a mut self,
+        changes: &'a BTreeMap<u32, Option<Box<HolderRow>>>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let sql = rows_sql(changes);
+            let conn = match &mut self.conn {
+                Some(conn) => conn,
+                None => self.conn.insert(
+                    Conn::new(self.opts.clone())
+                        .await
+                        .map_err(|e| e.to_string())?,
+                ),
             };
-            match result {
-                Ok(_) => {
-                    for (id, row) in &last {
-                        match row {
-                            Some(_) => written.insert(*id),
-                            None => written.remove(id),
-                        };
-                    }
-                }
-                Err(e) => {
-                    // The rows are for inspection only: report and go on with a new
-                    // connection. What this batch left is unknown: its rows count as
-                    // written, so that later deletes of them are sent; a row it failed to
-                    // delete is left to the prune of the next backend that connects.
-                    tracing::warn!(error = %e, "mysql: writing distlock's holder rows failed");
-                    conn = None;
-                    written.extend(last.keys());
-                }
+            let result = run(conn, &sql).await;
+            if result.is_err() {
+                self.conn = None;
             }
-        }
-        for done in flushes {
-            let _ = done.send(());
-        }
+            result.map(|_| ()).map_err(|e| e.to_string())
+        })
     }
 }
 
