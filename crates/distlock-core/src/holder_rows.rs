@@ -154,8 +154,11 @@ mod tests {
 
     use super::*;
 
-    /// Keeps every batch it is given, as (session, row or deleted) pairs.
-    struct Recorder(Arc<Mutex<Vec<Vec<(u32, Option<&'static str>)>>>>);
+    /// One batch, as (session, row or `None` for deleted) pairs.
+    type Batch = Vec<(u32, Option<&'static str>)>;
+
+    /// Keeps every batch it is given.
+    struct Recorder(Arc<Mutex<Vec<Batch>>>);
 
     impl RowStore for Recorder {
         type Row = &'static str;
