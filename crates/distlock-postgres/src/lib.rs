@@ -29,6 +29,7 @@
 
 mod config;
 mod key;
+mod rows;
 mod sql;
 
 use std::fmt;
@@ -48,6 +49,8 @@ use tokio_postgres::{Client, NoTls, Statement};
 pub use config::PostgresConfig;
 pub use key::{lock_key, slot_keys, split_key};
 
+use distlock_core::HolderRows;
+use rows::HolderRow;
 use sql::Statements;
 
 /// The backend's name in errors and metrics.
@@ -94,6 +97,8 @@ struct Shared {
     idle: StdMutex<Vec<PgConn>>,
     returned: Notify,
     permits: Arc<Semaphore>,
+    /// The holder row writer, unless `distlock_holder_info=false` (or transaction mode).
+    rows: Option<HolderRows<HolderRow>>,
 }
 
 /// Who to tell when a session ends: the lease that holds locks on it, if any.
@@ -112,6 +117,8 @@ struct PgConn {
     prepared: Option<StdMutex<Vec<(String, Statement)>>>,
     /// The TTL (ms) the session's TCP keepalive settings were last derived from.
     keepalive_ttl_ms: AtomicI64,
+    /// The session's server process id, which keys its holder row (0 without holder rows).
+    pid: u32,
     task: JoinHandle<()>,
     watch: Arc<ConnWatch>,
     _permit: OwnedSemaphorePermit,
@@ -194,9 +201,17 @@ impl PostgresBackend {
         }
         let tls = make_tls(&config)?;
         let sql = Statements::new(&config);
+        let rows = config.holder_info.then(|| {
+            rows::start(
+                config.pg.clone(),
+                tls.clone(),
+                &config.qualify("distlock_holders"),
+            )
+        });
         let backend = PostgresBackend {
             shared: Arc::new(Shared {
                 permits: Arc::new(Semaphore::new(config.max_connections)),
+                rows,
                 config,
                 tls,
                 sql,
@@ -367,27 +382,21 @@ impl Shared {
             }
             error
         };
-        let (client, task) = match &self.tls {
-            Tls::None => {
-                let (client, connection) =
-                    self.config.pg.connect(NoTls).await.map_err(connecting)?;
-                (client, spawn_connection(connection, Arc::clone(&watch)))
-            }
-            #[cfg(feature = "tls")]
-            Tls::Rustls(tls) => {
-                let (client, connection) = self
-                    .config
-                    .pg
-                    .connect(tls.clone())
-                    .await
-                    .map_err(connecting)?;
-                (client, spawn_connection(connection, Arc::clone(&watch)))
-            }
+        let (client, task) = connect_client(&self.config.pg, &self.tls, Arc::clone(&watch))
+            .await
+            .map_err(connecting)?;
+        let pid = match &self.rows {
+            Some(_) => simple_token(&client, "SELECT pg_backend_pid()")
+                .await
+                .map_err(connecting)?
+                .unwrap_or(0) as u32,
+            None => 0,
         };
         Ok(PgConn {
             client,
             prepared: (!self.config.transaction_mode).then(Default::default),
             keepalive_ttl_ms: AtomicI64::new(-1),
+            pid,
             task,
             watch,
             _permit: permit,
@@ -412,6 +421,43 @@ impl Shared {
                 }
                 _ = self.returned.notified() => {}
             }
+        }
+    }
+
+    /// Has the writer record that `conn`'s session holds `keys` with `token`, or waits for
+    /// them (no token), as `request` and `spec` say.
+    fn record(
+        &self,
+        conn: &PgConn,
+        request: &distlock_core::AcquireRequest,
+        spec: &Spec,
+        keys: &[i64],
+        token: Option<u64>,
+    ) {
+        let Some(rows) = &self.rows else { return };
+        rows.upsert(
+            conn.pid,
+            HolderRow {
+                name: request.name.as_str().to_owned(),
+                mode: spec.mode,
+                permits: spec.permits,
+                limit: spec.limit,
+                keys: keys.to_vec(),
+                owner: request.owner.clone(),
+                since: match token {
+                    Some(_) => SystemTime::now(),
+                    None => request.owner.since,
+                },
+                ttl: request.options.ttl,
+                token,
+            },
+        );
+    }
+
+    /// Has the writer delete the row of `conn`'s session, which holds and waits no more.
+    fn forget_row(&self, conn: &PgConn) {
+        if let Some(rows) = &self.rows {
+            rows.delete(conn.pid);
         }
     }
 
@@ -464,6 +510,26 @@ impl Shared {
             )),
         }
     }
+}
+
+/// Opens a session and spawns the task that drives its connection; `watch` hears when it
+/// ends.
+async fn connect_client(
+    pg: &tokio_postgres::Config,
+    tls: &Tls,
+    watch: Arc<ConnWatch>,
+) -> std::result::Result<(Client, JoinHandle<()>), tokio_postgres::Error> {
+    Ok(match tls {
+        Tls::None => {
+            let (client, connection) = pg.connect(NoTls).await?;
+            (client, spawn_connection(connection, watch))
+        }
+        #[cfg(feature = "tls")]
+        Tls::Rustls(tls) => {
+            let (client, connection) = pg.connect(tls.clone()).await?;
+            (client, spawn_connection(connection, watch))
+        }
+    })
 }
 
 fn spawn_connection<F>(connection: F, watch: Arc<ConnWatch>) -> JoinHandle<()>
@@ -540,6 +606,7 @@ struct Attempt<'a> {
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
+        self.shared.forget_row(&conn);
         if self.waiting {
             let token = conn.client.cancel_token();
             let tls = self.shared.tls.clone();
@@ -566,6 +633,7 @@ impl Attempt<'_> {
     async fn clean_up_and_return(&mut self) {
         self.waiting = false;
         let Some(conn) = self.conn.take() else { return };
+        self.shared.forget_row(&conn);
         if conn
             .client
             .query_typed(&self.shared.sql.cleanup, &[])
@@ -635,7 +703,7 @@ impl PostgresBackend {
         let sent = Instant::now();
         let (mut held, token) = loop {
             match self
-                .try_keys(&attempt, request, &spec.keys, spec.count, &[], &spec, wait)
+                .try_keys(&attempt, request, &spec.keys, spec.count, &[], &spec)
                 .await
             {
                 Ok(row) => break row,
@@ -654,7 +722,7 @@ impl PostgresBackend {
             }
         };
         if let Some(token) = token {
-            return Ok(self.granted(attempt, &spec, held, token, sent, signal));
+            return Ok(self.granted(attempt, request, &spec, held, token, sent, signal));
         }
         if wait == Wait::NoWait {
             if held.is_empty() {
@@ -666,6 +734,7 @@ impl PostgresBackend {
             return Err(shared.error(ErrorKind::WouldBlock, "held by another session"));
         }
         // 2. Wait in the server.
+        shared.record(attempt.conn(), request, &spec, &spec.keys, None);
         loop {
             if !held.is_empty() {
                 // A semaphore that got only some of its slots: give them back before waiting.
@@ -696,7 +765,7 @@ impl PostgresBackend {
             match outcome {
                 Ok((got, Some(token))) => {
                     let granted_at = self.fresh_grant(&attempt, sent, ttl).await?;
-                    return Ok(self.granted(attempt, &spec, got, token, granted_at, signal));
+                    return Ok(self.granted(attempt, request, &spec, got, token, granted_at, signal));
                 }
                 Ok((got, None)) => {
                     // A semaphore slot: take the remaining permits from the other slots.
@@ -711,13 +780,12 @@ impl PostgresBackend {
                             spec.count - 1,
                             &got,
                             &spec,
-                            wait,
                         )
                         .await
                     {
                         Ok((all, Some(token))) => {
                             let granted_at = self.fresh_grant(&attempt, sent, ttl).await?;
-                            return Ok(self.granted(attempt, &spec, all, token, granted_at, signal));
+                            return Ok(self.granted(attempt, request, &spec, all, token, granted_at, signal));
                         }
                         Ok((partial, None)) => held = partial,
                         Err(e) => {
@@ -814,7 +882,7 @@ impl PostgresBackend {
             let sent = Instant::now();
             match simple_token(&attempt.conn().client, &try_sql).await {
                 Ok(Some(token)) => {
-                    return Ok(self.granted(attempt, &spec, vec![key], token, sent, signal));
+                    return Ok(self.granted(attempt, request, &spec, vec![key], token, sent, signal));
                 }
                 Ok(None) => break,
                 Err(e) if sqlstate(&e) == Some("42P01") && !setup_done => {
@@ -858,7 +926,7 @@ impl PostgresBackend {
         match outcome {
             Ok(Some(token)) => {
                 let granted_at = self.fresh_grant(&attempt, sent, ttl).await?;
-                Ok(self.granted(attempt, &spec, vec![key], token, granted_at, signal))
+                Ok(self.granted(attempt, request, &spec, vec![key], token, granted_at, signal))
             }
             Err(e) if matches!(sqlstate(&e), Some("55P03") | Some("57014")) => {
                 // ROLLBACK ends the transaction and with it a lock granted just as the
@@ -936,7 +1004,6 @@ impl PostgresBackend {
         count: usize,
         held: &[i64],
         spec: &Spec,
-        wait: Wait,
     ) -> std::result::Result<Row, tokio_postgres::Error> {
         let sql = if spec.shared {
             &self.shared.sql.try_shared
@@ -944,15 +1011,12 @@ impl PostgresBackend {
             &self.shared.sql.try_exclusive
         };
         let count = count as i32;
-        let record_waiter = wait != Wait::NoWait;
         self.run_acquire(
             attempt,
             sql,
             request,
-            spec,
             [&candidates, &count, &held],
             [Type::INT8_ARRAY, Type::INT4, Type::INT8_ARRAY],
-            record_waiter,
         )
         .await
     }
@@ -975,50 +1039,34 @@ impl PostgresBackend {
             attempt,
             sql,
             request,
-            spec,
             [&key, &lock_timeout_ms, &finish],
             [Type::INT8, Type::INT8, Type::BOOL],
-            true,
         )
         .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn run_acquire(
         &self,
         attempt: &Attempt<'_>,
         sql: &str,
         request: &distlock_core::AcquireRequest,
-        spec: &Spec,
         first: [&(dyn tokio_postgres::types::ToSql + Sync); 3],
         first_types: [Type; 3],
-        record_waiter: bool,
     ) -> std::result::Result<Row, tokio_postgres::Error> {
-        let owner = &request.owner;
-        let owner_id = owner.owner.to_string();
-        let os_pid = owner.pid as i32;
-        let since = millis(owner.since);
+        let owner_id = request.owner.owner.to_string();
+        let os_pid = request.owner.pid as i32;
         let ttl = request.options.ttl.as_millis() as i64;
-        let name = request.name.as_str();
         let [t1, t2, t3] = first_types;
         let conn = attempt.conn();
         // The TCP keepalive settings depend only on the TTL: sent again only when it changes.
         let apply_keepalives = conn.keepalive_ttl_ms.load(Ordering::Relaxed) != ttl;
-        let params: [(&(dyn ToSql + Sync), Type); 15] = [
+        let params: [(&(dyn ToSql + Sync), Type); 7] = [
             (first[0], t1),
             (first[1], t2),
             (first[2], t3),
-            (&name, Type::TEXT),
-            (&spec.mode, Type::TEXT),
-            (&spec.permits, Type::INT4),
-            (&spec.limit, Type::INT4),
             (&owner_id, Type::TEXT),
-            (&owner.host, Type::TEXT),
             (&os_pid, Type::INT4),
-            (&owner.description, Type::TEXT),
-            (&since, Type::INT8),
             (&ttl, Type::INT8),
-            (&record_waiter, Type::BOOL),
             (&apply_keepalives, Type::BOOL),
         ];
         let row = conn.query_one(sql, &params).await?;
@@ -1029,9 +1077,11 @@ impl PostgresBackend {
         Ok((keys, token))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn granted(
         &self,
         mut attempt: Attempt<'_>,
+        request: &distlock_core::AcquireRequest,
         spec: &Spec,
         keys: Vec<i64>,
         token: i64,
@@ -1039,6 +1089,8 @@ impl PostgresBackend {
         signal: LeaseSignal,
     ) -> Box<dyn HeldLock> {
         let conn = attempt.conn.take().expect("session present");
+        self.shared
+            .record(&conn, request, spec, &keys, Some(token as u64));
         *conn.watch.signal.lock().unwrap() = Some(signal.clone());
         if conn.client.is_closed() {
             signal.lost("the PostgreSQL session closed as the lock was granted");
@@ -1079,6 +1131,15 @@ struct PgHeld {
     shared_mode: bool,
     token: FencingToken,
     granted_at: Instant,
+}
+
+impl Drop for PgHeld {
+    fn drop(&mut self) {
+        // Not released: the session closes with its lock, and its row goes with it.
+        if let Some(conn) = self.conn.get_mut() {
+            self.shared.forget_row(conn);
+        }
+    }
 }
 
 impl PgHeld {
@@ -1153,6 +1214,7 @@ impl HeldLock for PgHeld {
                 &self.shared.sql.release_exclusive
             };
             let keys = &self.keys;
+            self.shared.forget_row(&conn);
             match conn.query_one(sql, &[(&keys, Type::INT8_ARRAY)]).await {
                 Ok(row) => {
                     let released: i64 = row.try_get(0).unwrap_or(-1);
@@ -1200,6 +1262,7 @@ impl Backend for PostgresBackend {
 
     fn inspect<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<LockInfo>> {
         Box::pin(async move {
+            self.flush_rows().await;
             let mut infos = self
                 .query_infos(&self.shared.sql.inspect, name.as_str())
                 .await?;
@@ -1213,6 +1276,7 @@ impl Backend for PostgresBackend {
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
         Box::pin(async move {
+            self.flush_rows().await;
             let mut infos = self.query_infos(&self.shared.sql.list, prefix).await?;
             self.add_foreign_list(&mut infos, prefix).await?;
             Ok(infos)
@@ -1221,6 +1285,7 @@ impl Backend for PostgresBackend {
 
     fn force_release<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<usize>> {
         Box::pin(async move {
+            self.flush_rows().await;
             let conn = self.shared.checkout().await?;
             let key = lock_key(name.as_str());
             let text = name.as_str();
@@ -1243,6 +1308,14 @@ impl Backend for PostgresBackend {
 }
 
 impl PostgresBackend {
+    /// Waits until this backend's holder rows are written, so that its own inspection sees
+    /// its own holders and waiters.
+    async fn flush_rows(&self) {
+        if let Some(rows) = &self.shared.rows {
+            rows.flush().await;
+        }
+    }
+
     async fn query_infos(&self, sql: &str, arg: &str) -> Result<Vec<LockInfo>> {
         if !self.shared.config.holder_info {
             return Ok(Vec::new());
@@ -1444,6 +1517,10 @@ fn add_foreign_row(info: &mut LockInfo, row: &tokio_postgres::Row, first: usize)
     let Ok((pid, granted, mode, app, host, since)) = parsed else {
         return;
     };
+    if app == sql::WAITING_NAME {
+        // A distlock waiter whose row is not written yet.
+        return;
+    }
     let mode = if mode == "ShareLock" {
         LockMode::Shared
     } else {

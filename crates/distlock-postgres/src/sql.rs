@@ -27,77 +27,76 @@ pub(crate) struct Statements {
 }
 
 /// Parameters shared by the acquire statements, after the lock-specific ones:
-/// `$4 name, $5 mode, $6 permits, $7 limit, $8 owner, $9 host, $10 os pid, $11 description,
-/// $12 since (ms since the epoch), $13 ttl (ms), $14 record a waiter row, $15 apply the TCP
-/// keepalive settings (they stay on the session, so only when the TTL changed)`.
-const SETTINGS: &str = "set_config('idle_session_timeout', $13::int8::text, false), \
-     CASE WHEN $15::bool THEN \
-     set_config('tcp_keepalives_idle', greatest(1, $13::int8 / 3000)::text, false) || \
-     set_config('tcp_keepalives_interval', greatest(1, $13::int8 / 9000)::text, false) || \
+/// `$4 owner id, $5 os pid, $6 ttl (ms), $7 apply the TCP keepalive settings (they stay on the
+/// session, so only when the TTL changed)`. Applied with the token `token` of the grant: the
+/// lease's server-side settings, and `application_name` set to the holder's identity
+/// (`distlock <token> <os pid> <owner id>`), which every role can read in
+/// `pg_stat_activity` the moment the grant is made. The holder row, with the rest of what
+/// `inspect` shows, is written later by [`HolderRows`](distlock_core::HolderRows), and
+/// readers trust it only while it names the token `application_name` names.
+const SETTINGS: &str = "set_config('idle_session_timeout', $6::int8::text, false), \
+     set_config('application_name', 'distlock ' || token || ' ' || $5::int4 || ' ' || $4::text, \
+     false), \
+     CASE WHEN $7::bool THEN \
+     set_config('tcp_keepalives_idle', greatest(1, $6::int8 / 3000)::text, false) || \
+     set_config('tcp_keepalives_interval', greatest(1, $6::int8 / 9000)::text, false) || \
      set_config('tcp_keepalives_count', '3', false) || \
-     set_config('tcp_user_timeout', $13::int8::text, false) END";
+     set_config('tcp_user_timeout', $6::int8::text, false) END";
+
+/// When a holder row is current for a `pg_locks` row `l` of its session: a waiter's row (no
+/// token) while `l` waits, a holder's while the session's `application_name` names its
+/// grant (see [`SETTINGS`]). `h` is the row, `a` the session's `pg_stat_activity` row.
+const CURRENT_ROW: &str = "(h.token IS NULL AND NOT l.granted OR a.application_name = \
+     'distlock ' || h.token || ' ' || h.os_pid || ' ' || h.owner)";
+
+/// The `application_name` of a session while it waits in the server. Its waiter row is
+/// written by the writer, perhaps a little later: until then readers skip the session rather
+/// than show it as a foreign one.
+pub(crate) const WAITING_NAME: &str = "distlock waiting";
+
+/// `s` as an SQL string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
 
 impl Statements {
     pub fn new(config: &PostgresConfig) -> Statements {
         let seq = config.qualify("distlock_token_seq");
         let holders = config.qualify("distlock_holders");
-        let upsert = if config.holder_info {
-            format!(
-                ", h AS (INSERT INTO {holders} AS h (pid, name, mode, permits, lim, keys, owner, \
-                 host, os_pid, description, since, ttl_ms, token) \
-                 SELECT pg_backend_pid(), $4::text, $5::text, $6::int4, $7::int4, \
-                 (SELECT got FROM g), $8::text, $9::text, $10::int4, $11::text, \
-                 CASE WHEN EXISTS (SELECT 1 FROM t) THEN clock_timestamp() \
-                 ELSE to_timestamp($12::int8 / 1000.0) END, $13::int8, (SELECT token FROM t) \
-                 WHERE EXISTS (SELECT 1 FROM t) OR $14::bool \
-                 ON CONFLICT (pid) DO UPDATE SET name = excluded.name, mode = excluded.mode, \
-                 permits = excluded.permits, lim = excluded.lim, keys = excluded.keys, \
-                 owner = excluded.owner, host = excluded.host, os_pid = excluded.os_pid, \
-                 description = excluded.description, since = excluded.since, \
-                 ttl_ms = excluded.ttl_ms, token = excluded.token)"
-            )
-        } else {
-            // Keep the parameter types fixed even when nothing is recorded.
-            ", h AS MATERIALIZED (SELECT $4::text, $5::text, $6::int4, $7::int4, $8::text, \
-             $9::text, $10::int4, $11::text, $12::int8, $14::bool, $15::bool)"
-                .to_owned()
-        };
-        let touch_h = if config.holder_info {
-            ""
-        } else {
-            ", (SELECT count(*) FROM h)"
-        };
+        // What `application_name` goes back to when the session holds nothing.
+        let idle_name = literal(config.pg.get_application_name().unwrap_or(""));
         // $1 candidate keys, $2 how many of them to take, $3 keys already held.
         let try_sql = |try_fn: &str| {
             format!(
                 "WITH g AS MATERIALIZED (SELECT $3::int8[] || coalesce((SELECT array_agg(k) FROM \
                  (SELECT k FROM unnest($1::int8[]) AS u(k) WHERE {try_fn}(k) LIMIT $2::int4) x), \
                  '{{}}') AS got), \
-                 t AS MATERIALIZED (SELECT nextval('{seq}') AS token, {SETTINGS} FROM g \
-                 WHERE cardinality(got) = cardinality($3::int8[]) + $2::int4){upsert} \
-                 SELECT (SELECT got FROM g), (SELECT token FROM t){touch_h}"
+                 t AS MATERIALIZED (SELECT token, {SETTINGS} FROM (SELECT nextval('{seq}') AS token \
+                 FROM g WHERE cardinality(got) = cardinality($3::int8[]) + $2::int4) n) \
+                 SELECT (SELECT got FROM g), (SELECT token FROM t)"
             )
         };
         // $1 the key to wait for, $2 lock_timeout (ms), $3 whether to finish the acquisition
         // (take a token) once it is granted.
         let wait_sql = |lock_fn: &str| {
             format!(
-                "WITH w AS MATERIALIZED (SELECT set_config('lock_timeout', $2::int8::text, false) \
-                 AS v), \
+                "WITH w AS MATERIALIZED (SELECT set_config('lock_timeout', $2::int8::text, false), \
+                 set_config('application_name', '{WAITING_NAME}', false)), \
                  l AS MATERIALIZED (SELECT {lock_fn}($1::int8)::text AS v FROM w), \
                  g AS MATERIALIZED (SELECT ARRAY[$1::int8] AS got FROM l), \
-                 t AS MATERIALIZED (SELECT nextval('{seq}') AS token, {SETTINGS}, \
-                 set_config('lock_timeout', '0', false) FROM g WHERE $3::bool){upsert} \
-                 SELECT (SELECT got FROM g), (SELECT token FROM t){touch_h}"
+                 t AS MATERIALIZED (SELECT token, {SETTINGS}, \
+                 set_config('lock_timeout', '0', false) FROM (SELECT nextval('{seq}') AS token \
+                 FROM g WHERE $3::bool) n) \
+                 SELECT (SELECT got FROM g), (SELECT token FROM t)"
             )
         };
-        // The holder row stays: the session's next acquisition overwrites it, and readers
-        // join it with `pg_locks`, so a row without a lock shows nothing. Not deleting it
-        // keeps a write off every release and lets the next upsert update in place.
+        // The holder row stays (the writer deletes it soon): readers join it with `pg_locks`
+        // and `application_name`, so a row of a released grant shows nothing.
         let release_sql = |unlock_fn: &str| {
             format!(
                 "SELECT count(*) FILTER (WHERE {unlock_fn}(k)), \
-                 set_config('idle_session_timeout', '0', false) FROM unnest($1::int8[]) AS u(k)"
+                 set_config('idle_session_timeout', '0', false), \
+                 set_config('application_name', {idle_name}, false) FROM unnest($1::int8[]) AS u(k)"
             )
         };
         let columns = "h.pid, h.name, h.mode, h.permits, h.lim, h.owner, h.host, h.os_pid, \
@@ -122,28 +121,22 @@ impl Statements {
                 .to_owned(),
             release_exclusive: release_sql("pg_advisory_unlock"),
             release_shared: release_sql("pg_advisory_unlock_shared"),
-            cleanup: if config.holder_info {
-                format!(
-                    "WITH u AS MATERIALIZED (SELECT pg_advisory_unlock_all(), \
-                     set_config('lock_timeout', '0', false), \
-                     set_config('idle_session_timeout', '0', false)) \
-                     DELETE FROM {holders} WHERE pid = pg_backend_pid() \
-                     AND EXISTS (SELECT 1 FROM u)"
-                )
-            } else {
+            cleanup: format!(
                 "SELECT pg_advisory_unlock_all(), set_config('lock_timeout', '0', false), \
-                 set_config('idle_session_timeout', '0', false)"
-                    .to_owned()
-            },
+                 set_config('idle_session_timeout', '0', false), \
+                 set_config('application_name', {idle_name}, false)"
+            ),
             inspect: format!(
-                "SELECT {columns} {from} WHERE h.name = $1::text GROUP BY h.pid ORDER BY h.since"
+                "SELECT {columns} {from} WHERE h.name = $1::text AND {CURRENT_ROW} \
+                 GROUP BY h.pid ORDER BY h.since"
             ),
             list: format!(
-                "SELECT {columns} {from} WHERE starts_with(h.name, $1::text) \
+                "SELECT {columns} {from} WHERE starts_with(h.name, $1::text) AND {CURRENT_ROW} \
                  GROUP BY h.pid ORDER BY h.name, h.since"
             ),
-            // Sessions holding or waiting for the key without a distlock holder row: plain
-            // `pg_advisory_lock(<number>)` users.
+            // Sessions holding or waiting for the key without a current distlock holder row:
+            // plain `pg_advisory_lock(<number>)` users, and distlock holders whose row is not
+            // written yet (named by their `application_name`).
             foreign: format!(
                 "SELECT l.pid, l.granted, l.mode, coalesce(a.application_name, ''), \
                  coalesce(host(a.client_addr), 'local'), \
@@ -154,7 +147,10 @@ impl Statements {
                  AND l.classid = $1::int8::oid AND l.objid = $2::int8::oid \
                  AND l.pid <> pg_backend_pid() {}",
                 if config.holder_info {
-                    format!("AND NOT EXISTS (SELECT 1 FROM {holders} h WHERE h.pid = l.pid)")
+                    format!(
+                        "AND NOT EXISTS (SELECT 1 FROM {holders} h WHERE h.pid = l.pid \
+                         AND {CURRENT_ROW})"
+                    )
                 } else {
                     String::new()
                 }
@@ -174,7 +170,8 @@ impl Statements {
                     format!(
                         "UNION SELECT h.pid FROM {holders} h JOIN pg_locks l ON l.pid = h.pid \
                          AND l.locktype = 'advisory' AND l.granted \
-                         WHERE h.name = $2::text AND h.token IS NOT NULL"
+                         LEFT JOIN pg_stat_activity a ON a.pid = h.pid \
+                         WHERE h.name = $2::text AND h.token IS NOT NULL AND {CURRENT_ROW}"
                     )
                 } else {
                     "AND $2::text IS NOT NULL".to_owned()
@@ -214,7 +211,10 @@ fn foreign_list(holders: Option<&str>) -> String {
          ORDER BY 1, l.granted DESC, l.pid",
         match holders {
             Some(holders) => {
-                format!("AND NOT EXISTS (SELECT 1 FROM {holders} h WHERE h.pid = l.pid)")
+                format!(
+                        "AND NOT EXISTS (SELECT 1 FROM {holders} h WHERE h.pid = l.pid \
+                         AND {CURRENT_ROW})"
+                    )
             }
             None => String::new(),
         }

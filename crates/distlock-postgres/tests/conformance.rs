@@ -18,7 +18,8 @@ impl Fixture for PgFixture {
         Box::pin(connect(self.url.clone()))
     }
 
-    /// Terminates the holder's session, as an operator's `pg_terminate_backend` would.
+    /// Terminates the holder's session, as an operator's `pg_terminate_backend` would. The
+    /// session is found by its `application_name`, which names the holder from the grant on.
     fn break_lease<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
@@ -29,7 +30,9 @@ impl Fixture for PgFixture {
             let row = client
                 .query_one(
                     "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) \
-                     FROM distlock_holders WHERE owner = $1",
+                     FROM pg_stat_activity \
+                     WHERE application_name LIKE 'distlock %' \
+                     AND split_part(application_name, ' ', 4) = $1",
                     &[&owner],
                 )
                 .await
