@@ -1,9 +1,10 @@
 //! A writer of holder records that keeps them off the lock's path.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::BoxFuture;
 
@@ -29,10 +30,20 @@ pub trait RowStore: Send + 'static {
     ) -> BoxFuture<'a, Result<(), String>>;
 }
 
-enum Change<R> {
-    Upsert { session: u32, row: Box<R> },
-    Delete { session: u32 },
-    Flush(oneshot::Sender<()>),
+/// What the writer has yet to write: the last change of each session since the last batch,
+/// and who waits for it.
+struct Pending<R> {
+    changes: BTreeMap<u32, Option<Box<R>>>,
+    flushes: Vec<oneshot::Sender<()>>,
+    /// The writer was woken for these changes (so the next ones need not wake it again).
+    woken: bool,
+    /// The handle was dropped: the writer ends.
+    closed: bool,
+}
+
+struct Queue<R> {
+    pending: Mutex<Pending<R>>,
+    wake: Notify,
 }
 
 /// Records who holds and waits on a server, written by one task per backend so that no
@@ -42,35 +53,51 @@ enum Change<R> {
 /// costs, so a row written in every grant and deleted in every release costs a lock cycle
 /// most of a round trip. Holder records are only for inspection: the writer gathers the
 /// changes of [`ROW_GATHER`] and writes their net effect in one call of
-/// [`RowStore::write`], so a grant released within that time writes nothing. A backend's
-/// own inspection calls [`flush`](HolderRows::flush) first, so it always sees its own
-/// holders; another process sees a record once it is written. Readers must therefore check
-/// a record against the server's own state before they trust it.
+/// [`RowStore::write`], so a grant released within that time writes nothing. Recording a
+/// change takes a lock and a map insert; only the first change of a batch wakes the writer.
+/// A backend's own inspection calls [`flush`](HolderRows::flush) first, so it always sees
+/// its own holders; another process sees a record once it is written. Readers must
+/// therefore check a record against the server's own state before they trust it.
 pub struct HolderRows<R> {
-    changes: mpsc::UnboundedSender<Change<R>>,
+    queue: Arc<Queue<R>>,
 }
 
 impl<R: Send + 'static> HolderRows<R> {
     /// Starts the writer on the current Tokio runtime; `backend` names it in its logs. The
     /// task ends when the returned handle is dropped.
     pub fn start<S: RowStore<Row = R>>(backend: &'static str, store: S) -> HolderRows<R> {
-        let (changes, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(write_rows(backend, store, receiver));
-        HolderRows { changes }
+        let queue = Arc::new(Queue {
+            pending: Mutex::new(Pending {
+                changes: BTreeMap::new(),
+                flushes: Vec::new(),
+                woken: false,
+                closed: false,
+            }),
+            wake: Notify::new(),
+        });
+        tokio::spawn(write_rows(backend, store, Arc::clone(&queue)));
+        HolderRows { queue }
     }
 
     /// Records that `session` holds or waits as `row` says.
     pub fn upsert(&self, session: u32, row: R) {
-        let row = Box::new(row);
-        let _ = self.changes.send(Change::Upsert { session, row });
+        self.change(session, Some(Box::new(row)));
     }
 
     /// Records that `session` neither holds nor waits any more.
     pub fn delete(&self, session: u32) {
-        let _ = self.changes.send(Change::Delete { session });
+        self.change(session, None);
     }
 
-    /// Waits until every change sent before has been written (or failed to be), for at
+    fn change(&self, session: u32, row: Option<Box<R>>) {
+        let mut pending = self.queue.pending.lock().unwrap();
+        pending.changes.insert(session, row);
+        if !std::mem::replace(&mut pending.woken, true) {
+            self.queue.wake.notify_one();
+        }
+    }
+
+    /// Waits until every change recorded before has been written (or failed to be), for at
     /// most one second.
     ///
     /// # Cancel safety
@@ -78,9 +105,21 @@ impl<R: Send + 'static> HolderRows<R> {
     /// Cancel safe: the changes are written whether or not this is awaited.
     pub async fn flush(&self) {
         let (done, written) = oneshot::channel();
-        if self.changes.send(Change::Flush(done)).is_ok() {
-            let _ = tokio::time::timeout(FLUSH_WAIT, written).await;
+        {
+            let mut pending = self.queue.pending.lock().unwrap();
+            pending.flushes.push(done);
+            pending.woken = true;
         }
+        // Also ends a gathering in progress.
+        self.queue.wake.notify_one();
+        let _ = tokio::time::timeout(FLUSH_WAIT, written).await;
+    }
+}
+
+impl<R> Drop for HolderRows<R> {
+    fn drop(&mut self) {
+        self.queue.pending.lock().unwrap().closed = true;
+        self.queue.wake.notify_one();
     }
 }
 
@@ -90,37 +129,30 @@ impl<R> std::fmt::Debug for HolderRows<R> {
     }
 }
 
-/// The writer: gathers changes for [`ROW_GATHER`] (a flush ends the gathering at once),
-/// keeps the last change of each session and writes them in one call.
-async fn write_rows<S: RowStore>(
-    backend: &'static str,
-    mut store: S,
-    mut changes: mpsc::UnboundedReceiver<Change<S::Row>>,
-) {
+/// The writer: woken by the first change of a batch, gathers for [`ROW_GATHER`] (a flush
+/// ends the gathering at once), then writes the last change of each session in one call.
+async fn write_rows<S: RowStore>(backend: &'static str, mut store: S, queue: Arc<Queue<S::Row>>) {
     // Sessions whose row may exist: a delete of any other has nothing to delete.
     let mut written: HashSet<u32> = HashSet::new();
-    while let Some(first) = changes.recv().await {
-        let mut batch = vec![first];
-        let until = tokio::time::Instant::now() + ROW_GATHER;
-        while !matches!(batch.last(), Some(Change::Flush(_))) {
-            match tokio::time::timeout_at(until, changes.recv()).await {
-                Ok(Some(change)) => batch.push(change),
-                _ => break,
-            }
+    loop {
+        queue.wake.notified().await;
+        let gathering = {
+            let pending = queue.pending.lock().unwrap();
+            pending.flushes.is_empty() && !pending.closed
+        };
+        if gathering {
+            // A flush or the handle's drop wakes this early.
+            let _ = tokio::time::timeout(ROW_GATHER, queue.wake.notified()).await;
         }
-        let mut last: BTreeMap<u32, Option<Box<S::Row>>> = BTreeMap::new();
-        let mut flushes = Vec::new();
-        for change in batch {
-            match change {
-                Change::Upsert { session, row } => {
-                    last.insert(session, Some(row));
-                }
-                Change::Delete { session } => {
-                    last.insert(session, None);
-                }
-                Change::Flush(done) => flushes.push(done),
-            }
-        }
+        let (mut last, flushes, closed) = {
+            let mut pending = queue.pending.lock().unwrap();
+            pending.woken = false;
+            (
+                std::mem::take(&mut pending.changes),
+                std::mem::take(&mut pending.flushes),
+                pending.closed,
+            )
+        };
         last.retain(|id, row| row.is_some() || written.contains(id));
         if !last.is_empty() {
             match store.write(&last).await {
@@ -145,13 +177,14 @@ async fn write_rows<S: RowStore>(
         for done in flushes {
             let _ = done.send(());
         }
+        if closed {
+            return;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
 
     /// One batch, as (session, row or `None` for deleted) pairs.

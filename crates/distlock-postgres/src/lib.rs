@@ -125,15 +125,16 @@ struct PgConn {
 }
 
 impl PgConn {
-    /// Runs `sql`, one of the backend's fixed statements, and returns its one row. Parsed and
-    /// planned once per session, not on every call.
-    async fn query_one(
+    /// Runs `sql`, one of the backend's fixed statements, and returns its row, if any (an
+    /// error if several). Parsed and planned once per session, not on every call.
+    async fn query_opt(
         &self,
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> std::result::Result<tokio_postgres::Row, tokio_postgres::Error> {
+    ) -> std::result::Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
         let Some(prepared) = &self.prepared else {
-            return self.client.query_typed_one(sql, params).await;
+            let rows = self.client.query_typed(sql, params).await?;
+            return Ok(rows.into_iter().next());
         };
         let cached = prepared
             .lock()
@@ -154,7 +155,7 @@ impl PgConn {
             }
         };
         let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
-        self.client.query_one(&statement, &values).await
+        self.client.query_opt(&statement, &values).await
     }
 }
 
@@ -765,7 +766,9 @@ impl PostgresBackend {
             match outcome {
                 Ok((got, Some(token))) => {
                     let granted_at = self.fresh_grant(&attempt, sent, ttl).await?;
-                    return Ok(self.granted(attempt, request, &spec, got, token, granted_at, signal));
+                    return Ok(
+                        self.granted(attempt, request, &spec, got, token, granted_at, signal)
+                    );
                 }
                 Ok((got, None)) => {
                     // A semaphore slot: take the remaining permits from the other slots.
@@ -773,19 +776,13 @@ impl PostgresBackend {
                         spec.keys.iter().copied().filter(|k| *k != key).collect();
                     let sent = Instant::now();
                     match self
-                        .try_keys(
-                            &attempt,
-                            request,
-                            &others,
-                            spec.count - 1,
-                            &got,
-                            &spec,
-                        )
+                        .try_keys(&attempt, request, &others, spec.count - 1, &got, &spec)
                         .await
                     {
                         Ok((all, Some(token))) => {
                             let granted_at = self.fresh_grant(&attempt, sent, ttl).await?;
-                            return Ok(self.granted(attempt, request, &spec, all, token, granted_at, signal));
+                            return Ok(self
+                                .granted(attempt, request, &spec, all, token, granted_at, signal));
                         }
                         Ok((partial, None)) => held = partial,
                         Err(e) => {
@@ -882,7 +879,15 @@ impl PostgresBackend {
             let sent = Instant::now();
             match simple_token(&attempt.conn().client, &try_sql).await {
                 Ok(Some(token)) => {
-                    return Ok(self.granted(attempt, request, &spec, vec![key], token, sent, signal));
+                    return Ok(self.granted(
+                        attempt,
+                        request,
+                        &spec,
+                        vec![key],
+                        token,
+                        sent,
+                        signal,
+                    ));
                 }
                 Ok(None) => break,
                 Err(e) if sqlstate(&e) == Some("42P01") && !setup_done => {
@@ -926,7 +931,15 @@ impl PostgresBackend {
         match outcome {
             Ok(Some(token)) => {
                 let granted_at = self.fresh_grant(&attempt, sent, ttl).await?;
-                Ok(self.granted(attempt, request, &spec, vec![key], token, granted_at, signal))
+                Ok(self.granted(
+                    attempt,
+                    request,
+                    &spec,
+                    vec![key],
+                    token,
+                    granted_at,
+                    signal,
+                ))
             }
             Err(e) if matches!(sqlstate(&e), Some("55P03") | Some("57014")) => {
                 // ROLLBACK ends the transaction and with it a lock granted just as the
@@ -1005,10 +1018,15 @@ impl PostgresBackend {
         held: &[i64],
         spec: &Spec,
     ) -> std::result::Result<Row, tokio_postgres::Error> {
-        let sql = if spec.shared {
-            &self.shared.sql.try_shared
-        } else {
-            &self.shared.sql.try_exclusive
+        let sql = &self.shared.sql;
+        let sql = match (
+            spec.shared,
+            candidates.len() == 1 && count == 1 && held.is_empty(),
+        ) {
+            (true, true) => &sql.try_one_shared,
+            (true, false) => &sql.try_shared,
+            (false, true) => &sql.try_one_exclusive,
+            (false, false) => &sql.try_exclusive,
         };
         let count = count as i32;
         self.run_acquire(
@@ -1069,8 +1087,11 @@ impl PostgresBackend {
             (&ttl, Type::INT8),
             (&apply_keepalives, Type::BOOL),
         ];
-        let row = conn.query_one(sql, &params).await?;
-        let (keys, token): Row = (row.try_get(0)?, row.try_get(1)?);
+        // No row: not granted (the single-key try).
+        let (keys, token): Row = match conn.query_opt(sql, &params).await? {
+            Some(row) => (row.try_get(0)?, row.try_get(1)?),
+            None => (Vec::new(), None),
+        };
         if token.is_some() {
             conn.keepalive_ttl_ms.store(ttl, Ordering::Relaxed);
         }
@@ -1169,11 +1190,11 @@ impl HeldLock for PgHeld {
                 return Err(self.lost("the PostgreSQL session holding the lock has ended"));
             }
             match conn
-                .query_one(&self.shared.sql.renew, &[(&self.keys, Type::INT8_ARRAY)])
+                .query_opt(&self.shared.sql.renew, &[(&self.keys, Type::INT8_ARRAY)])
                 .await
             {
                 Ok(row) => {
-                    let count: i64 = row.try_get(0).unwrap_or(0);
+                    let count: i64 = row.and_then(|r| r.try_get(0).ok()).unwrap_or(0);
                     if count == self.keys.len() as i64 {
                         Ok(())
                     } else {
@@ -1215,9 +1236,9 @@ impl HeldLock for PgHeld {
             };
             let keys = &self.keys;
             self.shared.forget_row(&conn);
-            match conn.query_one(sql, &[(&keys, Type::INT8_ARRAY)]).await {
+            match conn.query_opt(sql, &[(&keys, Type::INT8_ARRAY)]).await {
                 Ok(row) => {
-                    let released: i64 = row.try_get(0).unwrap_or(-1);
+                    let released: i64 = row.and_then(|r| r.try_get(0).ok()).unwrap_or(-1);
                     if released == keys.len() as i64 {
                         self.shared.checkin(conn);
                     }

@@ -105,10 +105,7 @@ impl RowStore for PgRows {
                 .map(|(_, r)| r.owner.description.as_deref())
                 .collect();
             let since: Vec<i64> = rows.iter().map(|(_, r)| millis(r.since)).collect();
-            let ttls: Vec<i64> = rows
-                .iter()
-                .map(|(_, r)| r.ttl.as_millis() as i64)
-                .collect();
+            let ttls: Vec<i64> = rows.iter().map(|(_, r)| r.ttl.as_millis() as i64).collect();
             let tokens: Vec<Option<i64>> = rows
                 .iter()
                 .map(|(_, r)| r.token.map(|t| t as i64))

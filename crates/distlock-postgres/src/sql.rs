@@ -8,6 +8,10 @@ use crate::config::PostgresConfig;
 pub(crate) struct Statements {
     pub try_exclusive: String,
     pub try_shared: String,
+    /// [`try_exclusive`](Self::try_exclusive) for one key and no slot search: no row when
+    /// not granted.
+    pub try_one_exclusive: String,
+    pub try_one_shared: String,
     pub wait_exclusive: String,
     pub wait_shared: String,
     pub renew: String,
@@ -76,6 +80,15 @@ impl Statements {
                  SELECT (SELECT got FROM g), (SELECT token FROM t)"
             )
         };
+        // The same for one key ($1 holds it; $2 and $3 are unused), without the slot search:
+        // the statement of nearly every acquisition, where the slot search's CTEs cost more
+        // than the lock itself.
+        let try_one_sql = |try_fn: &str| {
+            format!(
+                "SELECT $1::int8[], token, {SETTINGS} FROM (SELECT nextval('{seq}') AS token \
+                 WHERE {try_fn}(($1::int8[])[1])) n"
+            )
+        };
         // $1 the key to wait for, $2 lock_timeout (ms), $3 whether to finish the acquisition
         // (take a token) once it is granted.
         let wait_sql = |lock_fn: &str| {
@@ -113,6 +126,8 @@ impl Statements {
         Statements {
             try_exclusive: try_sql("pg_try_advisory_lock"),
             try_shared: try_sql("pg_try_advisory_lock_shared"),
+            try_one_exclusive: try_one_sql("pg_try_advisory_lock"),
+            try_one_shared: try_one_sql("pg_try_advisory_lock_shared"),
             wait_exclusive: wait_sql("pg_advisory_lock"),
             wait_shared: wait_sql("pg_advisory_lock_shared"),
             renew: "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() \
@@ -212,9 +227,9 @@ fn foreign_list(holders: Option<&str>) -> String {
         match holders {
             Some(holders) => {
                 format!(
-                        "AND NOT EXISTS (SELECT 1 FROM {holders} h WHERE h.pid = l.pid \
+                    "AND NOT EXISTS (SELECT 1 FROM {holders} h WHERE h.pid = l.pid \
                          AND {CURRENT_ROW})"
-                    )
+                )
             }
             None => String::new(),
         }
