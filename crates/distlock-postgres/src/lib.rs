@@ -700,43 +700,45 @@ impl PostgresBackend {
             conn: Some(shared.checkout().await?),
             waiting: false,
         };
-        // 1. Try without waiting: grants, takes a token and records the holder in one trip.
-        let sent = Instant::now();
-        let (mut held, token) = loop {
-            match self
-                .try_keys(&attempt, request, &spec.keys, spec.count, &[], &spec)
-                .await
-            {
-                Ok(row) => break row,
-                Err(e) if sqlstate(&e) == Some("42P01") && !setup_done => {
-                    // The session may have taken nothing (the statement failed at parse
-                    // time), but close it anyway to be sure.
-                    attempt.conn = None;
-                    shared.setup().await?;
-                    setup_done = true;
-                    attempt.conn = Some(shared.checkout().await?);
+        let mut held = Vec::new();
+        // 1. Try without waiting: grants and takes a token in one trip. A single key that may
+        // wait goes straight to the server's wait instead: a try first would cost a contended
+        // acquisition a round trip and its place in the server's queue.
+        if wait == Wait::NoWait || spec.keys.len() > 1 {
+            let sent = Instant::now();
+            let token;
+            (held, token) = loop {
+                match self
+                    .try_keys(&attempt, request, &spec.keys, spec.count, &[], &spec)
+                    .await
+                {
+                    Ok(row) => break row,
+                    Err(e) if sqlstate(&e) == Some("42P01") && !setup_done => {
+                        self.set_up(&mut attempt).await?;
+                        setup_done = true;
+                    }
+                    Err(e) => {
+                        attempt.conn = None;
+                        return Err(shared.pg_error("acquire", &e));
+                    }
                 }
-                Err(e) => {
-                    attempt.conn = None;
-                    return Err(shared.pg_error("acquire", &e));
+            };
+            if let Some(token) = token {
+                return Ok(self.granted(attempt, request, &spec, held, token, sent, signal));
+            }
+            if wait == Wait::NoWait {
+                if held.is_empty() {
+                    let conn = attempt.conn.take().expect("session present");
+                    shared.checkin(conn);
+                } else {
+                    attempt.clean_up_and_return().await;
                 }
+                return Err(shared.error(ErrorKind::WouldBlock, "held by another session"));
             }
-        };
-        if let Some(token) = token {
-            return Ok(self.granted(attempt, request, &spec, held, token, sent, signal));
-        }
-        if wait == Wait::NoWait {
-            if held.is_empty() {
-                let conn = attempt.conn.take().expect("session present");
-                shared.checkin(conn);
-            } else {
-                attempt.clean_up_and_return().await;
-            }
-            return Err(shared.error(ErrorKind::WouldBlock, "held by another session"));
         }
         // 2. Wait in the server.
-        shared.record(attempt.conn(), request, &spec, &spec.keys, None);
         loop {
+            shared.record(attempt.conn(), request, &spec, &spec.keys, None);
             if !held.is_empty() {
                 // A semaphore that got only some of its slots: give them back before waiting.
                 self.unlock_all(&mut attempt).await?;
@@ -804,12 +806,27 @@ impl PostgresBackend {
                     }
                     self.unlock_all(&mut attempt).await?;
                 }
+                Err(e) if sqlstate(&e) == Some("42P01") && !setup_done => {
+                    self.set_up(&mut attempt).await?;
+                    setup_done = true;
+                }
                 Err(e) => {
                     attempt.conn = None;
                     return Err(shared.pg_error("acquire", &e));
                 }
             }
         }
+    }
+
+    /// Creates distlock's sequence and holder table after a statement found them missing,
+    /// and gives the attempt a new session.
+    async fn set_up(&self, attempt: &mut Attempt<'_>) -> Result<()> {
+        // The session may have taken nothing (the statement failed at parse time), but
+        // close it anyway to be sure.
+        attempt.conn = None;
+        self.shared.setup().await?;
+        attempt.conn = Some(self.shared.checkout().await?);
+        Ok(())
     }
 
     /// Transaction mode: `BEGIN`, then `pg_[try_]advisory_xact_lock[_shared]` with the token
