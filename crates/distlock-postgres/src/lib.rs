@@ -1301,13 +1301,21 @@ impl Backend for PostgresBackend {
     fn inspect<'a>(&'a self, name: &'a LockName) -> BoxFuture<'a, Result<LockInfo>> {
         Box::pin(async move {
             self.flush_rows().await;
-            let mut infos = self
-                .query_infos(&self.shared.sql.inspect, name.as_str())
+            let text = name.as_str();
+            let key = lock_key(text);
+            let sql = &self.shared.sql;
+            let rows = self
+                .query_locks(
+                    &sql.inspect,
+                    &sql.inspect_without_rows,
+                    &[(&text, Type::TEXT), (&key, Type::INT8)],
+                )
                 .await?;
-            let mut info = infos
-                .pop()
-                .unwrap_or_else(|| LockInfo::new(name.as_str(), BACKEND));
-            self.add_foreign(&mut info).await?;
+            // One lock: its sessions without a row come named by its key, not its name.
+            let mut info = LockInfo::new(text, BACKEND);
+            for row in &rows {
+                add_session(&mut info, row);
+            }
             Ok(info)
         })
     }
@@ -1315,8 +1323,29 @@ impl Backend for PostgresBackend {
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
         Box::pin(async move {
             self.flush_rows().await;
-            let mut infos = self.query_infos(&self.shared.sql.list, prefix).await?;
-            self.add_foreign_list(&mut infos, prefix).await?;
+            let sql = &self.shared.sql;
+            let rows = self
+                .query_locks(
+                    &sql.list,
+                    &sql.list_without_rows,
+                    &[(&prefix, Type::TEXT)],
+                )
+                .await?;
+            let mut infos: Vec<LockInfo> = Vec::new();
+            for row in &rows {
+                let Ok(name) = row.try_get::<_, String>(0) else {
+                    continue;
+                };
+                let info = match infos.last_mut() {
+                    Some(last) if last.name == name => last,
+                    _ => {
+                        infos.push(LockInfo::new(name, BACKEND));
+                        infos.last_mut().expect("pushed")
+                    }
+                };
+                add_session(info, row);
+            }
+            infos.retain(|i| !i.holders.is_empty() || !i.waiters.is_empty());
             Ok(infos)
         })
     }
@@ -1354,218 +1383,143 @@ impl PostgresBackend {
         }
     }
 
-    async fn query_infos(&self, sql: &str, arg: &str) -> Result<Vec<LockInfo>> {
-        if !self.shared.config.holder_info {
-            return Ok(Vec::new());
-        }
+    /// Runs `with_rows` (or `without_rows` when there are no holder rows to read), one of
+    /// the [`locks_sql`](sql) statements.
+    async fn query_locks(
+        &self,
+        with_rows: &str,
+        without_rows: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
         let conn = self.shared.checkout().await?;
-        let rows = match conn.client.query_typed(sql, &[(&arg, Type::TEXT)]).await {
-            Ok(rows) => {
-                self.shared.checkin(conn);
-                rows
-            }
-            Err(e) if sqlstate(&e) == Some("42P01") => {
-                // Nothing was ever acquired through distlock on this database.
-                self.shared.checkin(conn);
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(self.shared.pg_error("inspect", &e)),
-        };
-        let mut infos: Vec<LockInfo> = Vec::new();
-        for row in rows {
-            let parsed = (|| -> std::result::Result<_, tokio_postgres::Error> {
-                let name: String = row.try_get(1)?;
-                let mode: String = row.try_get(2)?;
-                let permits: i32 = row.try_get(3)?;
-                let limit: i32 = row.try_get(4)?;
-                let owner: String = row.try_get(5)?;
-                let host: String = row.try_get(6)?;
-                let os_pid: i32 = row.try_get(7)?;
-                let description: Option<String> = row.try_get(8)?;
-                let since: i64 = row.try_get(9)?;
-                let ttl: i64 = row.try_get(10)?;
-                let token: Option<i64> = row.try_get(11)?;
-                let granted: Option<bool> = row.try_get(12)?;
-                let waiting: Option<bool> = row.try_get(13)?;
-                let idle_since: Option<i64> = row.try_get(14)?;
-                let state: Option<String> = row.try_get(15)?;
-                Ok((
-                    name,
-                    mode,
-                    permits,
-                    limit,
-                    owner,
-                    host,
-                    os_pid,
-                    description,
-                    since,
-                    ttl,
-                    token,
-                    granted.unwrap_or(false),
-                    waiting.unwrap_or(false),
-                    idle_since,
-                    state,
-                ))
-            })();
-            let Ok((
-                name,
-                mode,
-                permits,
-                limit,
-                owner,
-                host,
-                os_pid,
-                description,
-                since,
-                ttl,
-                token,
-                granted,
-                waiting,
-                idle_since,
-                state,
-            )) = parsed
-            else {
-                continue;
-            };
-            let mut info_owner =
-                OwnerInfo::current(owner.parse().unwrap_or(OwnerId::from_u128(0)), description);
-            info_owner.host = host;
-            info_owner.pid = os_pid as u32;
-            info_owner.since = from_millis(since);
-            let mode = match mode.as_str() {
-                "shared" => LockMode::Shared,
-                "permits" => LockMode::Permits {
-                    count: permits as u32,
-                    limit: limit as u32,
-                },
-                _ => LockMode::Exclusive,
-            };
-            let slot = match infos.last_mut() {
-                Some(last) if last.name == name => last,
-                _ => {
-                    infos.push(LockInfo::new(name, BACKEND));
-                    infos.last_mut().expect("pushed")
-                }
-            };
-            match token {
-                Some(token) if granted => {
-                    let expires = match (state.as_deref(), idle_since) {
-                        (Some("idle"), Some(idle)) => Some(from_millis(idle + ttl)),
-                        _ => None,
-                    };
-                    slot.holders.push(Holder::new(
-                        info_owner,
-                        mode,
-                        FencingToken::new(token as u64),
-                        expires,
-                    ));
-                }
-                None if waiting => slot.waiters.push(Waiter::new(info_owner, mode, 0)),
-                _ => {}
-            }
-        }
-        infos.retain(|i| !i.holders.is_empty() || !i.waiters.is_empty());
-        Ok(infos)
-    }
-
-    /// Adds sessions that hold or wait for the name's key without distlock (interop).
-    async fn add_foreign(&self, info: &mut LockInfo) -> Result<()> {
-        let (hi, lo) = split_key(lock_key(&info.name));
-        let (hi, lo) = (hi as i64, lo as i64);
-        let conn = self.shared.checkout().await?;
-        let rows = match conn
-            .client
-            .query_typed(
-                &self.shared.sql.foreign,
-                &[(&hi, Type::INT8), (&lo, Type::INT8)],
-            )
-            .await
-        {
-            Ok(rows) => {
-                self.shared.checkin(conn);
-                rows
-            }
-            Err(e) if sqlstate(&e) == Some("42P01") => {
-                self.shared.checkin(conn);
-                return Ok(());
-            }
-            Err(e) => return Err(self.shared.pg_error("inspect", &e)),
-        };
-        for row in rows {
-            add_foreign_row(info, &row, 0);
-        }
-        Ok(())
-    }
-
-    /// Adds to `list`'s report every advisory lock (key shown as its decimal name) that a
-    /// session holds or waits for without distlock.
-    async fn add_foreign_list(&self, infos: &mut Vec<LockInfo>, prefix: &str) -> Result<()> {
-        let conn = self.shared.checkout().await?;
-        let sql = if self.shared.config.holder_info {
-            &self.shared.sql.foreign_list
+        let sql = if self.shared.rows.is_some() {
+            with_rows
         } else {
-            &self.shared.sql.foreign_list_all
+            without_rows
         };
-        let mut result = conn.client.query_typed(sql, &[(&prefix, Type::TEXT)]).await;
+        let mut result = conn.client.query_typed(sql, params).await;
         if matches!(&result, Err(e) if sqlstate(e) == Some("42P01")) {
             // No holder table: nothing was ever acquired through distlock here.
-            result = conn
-                .client
-                .query_typed(&self.shared.sql.foreign_list_all, &[(&prefix, Type::TEXT)])
-                .await;
+            result = conn.client.query_typed(without_rows, params).await;
         }
-        let rows = match result {
+        match result {
             Ok(rows) => {
                 self.shared.checkin(conn);
-                rows
+                Ok(rows)
             }
-            Err(e) => return Err(self.shared.pg_error("list", &e)),
-        };
-        for row in rows {
-            let Ok(name) = row.try_get::<_, String>(0) else {
-                continue;
-            };
-            let index = match infos.iter().position(|i| i.name == name) {
-                Some(index) => index,
-                None => {
-                    infos.push(LockInfo::new(name, BACKEND));
-                    infos.len() - 1
-                }
-            };
-            add_foreign_row(&mut infos[index], &row, 1);
+            Err(e) => Err(self.shared.pg_error("inspect", &e)),
         }
-        infos.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(())
     }
 }
 
-/// One `pg_locks` row of a session without distlock, its columns from `first`: pid, granted,
-/// mode, application_name, host, since (ms). Shown with owner id 0 and token 0.
-fn add_foreign_row(info: &mut LockInfo, row: &tokio_postgres::Row, first: usize) {
-    let parsed = (|| -> std::result::Result<_, tokio_postgres::Error> {
+/// Adds one row of a [`locks_sql`](sql) statement to `info`: a session with its holder row,
+/// or a session without one (a distlock holder whose row is not written yet, named by its
+/// `application_name`, or a session that locks without distlock, shown with owner id 0 and
+/// token 0).
+fn add_session(info: &mut LockInfo, row: &tokio_postgres::Row) {
+    type Columns = (
+        String,
+        i32,
+        i32,
+        Option<String>,
+        Option<String>,
+        Option<i32>,
+        Option<String>,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        Option<bool>,
+        Option<bool>,
+        Option<i64>,
+        Option<String>,
+        Option<i32>,
+        Option<String>,
+        Option<String>,
+    );
+    let parsed = (|| -> std::result::Result<Columns, tokio_postgres::Error> {
         Ok((
-            row.try_get::<_, i32>(first)?,
-            row.try_get::<_, bool>(first + 1)?,
-            row.try_get::<_, String>(first + 2)?,
-            row.try_get::<_, String>(first + 3)?,
-            row.try_get::<_, String>(first + 4)?,
-            row.try_get::<_, i64>(first + 5)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+            row.try_get(4)?,
+            row.try_get(5)?,
+            row.try_get(6)?,
+            row.try_get(7)?,
+            row.try_get(8)?,
+            row.try_get(9)?,
+            row.try_get(10)?,
+            row.try_get(11)?,
+            row.try_get(12)?,
+            row.try_get(13)?,
+            row.try_get(14)?,
+            row.try_get(15)?,
+            row.try_get(16)?,
+            row.try_get(17)?,
         ))
     })();
-    let Ok((pid, granted, mode, app, host, since)) = parsed else {
+    let Ok((
+        mode,
+        permits,
+        limit,
+        owner,
+        host,
+        os_pid,
+        description,
+        since,
+        ttl,
+        token,
+        granted,
+        waiting,
+        idle_since,
+        state,
+        pid,
+        app,
+        client,
+    )) = parsed
+    else {
         return;
     };
+    let (granted, waiting) = (granted.unwrap_or(false), waiting.unwrap_or(false));
+    let mode = match mode.as_str() {
+        "shared" => LockMode::Shared,
+        "permits" => LockMode::Permits {
+            count: permits as u32,
+            limit: limit as u32,
+        },
+        _ => LockMode::Exclusive,
+    };
+    if let Some(owner) = owner {
+        let mut info_owner =
+            OwnerInfo::current(owner.parse().unwrap_or(OwnerId::from_u128(0)), description);
+        info_owner.host = host.unwrap_or_default();
+        info_owner.pid = os_pid.unwrap_or(0) as u32;
+        info_owner.since = from_millis(since);
+        match token {
+            Some(token) if granted => {
+                let expires = match (state.as_deref(), idle_since, ttl) {
+                    (Some("idle"), Some(idle), Some(ttl)) => Some(from_millis(idle + ttl)),
+                    _ => None,
+                };
+                info.holders.push(Holder::new(
+                    info_owner,
+                    mode,
+                    FencingToken::new(token as u64),
+                    expires,
+                ));
+            }
+            None if waiting => info.waiters.push(Waiter::new(info_owner, mode, 0)),
+            _ => {}
+        }
+        return;
+    }
+    let (app, host) = (app.unwrap_or_default(), client.unwrap_or_default());
     if app == sql::WAITING_NAME {
         // A distlock waiter whose row is not written yet.
         return;
     }
-    let mode = if mode == "ShareLock" {
-        LockMode::Shared
-    } else {
-        LockMode::Exclusive
-    };
-    if let (true, Some((token, os_pid, owner_id))) = (granted, transaction_holder(&app)) {
-        // A transaction-mode distlock holder: its identity is in `application_name`.
+    if let (true, Some((token, os_pid, owner_id))) = (granted, distlock_holder(&app)) {
+        // A distlock holder whose row is not written yet (or a transaction-mode one, which
+        // has none): its identity is in `application_name`.
         let mut owner = OwnerInfo::current(owner_id, None);
         owner.host = host;
         owner.pid = os_pid;
@@ -1577,7 +1531,8 @@ fn add_foreign_row(info: &mut LockInfo, row: &tokio_postgres::Row, first: usize)
     let mut owner = OwnerInfo::current(
         OwnerId::from_u128(0),
         Some(format!(
-            "PostgreSQL session {pid} without distlock (application_name {app:?})"
+            "PostgreSQL session {} without distlock (application_name {app:?})",
+            pid.unwrap_or(0)
         )),
     );
     owner.host = host;
@@ -1591,9 +1546,9 @@ fn add_foreign_row(info: &mut LockInfo, row: &tokio_postgres::Row, first: usize)
     }
 }
 
-/// Parses the `application_name` a transaction-mode holder sets:
+/// Parses the `application_name` a holder's session has from its grant on:
 /// `distlock <token> <os pid> <owner id>` (token, pid, owner).
-fn transaction_holder(app: &str) -> Option<(u64, u32, OwnerId)> {
+fn distlock_holder(app: &str) -> Option<(u64, u32, OwnerId)> {
     let mut parts = app.split(' ');
     if parts.next()? != "distlock" {
         return None;

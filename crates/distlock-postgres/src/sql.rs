@@ -18,11 +18,14 @@ pub(crate) struct Statements {
     pub release_exclusive: String,
     pub release_shared: String,
     pub cleanup: String,
+    /// Holders and waiters of one name (`$1`, its key `$2`); see [`locks_sql`].
     pub inspect: String,
+    /// The same, reading no holder row (no holder table).
+    pub inspect_without_rows: String,
+    /// Holders and waiters of the names that start with `$1`; see [`locks_sql`].
     pub list: String,
-    pub foreign: String,
-    pub foreign_list: String,
-    pub foreign_list_all: String,
+    /// The same, reading no holder row.
+    pub list_without_rows: String,
     pub force_release: String,
     pub setup: String,
     /// Deletes the holder rows of sessions that are gone (every role sees every session's pid
@@ -112,17 +115,6 @@ impl Statements {
                  set_config('application_name', {idle_name}, false) FROM unnest($1::int8[]) AS u(k)"
             )
         };
-        let columns = "h.pid, h.name, h.mode, h.permits, h.lim, h.owner, h.host, h.os_pid, \
-             h.description, (extract(epoch FROM h.since) * 1000)::int8, h.ttl_ms, h.token, \
-             bool_or(l.granted AND ((l.classid::int8 << 32) | l.objid::int8) = ANY(h.keys)), \
-             bool_or(NOT l.granted), \
-             (extract(epoch FROM min(a.state_change)) * 1000)::int8, min(a.state)";
-        let from = format!(
-            "FROM {holders} h JOIN pg_locks l ON l.pid = h.pid AND l.locktype = 'advisory' \
-             AND l.objsubid = 1 \
-             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             LEFT JOIN pg_stat_activity a ON a.pid = h.pid"
-        );
         Statements {
             try_exclusive: try_sql("pg_try_advisory_lock"),
             try_shared: try_sql("pg_try_advisory_lock_shared"),
@@ -141,39 +133,14 @@ impl Statements {
                  set_config('idle_session_timeout', '0', false), \
                  set_config('application_name', {idle_name}, false)"
             ),
-            inspect: format!(
-                "SELECT {columns} {from} WHERE h.name = $1::text AND {CURRENT_ROW} \
-                 GROUP BY h.pid ORDER BY h.since"
+            inspect: locks_sql(Some(&holders), "h.name = $1::text", "l.key = $2::int8"),
+            inspect_without_rows: locks_sql(None, "", "l.key = $2::int8 AND $1::text IS NOT NULL"),
+            list: locks_sql(
+                Some(&holders),
+                "starts_with(h.name, $1::text)",
+                "starts_with(l.key::text, $1::text)",
             ),
-            list: format!(
-                "SELECT {columns} {from} WHERE starts_with(h.name, $1::text) AND {CURRENT_ROW} \
-                 GROUP BY h.pid ORDER BY h.name, h.since"
-            ),
-            // Sessions holding or waiting for the key without a current distlock holder row:
-            // plain `pg_advisory_lock(<number>)` users, and distlock holders whose row is not
-            // written yet (named by their `application_name`).
-            foreign: format!(
-                "SELECT l.pid, l.granted, l.mode, coalesce(a.application_name, ''), \
-                 coalesce(host(a.client_addr), 'local'), \
-                 (extract(epoch FROM coalesce(a.state_change, now())) * 1000)::int8 \
-                 FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-                 WHERE l.locktype = 'advisory' AND l.objsubid = 1 \
-                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                 AND l.classid = $1::int8::oid AND l.objid = $2::int8::oid \
-                 AND l.pid <> pg_backend_pid() {}",
-                if config.holder_info {
-                    format!(
-                        "AND NOT EXISTS (SELECT 1 FROM {holders} h WHERE h.pid = l.pid \
-                         AND {CURRENT_ROW})"
-                    )
-                } else {
-                    String::new()
-                }
-            ),
-            // Every advisory lock taken without distlock, named by its key's decimal form (the
-            // name distlock maps to that key): holders and waiters, for `list`.
-            foreign_list: foreign_list(Some(&holders)),
-            foreign_list_all: foreign_list(None),
+            list_without_rows: locks_sql(None, "", "starts_with(l.key::text, $1::text)"),
             force_release: format!(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(x.pid)) FROM (\
                  SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
@@ -210,28 +177,50 @@ impl Statements {
     }
 }
 
-/// `list`'s query for advisory locks held or awaited by sessions without a distlock holder row
-/// (all sessions when `holders` is `None`). `$1` is the name prefix. Columns: name, pid,
-/// granted, mode, application_name, client host, since (ms).
-fn foreign_list(holders: Option<&str>) -> String {
-    let key = "((l.classid::int8 << 32) | l.objid::int8)::text";
-    format!(
-        "SELECT {key}, l.pid, l.granted, l.mode, coalesce(a.application_name, ''), \
-         coalesce(host(a.client_addr), 'local'), \
-         (extract(epoch FROM coalesce(a.state_change, now())) * 1000)::int8 \
-         FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.locktype = 'advisory' AND l.objsubid = 1 \
-         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         AND l.pid <> pg_backend_pid() AND starts_with({key}, $1::text) {} \
-         ORDER BY 1, l.granted DESC, l.pid",
-        match holders {
-            Some(holders) => {
-                format!(
-                    "AND NOT EXISTS (SELECT 1 FROM {holders} h WHERE h.pid = l.pid \
-                         AND {CURRENT_ROW})"
-                )
-            }
-            None => String::new(),
-        }
-    )
+/// One statement that reads who holds and waits, so that everything it shows is of one
+/// moment: `pg_locks` and `pg_stat_activity` are each read once, into `l` and `a`.
+///
+/// Rows, by name, then holders first: first the sessions with a current holder row in
+/// `holders` (where `holder_filter` holds for the row `h`), one per session; then, one per
+/// advisory lock, the sessions without one (where `lock_filter` holds for the lock `l`):
+/// plain `pg_advisory_lock(<number>)` users, named by the key's decimal form, and distlock
+/// sessions whose row is not written yet, named by their `application_name`. Columns:
+/// name, mode, permits, limit, owner, host, os pid, description, since (ms), ttl (ms),
+/// token, granted, waiting, idle since (ms), state, then for sessions without a row their
+/// server pid, `application_name` and client host. Without `holders`, only the second part.
+fn locks_sql(holders: Option<&str>, holder_filter: &str, lock_filter: &str) -> String {
+    let mut sql = "WITH l AS MATERIALIZED (SELECT pid, granted, mode, \
+         (classid::int8 << 32) | objid::int8 AS key FROM pg_locks \
+         WHERE locktype = 'advisory' AND objsubid = 1 \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND pid <> pg_backend_pid()), \
+         a AS MATERIALIZED (SELECT pid, application_name, state, state_change, client_addr \
+         FROM pg_stat_activity WHERE pid IS NOT NULL) "
+        .to_owned();
+    let mut without_row = String::new();
+    if let Some(holders) = holders {
+        sql.push_str(&format!(
+            "SELECT h.name, h.mode, h.permits, h.lim, h.owner, h.host, h.os_pid, \
+             h.description, (extract(epoch FROM h.since) * 1000)::int8, h.ttl_ms, h.token, \
+             bool_or(l.granted AND l.key = ANY(h.keys)), bool_or(NOT l.granted), \
+             (extract(epoch FROM min(a.state_change)) * 1000)::int8, min(a.state), \
+             NULL::int4, NULL::text, NULL::text \
+             FROM {holders} h JOIN l ON l.pid = h.pid LEFT JOIN a ON a.pid = h.pid \
+             WHERE {holder_filter} AND {CURRENT_ROW} GROUP BY h.pid \
+             UNION ALL "
+        ));
+        without_row =
+            format!("AND NOT EXISTS (SELECT 1 FROM {holders} h WHERE h.pid = l.pid AND {CURRENT_ROW})");
+    }
+    sql.push_str(&format!(
+        "SELECT l.key::text, CASE WHEN l.mode = 'ShareLock' THEN 'shared' ELSE 'exclusive' END, \
+         1, 0, NULL::text, NULL::text, NULL::int4, NULL::text, \
+         (extract(epoch FROM coalesce(a.state_change, now())) * 1000)::int8, NULL::int8, \
+         NULL::int8, l.granted, NOT l.granted, \
+         (extract(epoch FROM a.state_change) * 1000)::int8, a.state, \
+         l.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local') \
+         FROM l LEFT JOIN a ON a.pid = l.pid WHERE {lock_filter} {without_row} \
+         ORDER BY 1, 12 DESC, 9"
+    ));
+    sql
 }
