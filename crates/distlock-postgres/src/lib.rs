@@ -1325,11 +1325,7 @@ impl Backend for PostgresBackend {
             self.flush_rows().await;
             let sql = &self.shared.sql;
             let rows = self
-                .query_locks(
-                    &sql.list,
-                    &sql.list_without_rows,
-                    &[(&prefix, Type::TEXT)],
-                )
+                .query_locks(&sql.list, &sql.list_without_rows, &[(&prefix, Type::TEXT)])
                 .await?;
             let mut infos: Vec<LockInfo> = Vec::new();
             for row in &rows {

@@ -209,8 +209,9 @@ fn locks_sql(holders: Option<&str>, holder_filter: &str, lock_filter: &str) -> S
              WHERE {holder_filter} AND {CURRENT_ROW} GROUP BY h.pid \
              UNION ALL "
         ));
-        without_row =
-            format!("AND NOT EXISTS (SELECT 1 FROM {holders} h WHERE h.pid = l.pid AND {CURRENT_ROW})");
+        without_row = format!(
+            "AND NOT EXISTS (SELECT 1 FROM {holders} h WHERE h.pid = l.pid AND {CURRENT_ROW})"
+        );
     }
     sql.push_str(&format!(
         "SELECT l.key::text, CASE WHEN l.mode = 'ShareLock' THEN 'shared' ELSE 'exclusive' END, \
