@@ -26,8 +26,9 @@ pub struct PostgresConfig {
     /// held or waiting lock needs its own session; further acquisitions wait in the process.
     pub max_connections: usize,
     /// Record holder information (owner, host, pid, description, token) in the unlogged
-    /// holder table (`distlock_holder_info`, default true). Without it inspection shows
-    /// sessions from `pg_locks` only and acquisition writes no row.
+    /// holder table (`distlock_holder_info`, default true), written off the lock's path by a
+    /// task of the backend's own. Without it inspection shows the sessions of `pg_locks`
+    /// with what their `application_name` says (owner id, pid, token), and no row is written.
     pub holder_info: bool,
     /// How often a waiting session checks that its client is still connected
     /// (`client_connection_check_interval`, `distlock_client_check`, default 1 s).

@@ -6,6 +6,9 @@
 //!   semaphores a set of slot keys. Keys: see [`lock_key`] and [`slot_keys`].
 //! - Fencing tokens come from a sequence (`distlock_token_seq`), durable across restarts and
 //!   crashes; the sequence and an unlogged holder table are created on first use.
+//! - The granting statement names the holder in the session's `application_name`
+//!   (`distlock <token> <pid> <owner id>`); the holder rows that `inspect` reads are written
+//!   off the lock's path by a task of their own, and count only while they agree with it.
 //! - The lease is enforced by the server: the holder session sets `idle_session_timeout` (and
 //!   TCP keepalives / `tcp_user_timeout`) to the TTL and is pinged every TTL/3, so a paused or
 //!   partitioned holder is cut off by PostgreSQL and its locks freed. A closed session is seen
