@@ -38,3 +38,19 @@ pub use options::{
 };
 pub use token::{FencingToken, OwnerId, ParseOwnerIdError};
 pub use url::redact_url;
+
+/// Installs rustls' `ring` crypto provider as the process default, unless one is installed
+/// already.
+///
+/// TLS clients that build their configuration with `rustls::ClientConfig::builder()` (redis-rs,
+/// zookeeper-client) take the process-wide provider, and rustls cannot pick one by itself when
+/// several are compiled in: another crate of the program may enable `aws-lc-rs` beside the
+/// backend's `ring`, and the first TLS connection would then panic. Backends call this before
+/// they open one.
+#[cfg(feature = "rustls")]
+pub fn install_rustls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: a provider is installed either way.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}

@@ -286,3 +286,39 @@ fn holder_rows_of_ended_sessions_are_deleted_at_connect() {
         live.release().await.unwrap();
     });
 }
+
+/// Another process sees a holder from its grant on: the session's `application_name` names
+/// the owner and token before the holder row is written, or without one
+/// (`distlock_holder_info=false`). A row of an earlier grant on the same pooled session is
+/// never shown as the holder.
+#[test]
+fn other_processes_see_a_holder_by_its_application_name() {
+    let server = PostgresServer::start();
+    runtime().block_on(async {
+        let url = server.url();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let without_rows = connect(format!("{url}{separator}distlock_holder_info=false")).await;
+        let with_rows = connect(url.clone()).await;
+        let observer = connect(url.clone()).await;
+        let shows = |lease: &distlock_core::Lease, info: &distlock_core::LockInfo| {
+            let [holder] = info.holders.as_slice() else {
+                panic!("one holder expected: {info:?}");
+            };
+            assert_eq!(holder.owner.owner, lease.owner());
+            assert_eq!(holder.token, lease.token());
+            assert_eq!(holder.owner.pid, std::process::id());
+        };
+        for locks in [&without_rows, &with_rows] {
+            let first = locks.mutex("seen").no_wait().acquire().await.unwrap();
+            shows(&first, &observer.inspect("seen").await.unwrap());
+            // This process' own inspection waits for its row: written now, where rows are.
+            shows(&first, &locks.inspect("seen").await.unwrap());
+            first.release().await.unwrap();
+            // The same pooled session, another grant: its row is not written yet.
+            let second = locks.mutex("seen").no_wait().acquire().await.unwrap();
+            shows(&second, &observer.inspect("seen").await.unwrap());
+            second.release().await.unwrap();
+            assert!(!observer.inspect("seen").await.unwrap().is_held());
+        }
+    });
+}

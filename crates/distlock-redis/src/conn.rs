@@ -171,6 +171,8 @@ pub(crate) async fn connect(
     sink: &PushSink,
 ) -> Result<Vec<Conn>> {
     let tx = sink;
+    #[cfg(feature = "tls")]
+    distlock_core::install_rustls_provider();
     let mut nodes = Vec::new();
     match config.topology {
         Topology::Single | Topology::Redlock => {

@@ -24,7 +24,7 @@ const SYSTEM_BUNDLES: &[&str] = &[
 /// Errors ([`Config`](ErrorKind::Config)) name the file and the parameter, never the
 /// contents.
 pub(crate) fn options(tls: &ZkTls) -> Result<zk::TlsOptions> {
-    install_crypto_provider();
+    distlock_core::install_rustls_provider();
     let (ca_path, param) = match &tls.ca {
         Some(path) => (path.clone(), "ca="),
         None => (system_bundle()?, "the system CA bundle"),
@@ -80,15 +80,4 @@ fn system_bundle() -> Result<PathBuf> {
 
 fn config_error(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Config, BACKEND, message)
-}
-
-/// `zookeeper-client` builds its rustls configuration with `ClientConfig::builder()`, which
-/// takes the process-wide crypto provider and cannot pick one when several are compiled in
-/// (as when another crate enables rustls's `ring` and zookeeper-client its default
-/// `aws-lc-rs`). Installs ring's as the process default unless one is installed already.
-fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race to another installer is fine: a provider is installed either way.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
 }

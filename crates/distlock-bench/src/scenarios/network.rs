@@ -101,11 +101,12 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
             rust_peers: &["sqlx-pg-advisory-lock"],
             curator: false,
             cycle_cost: "sqlx's `PgAdvisoryLock` takes and frees the advisory lock and nothing else; \
-                distlock's acquire statement also takes a fencing token from a sequence and \
-                upserts the holder row that `inspect` reads.",
+                distlock's acquire statement also takes a fencing token from a sequence, sets the \
+                session's lease settings and names the holder in its `application_name`, and \
+                hands its holder row to a writer task that writes it off the lock's path.",
             handoff_cost: "After the woken `pg_advisory_lock`, distlock's statement takes the fencing \
-                token and writes the holder row before it answers, work an unfenced lock does not \
-                do.",
+                token and sets the session's lease settings and `application_name` before it \
+                answers, work an unfenced lock does not do.",
             holder_info_option: true,
             handoff_reference: Some((
                 rust_peers::POSTGRES_RAW,
