@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 
 use crate::BoxFuture;
 
-/// How long a [`HolderRows`] writer gathers changes before it writes them.
+/// How long a session's holder record must stand before a [`HolderRows`] writer writes it.
 pub const ROW_GATHER: Duration = Duration::from_millis(2);
 
 /// The longest [`HolderRows::flush`] waits: a writer whose connection hangs (a partition)
@@ -30,12 +31,18 @@ pub trait RowStore: Send + 'static {
     ) -> BoxFuture<'a, Result<(), String>>;
 }
 
-/// What the writer has yet to write: the last change of each session since the last batch,
-/// and who waits for it.
+/// A session's latest change: its record (`None`: it holds and waits no more), and when.
+struct Change<R> {
+    row: Option<Box<R>>,
+    at: Instant,
+}
+
+/// What the writer has yet to write: the latest change of each session, and who waits for
+/// them.
 struct Pending<R> {
-    changes: BTreeMap<u32, Option<Box<R>>>,
+    changes: BTreeMap<u32, Change<R>>,
     flushes: Vec<oneshot::Sender<()>>,
-    /// The writer was woken for these changes (so the next ones need not wake it again).
+    /// The writer has these changes in hand (so the next ones need not wake it again).
     woken: bool,
     /// The handle was dropped: the writer ends.
     closed: bool,
@@ -51,13 +58,16 @@ struct Queue<R> {
 ///
 /// A statement that touches a table costs a SQL server several times what a bare lock call
 /// costs, so a row written in every grant and deleted in every release costs a lock cycle
-/// most of a round trip. Holder records are only for inspection: the writer gathers the
-/// changes of [`ROW_GATHER`] and writes their net effect in one call of
-/// [`RowStore::write`], so a grant released within that time writes nothing. Recording a
-/// change takes a lock and a map insert; only the first change of a batch wakes the writer.
-/// A backend's own inspection calls [`flush`](HolderRows::flush) first, so it always sees
-/// its own holders; another process sees a record once it is written. Readers must
-/// therefore check a record against the server's own state before they trust it.
+/// most of a round trip. Holder records are only for inspection: the writer writes a
+/// session's record once it has stood for [`ROW_GATHER`], all that are due in one call of
+/// [`RowStore::write`]. A lock held, or a wait, shorter than that writes nothing, and under
+/// contention, where every process's sessions change state every few round trips, the
+/// server is not kept busy with records that are gone before anyone reads them. Recording a
+/// change takes a lock and a map insert; only the first change after a quiet spell wakes the
+/// writer. A backend's own inspection calls [`flush`](HolderRows::flush) first, which writes
+/// everything at once, so it always sees its own holders and waiters; another process sees a
+/// record once it is written. Readers must therefore check a record against the server's own
+/// state before they trust it.
 pub struct HolderRows<R> {
     queue: Arc<Queue<R>>,
 }
@@ -90,15 +100,16 @@ impl<R: Send + 'static> HolderRows<R> {
     }
 
     fn change(&self, session: u32, row: Option<Box<R>>) {
+        let at = Instant::now();
         let mut pending = self.queue.pending.lock().unwrap();
-        pending.changes.insert(session, row);
+        pending.changes.insert(session, Change { row, at });
         if !std::mem::replace(&mut pending.woken, true) {
             self.queue.wake.notify_one();
         }
     }
 
-    /// Waits until every change recorded before has been written (or failed to be), for at
-    /// most one second.
+    /// Writes every change recorded before, at once, and waits until it is written (or
+    /// failed to be), for at most one second.
     ///
     /// # Cancel safety
     ///
@@ -110,7 +121,7 @@ impl<R: Send + 'static> HolderRows<R> {
             pending.flushes.push(done);
             pending.woken = true;
         }
-        // Also ends a gathering in progress.
+        // Also cuts short the writer's wait for the next change to come due.
         self.queue.wake.notify_one();
         let _ = tokio::time::timeout(FLUSH_WAIT, written).await;
     }
@@ -129,56 +140,68 @@ impl<R> std::fmt::Debug for HolderRows<R> {
     }
 }
 
-/// The writer: woken by the first change of a batch, gathers for [`ROW_GATHER`] (a flush
-/// ends the gathering at once), then writes the last change of each session in one call.
+/// The writer: woken by the first change after a quiet spell, it writes each session's
+/// latest change once that has stood for [`ROW_GATHER`] (everything at once on a flush),
+/// and sleeps until the next one comes due.
 async fn write_rows<S: RowStore>(backend: &'static str, mut store: S, queue: Arc<Queue<S::Row>>) {
     // Sessions whose row may exist: a delete of any other has nothing to delete.
     let mut written: HashSet<u32> = HashSet::new();
     loop {
         queue.wake.notified().await;
-        let gathering = {
-            let pending = queue.pending.lock().unwrap();
-            pending.flushes.is_empty() && !pending.closed
-        };
-        if gathering {
-            // A flush or the handle's drop wakes this early.
-            let _ = tokio::time::timeout(ROW_GATHER, queue.wake.notified()).await;
-        }
-        let (mut last, flushes, closed) = {
-            let mut pending = queue.pending.lock().unwrap();
-            pending.woken = false;
-            (
-                std::mem::take(&mut pending.changes),
-                std::mem::take(&mut pending.flushes),
-                pending.closed,
-            )
-        };
-        last.retain(|id, row| row.is_some() || written.contains(id));
-        if !last.is_empty() {
-            match store.write(&last).await {
-                Ok(()) => {
-                    for (id, row) in &last {
-                        match row {
-                            Some(_) => written.insert(*id),
-                            None => written.remove(id),
-                        };
+        loop {
+            let (mut due, flushes, closed, next) = {
+                let mut pending = queue.pending.lock().unwrap();
+                let everything = !pending.flushes.is_empty() || pending.closed;
+                let now = Instant::now();
+                let mut due = BTreeMap::new();
+                for (session, change) in std::mem::take(&mut pending.changes) {
+                    if everything || change.at + ROW_GATHER <= now {
+                        due.insert(session, change.row);
+                    } else {
+                        pending.changes.insert(session, change);
                     }
                 }
-                Err(error) => {
-                    // The rows are for inspection only: report and go on. What this batch
-                    // left is unknown: its rows count as written, so that later deletes of
-                    // them are sent; a row it failed to delete is left to the backend's
-                    // prune of rows whose session is gone.
-                    tracing::warn!(backend, %error, "distlock: writing holder rows failed");
-                    written.extend(last.keys());
+                let next = pending.changes.values().map(|c| c.at + ROW_GATHER).min();
+                if next.is_none() {
+                    pending.woken = false;
+                }
+                (
+                    due,
+                    std::mem::take(&mut pending.flushes),
+                    pending.closed,
+                    next,
+                )
+            };
+            due.retain(|id, row| row.is_some() || written.contains(id));
+            if !due.is_empty() {
+                match store.write(&due).await {
+                    Ok(()) => {
+                        for (id, row) in &due {
+                            match row {
+                                Some(_) => written.insert(*id),
+                                None => written.remove(id),
+                            };
+                        }
+                    }
+                    Err(error) => {
+                        // The rows are for inspection only: report and go on. What this
+                        // batch left is unknown: its rows count as written, so that later
+                        // deletes of them are sent; a row it failed to delete is left to the
+                        // backend's prune of rows whose session is gone.
+                        tracing::warn!(backend, %error, "distlock: writing holder rows failed");
+                        written.extend(due.keys());
+                    }
                 }
             }
-        }
-        for done in flushes {
-            let _ = done.send(());
-        }
-        if closed {
-            return;
+            for done in flushes {
+                let _ = done.send(());
+            }
+            if closed {
+                return;
+            }
+            let Some(next) = next else { break };
+            // A flush or the handle's drop wakes this early.
+            let _ = tokio::time::timeout_at(next, queue.wake.notified()).await;
         }
     }
 }
@@ -203,6 +226,26 @@ mod tests {
             self.0.lock().unwrap().push(batch.collect());
             Box::pin(async { Ok(()) })
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_row_is_written_once_it_has_stood_for_the_gather_time() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let rows = HolderRows::start("test", Recorder(batches.clone()));
+        let step = |us| tokio::time::sleep(Duration::from_micros(us));
+        rows.upsert(1, "a");
+        step(1_000).await;
+        // Replaces "a", which was never written; its own time starts now.
+        rows.upsert(1, "b");
+        rows.upsert(2, "c");
+        rows.delete(2);
+        step(1_500).await;
+        assert!(
+            batches.lock().unwrap().is_empty(),
+            "nothing has stood 2 ms yet"
+        );
+        step(1_000).await;
+        assert_eq!(*batches.lock().unwrap(), vec![vec![(1, Some("b"))]]);
     }
 
     #[tokio::test]
