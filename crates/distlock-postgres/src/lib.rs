@@ -128,8 +128,8 @@ struct PgConn {
 }
 
 impl PgConn {
-    /// Runs `sql`, one of the backend's fixed statements, and returns its row, if any (an
-    /// error if several). Parsed and planned once per session, not on every call.
+    /// Runs `sql`, one of the backend's fixed statements, and returns its row, if any.
+    /// Parsed and planned once per session, not on every call (not in transaction mode).
     async fn query_opt(
         &self,
         sql: &str,
@@ -716,13 +716,9 @@ impl PostgresBackend {
                     .await
                 {
                     Ok(row) => break row,
-                    Err(e) if sqlstate(&e) == Some("42P01") && !setup_done => {
-                        self.set_up(&mut attempt).await?;
-                        setup_done = true;
-                    }
                     Err(e) => {
-                        attempt.conn = None;
-                        return Err(shared.pg_error("acquire", &e));
+                        self.set_up_or_fail(&mut attempt, e, &mut setup_done)
+                            .await?
                     }
                 }
             };
@@ -740,8 +736,8 @@ impl PostgresBackend {
             }
         }
         // 2. Wait in the server.
+        shared.record(attempt.conn(), request, &spec, &spec.keys, None);
         loop {
-            shared.record(attempt.conn(), request, &spec, &spec.keys, None);
             if !held.is_empty() {
                 // A semaphore that got only some of its slots: give them back before waiting.
                 self.unlock_all(&mut attempt).await?;
@@ -809,25 +805,34 @@ impl PostgresBackend {
                     }
                     self.unlock_all(&mut attempt).await?;
                 }
-                Err(e) if sqlstate(&e) == Some("42P01") && !setup_done => {
-                    self.set_up(&mut attempt).await?;
-                    setup_done = true;
-                }
                 Err(e) => {
-                    attempt.conn = None;
-                    return Err(shared.pg_error("acquire", &e));
+                    self.set_up_or_fail(&mut attempt, e, &mut setup_done)
+                        .await?;
+                    // A new session: its waiter row is a new one.
+                    shared.record(attempt.conn(), request, &spec, &spec.keys, None);
                 }
             }
         }
     }
 
-    /// Creates distlock's sequence and holder table after a statement found them missing,
-    /// and gives the attempt a new session.
-    async fn set_up(&self, attempt: &mut Attempt<'_>) -> Result<()> {
-        // The session may have taken nothing (the statement failed at parse time), but
-        // close it anyway to be sure.
+    /// After an acquire statement failed with `error`: when it found distlock's sequence
+    /// or holder table missing (the first time only), creates them and gives the attempt a
+    /// new session, to run the statement again; otherwise closes the session and returns
+    /// the error.
+    async fn set_up_or_fail(
+        &self,
+        attempt: &mut Attempt<'_>,
+        error: tokio_postgres::Error,
+        setup_done: &mut bool,
+    ) -> Result<()> {
+        // Either way the session goes: it may have taken nothing (a statement that fails
+        // at parse time), but closing it makes sure.
         attempt.conn = None;
+        if sqlstate(&error) != Some("42P01") || *setup_done {
+            return Err(self.shared.pg_error("acquire", &error));
+        }
         self.shared.setup().await?;
+        *setup_done = true;
         attempt.conn = Some(self.shared.checkout().await?);
         Ok(())
     }
@@ -1038,15 +1043,15 @@ impl PostgresBackend {
         held: &[i64],
         spec: &Spec,
     ) -> std::result::Result<Row, tokio_postgres::Error> {
-        let sql = &self.shared.sql;
+        let statements = &self.shared.sql;
         let sql = match (
             spec.shared,
             candidates.len() == 1 && count == 1 && held.is_empty(),
         ) {
-            (true, true) => &sql.try_one_shared,
-            (true, false) => &sql.try_shared,
-            (false, true) => &sql.try_one_exclusive,
-            (false, false) => &sql.try_exclusive,
+            (true, true) => &statements.try_one_shared,
+            (true, false) => &statements.try_shared,
+            (false, true) => &statements.try_one_exclusive,
+            (false, false) => &statements.try_exclusive,
         };
         let count = count as i32;
         self.run_acquire(
