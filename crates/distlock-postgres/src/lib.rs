@@ -36,8 +36,8 @@ mod rows;
 mod sql;
 
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use distlock_core::{
@@ -102,6 +102,11 @@ struct Shared {
     permits: Arc<Semaphore>,
     /// The holder row writer, unless `distlock_holder_info=false` (or transaction mode).
     rows: Option<HolderRows<HolderRow>>,
+    /// Wakes the settler ([`settle_idle_sessions`]).
+    settle_wake: Arc<Notify>,
+    /// Whether the settler has a session to reset; changed only under `idle`'s lock.
+    settler_armed: AtomicBool,
+    settler: StdMutex<Option<JoinHandle<()>>>,
 }
 
 /// Who to tell when a session ends: the lease that holds locks on it, if any.
@@ -118,8 +123,15 @@ struct PgConn {
     /// A short list, not a map: there are a dozen statements at most, and hashing a
     /// statement's text on every query cost more than comparing it.
     prepared: Option<StdMutex<Vec<(String, Statement)>>>,
-    /// The TTL (ms) the session's TCP keepalive settings were last derived from.
+    /// The TTL (ms) of the session's last grant, which its `idle_session_timeout` and TCP
+    /// keepalive settings were derived from (-1 before any).
     keepalive_ttl_ms: AtomicI64,
+    /// Whether the session's settings are its own: false after a release, which leaves
+    /// `application_name` and `idle_session_timeout` as the grant set them, until
+    /// [`Shared::settle`] or a clean-up resets them.
+    settled: bool,
+    /// When the session was last given back to the pool.
+    idle_since: Instant,
     /// The session's server process id, which keys its holder row (0 without holder rows).
     pid: u32,
     task: JoinHandle<()>,
@@ -159,6 +171,65 @@ impl PgConn {
         };
         let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
         self.client.query_opt(&statement, &values).await
+    }
+}
+
+impl PgConn {
+    /// When the pool should reset the settings a release left on this idle session: after
+    /// [`SETTLE_AFTER`], or a quarter of its `idle_session_timeout` if that is sooner.
+    fn settle_at(&self) -> Option<Instant> {
+        let ttl =
+            Duration::from_millis(self.keepalive_ttl_ms.load(Ordering::Relaxed).max(0) as u64);
+        (!self.settled).then(|| self.idle_since + SETTLE_AFTER.min(ttl / 4))
+    }
+
+    /// Whether the server may have ended this idle session: a release left the grant's
+    /// `idle_session_timeout` on it, and the settler did not reset it in time (the process
+    /// was paused, say) before half of that passed.
+    fn may_have_timed_out(&self) -> bool {
+        let ttl_ms = self.keepalive_ttl_ms.load(Ordering::Relaxed);
+        !self.settled && self.idle_since.elapsed().as_millis() as i64 >= ttl_ms / 2
+    }
+}
+
+/// How long a session that a release gave back stands idle in the pool before the pool
+/// resets its settings: a session taken again sooner, as under steady use, is not reset at
+/// all, and its next grant sets them anew.
+const SETTLE_AFTER: Duration = Duration::from_millis(100);
+
+/// The pool's settler: resets idle sessions' settings as [`Shared::settle`] says. Woken by
+/// [`Shared::checkin`] when a session that needs it comes back and the settler is not
+/// armed, it stays armed until it has found nothing to reset for [`SETTLE_AFTER`]: under
+/// steady use, where sessions come back and go out again at once, it wakes a few times per
+/// [`SETTLE_AFTER`], not on every release. Ends when the backend is dropped.
+async fn settle_idle_sessions(shared: Weak<Shared>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        let mut busy_at = Instant::now();
+        loop {
+            let Some(strong) = shared.upgrade() else {
+                return;
+            };
+            let quiet = busy_at.elapsed() >= SETTLE_AFTER;
+            let next = match strong.settle(quiet).await {
+                Some(next) => {
+                    busy_at = Instant::now();
+                    next
+                }
+                None if quiet => break,
+                None => Instant::now() + SETTLE_AFTER / 4,
+            };
+            drop(strong);
+            tokio::time::sleep_until(next.into()).await;
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(settler) = self.settler.lock().unwrap().take() {
+            settler.abort();
+        }
     }
 }
 
@@ -212,6 +283,7 @@ impl PostgresBackend {
                 &config.qualify("distlock_holders"),
             )
         });
+        let settle_wake = Arc::new(Notify::new());
         let backend = PostgresBackend {
             shared: Arc::new(Shared {
                 permits: Arc::new(Semaphore::new(config.max_connections)),
@@ -221,8 +293,16 @@ impl PostgresBackend {
                 sql,
                 idle: StdMutex::new(Vec::new()),
                 returned: Notify::new(),
+                settle_wake: Arc::clone(&settle_wake),
+                settler_armed: AtomicBool::new(false),
+                settler: StdMutex::new(None),
             }),
         };
+        let settler = tokio::spawn(settle_idle_sessions(
+            Arc::downgrade(&backend.shared),
+            settle_wake,
+        ));
+        *backend.shared.settler.lock().unwrap() = Some(settler);
         let conn = backend.shared.checkout().await?;
         if backend.shared.config.holder_info {
             backend.shared.prune_holder_rows(&conn).await?;
@@ -400,6 +480,8 @@ impl Shared {
             client,
             prepared: (!self.config.transaction_mode).then(Default::default),
             keepalive_ttl_ms: AtomicI64::new(-1),
+            settled: true,
+            idle_since: Instant::now(),
             pid,
             task,
             watch,
@@ -413,7 +495,9 @@ impl Shared {
             loop {
                 let conn = self.idle.lock().unwrap().pop();
                 match conn {
-                    Some(conn) if !conn.client.is_closed() => return Ok(conn),
+                    Some(conn) if !conn.client.is_closed() && !conn.may_have_timed_out() => {
+                        return Ok(conn);
+                    }
                     Some(_closed) => continue,
                     None => break,
                 }
@@ -466,13 +550,54 @@ impl Shared {
     }
 
     /// Returns a session whose locks are all released to the pool.
-    fn checkin(&self, conn: PgConn) {
+    fn checkin(&self, mut conn: PgConn) {
         conn.watch.signal.lock().unwrap().take();
         if conn.client.is_closed() {
             return;
         }
-        self.idle.lock().unwrap().push(conn);
+        conn.idle_since = Instant::now();
+        let unsettled = !conn.settled;
+        let mut idle = self.idle.lock().unwrap();
+        idle.push(conn);
+        // Under the pool's lock, as the settler's "nothing left to do" is: no wake is lost.
+        let wake_settler = unsettled && !self.settler_armed.swap(true, Ordering::Relaxed);
+        drop(idle);
         self.returned.notify_one();
+        if wake_settler {
+            self.settle_wake.notify_one();
+        }
+    }
+
+    /// Resets the settings of the idle sessions that a release gave back at least
+    /// [`SETTLE_AFTER`] ago (see [`Statements::cleanup`](sql::Statements)), and returns when
+    /// the next one is due. When none is left to reset and `may_disarm`, clears
+    /// `settler_armed`, so that the next such session wakes the settler.
+    async fn settle(&self, may_disarm: bool) -> Option<Instant> {
+        let now = Instant::now();
+        let due: Vec<PgConn> = self
+            .idle
+            .lock()
+            .unwrap()
+            .extract_if(.., |conn| conn.settle_at().is_some_and(|at| at <= now))
+            .collect();
+        for mut conn in due {
+            // A session that cannot be reset is closed (dropped).
+            if conn
+                .client
+                .query_typed(&self.sql.cleanup, &[])
+                .await
+                .is_ok()
+            {
+                conn.settled = true;
+                self.checkin(conn);
+            }
+        }
+        let idle = self.idle.lock().unwrap();
+        let next = idle.iter().filter_map(PgConn::settle_at).min();
+        if next.is_none() && may_disarm {
+            self.settler_armed.store(false, Ordering::Relaxed);
+        }
+        next
     }
 
     /// Deletes the holder rows of sessions that are gone, once per backend. A session keeps
@@ -1254,10 +1379,12 @@ impl HeldLock for PgHeld {
                     Err(e) => Err(self.shared.pg_error("release", &e)),
                 };
             }
-            let sql = if self.shared_mode {
-                &self.shared.sql.release_shared
-            } else {
-                &self.shared.sql.release_exclusive
+            let statements = &self.shared.sql;
+            let sql = match (self.shared_mode, self.keys.len()) {
+                (false, 1) => &statements.release_one_exclusive,
+                (true, 1) => &statements.release_one_shared,
+                (false, _) => &statements.release_exclusive,
+                (true, _) => &statements.release_shared,
             };
             let keys = &self.keys;
             self.shared.forget_row(&conn);
@@ -1265,6 +1392,8 @@ impl HeldLock for PgHeld {
                 Ok(row) => {
                     let released: i64 = row.and_then(|r| r.try_get(0).ok()).unwrap_or(-1);
                     if released == keys.len() as i64 {
+                        let mut conn = conn;
+                        conn.settled = false;
                         self.shared.checkin(conn);
                     }
                     // Otherwise the session lost its lock somehow: close it (drop) for safety.

@@ -15,8 +15,18 @@ pub(crate) struct Statements {
     pub wait_exclusive: String,
     pub wait_shared: String,
     pub renew: String,
+    /// Releases the keys `$1`; the count released. The session's settings stay as the grant
+    /// left them: see [`cleanup`](Self::cleanup).
     pub release_exclusive: String,
     pub release_shared: String,
+    /// [`release_exclusive`](Self::release_exclusive) for one key, without the aggregate.
+    pub release_one_exclusive: String,
+    pub release_one_shared: String,
+    /// Releases everything and puts the session's settings back to what it had before its
+    /// first grant. Run on every session that comes back from a failed or cancelled attempt,
+    /// and by the pool on a session a release gave back once it has stood idle a moment
+    /// (see `Shared::settle`), not in the release itself: a statement that changes a setting
+    /// costs the server a walk over every setting at its end, more than the unlock.
     pub cleanup: String,
     /// Holders and waiters of one name (`$1`, its key `$2`); see [`locks_sql`].
     pub inspect: String,
@@ -106,15 +116,14 @@ impl Statements {
                  SELECT (SELECT got FROM g), (SELECT token FROM t)"
             )
         };
-        // The holder row stays (the writer deletes it soon): readers join it with `pg_locks`
-        // and `application_name`, so a row of a released grant shows nothing.
+        // The holder row stays (the writer deletes it soon), and so does the session's
+        // `application_name`: readers join both with `pg_locks`, so they show nothing once
+        // the lock is gone.
         let release_sql = |unlock_fn: &str| {
-            format!(
-                "SELECT count(*) FILTER (WHERE {unlock_fn}(k)), \
-                 set_config('idle_session_timeout', '0', false), \
-                 set_config('application_name', {idle_name}, false) FROM unnest($1::int8[]) AS u(k)"
-            )
+            format!("SELECT count(*) FILTER (WHERE {unlock_fn}(k)) FROM unnest($1::int8[]) AS u(k)")
         };
+        let release_one_sql =
+            |unlock_fn: &str| format!("SELECT {unlock_fn}(($1::int8[])[1])::int4::int8");
         Statements {
             try_exclusive: try_sql("pg_try_advisory_lock"),
             try_shared: try_sql("pg_try_advisory_lock_shared"),
@@ -128,6 +137,8 @@ impl Statements {
                 .to_owned(),
             release_exclusive: release_sql("pg_advisory_unlock"),
             release_shared: release_sql("pg_advisory_unlock_shared"),
+            release_one_exclusive: release_one_sql("pg_advisory_unlock"),
+            release_one_shared: release_one_sql("pg_advisory_unlock_shared"),
             cleanup: format!(
                 "SELECT pg_advisory_unlock_all(), set_config('lock_timeout', '0', false), \
                  set_config('idle_session_timeout', '0', false), \
@@ -153,7 +164,9 @@ impl Statements {
                         "UNION SELECT h.pid FROM {holders} h JOIN pg_locks l ON l.pid = h.pid \
                          AND l.locktype = 'advisory' AND l.granted \
                          LEFT JOIN pg_stat_activity a ON a.pid = h.pid \
-                         WHERE h.name = $2::text AND h.token IS NOT NULL AND {CURRENT_ROW}"
+                         WHERE h.name = $2::text AND h.token IS NOT NULL \
+                         AND ((l.classid::int8 << 32) | l.objid::int8) = ANY(h.keys) \
+                         AND {CURRENT_ROW}"
                     )
                 } else {
                     "AND $2::text IS NOT NULL".to_owned()

@@ -322,3 +322,96 @@ fn other_processes_see_a_holder_by_its_application_name() {
         }
     });
 }
+
+/// The pid of the one session holding an advisory lock on the private server.
+async fn holder_pid(plain: &tokio_postgres::Client) -> i32 {
+    plain
+        .query_one(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A release leaves the grant's settings on the session (resetting them would cost every
+/// lock cycle); the pool resets them once the session has stood idle a moment, and keeps the
+/// session.
+#[test]
+fn an_idle_released_session_is_reset_and_kept() {
+    let server = PostgresServer::start();
+    runtime().block_on(async {
+        let locks = connect(server.url()).await;
+        let plain = plain_session(&server.url()).await;
+        let lease = locks.mutex("settle").no_wait().acquire().await.unwrap();
+        let pid = holder_pid(&plain).await;
+        lease.release().await.unwrap();
+        let name_of = |pid: i32| {
+            let plain = &plain;
+            async move {
+                plain
+                    .query_opt(
+                        "SELECT application_name FROM pg_stat_activity WHERE pid = $1",
+                        &[&pid],
+                    )
+                    .await
+                    .unwrap()
+                    .map(|row| row.get::<_, String>(0))
+            }
+        };
+        let deadline = tokio::time::Instant::now() + SOON;
+        loop {
+            let name = name_of(pid).await.expect("the pooled session was closed");
+            if name == "distlock" {
+                break;
+            }
+            assert!(name.starts_with("distlock "), "{name}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never reset: {name}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The same session serves the next grant.
+        let again = locks.mutex("settle").no_wait().acquire().await.unwrap();
+        assert_eq!(holder_pid(&plain).await, pid);
+        again.release().await.unwrap();
+    });
+}
+
+/// A process that stalls right after a release (here its only runtime thread sleeps) cannot
+/// reset the session in time, and the server ends it when the grant's `idle_session_timeout`
+/// runs out. The next acquisition must not use that dead session.
+#[test]
+fn a_session_the_server_timed_out_in_the_pool_is_not_used() {
+    let server = PostgresServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let locks = connect(server.url()).await;
+        let plain = plain_session(&server.url()).await;
+        let ttl = Duration::from_secs(1);
+        let stall = locks.mutex("stall").ttl(ttl).no_wait();
+        let lease = stall.clone().acquire().await.unwrap();
+        let pid = holder_pid(&plain).await;
+        lease.release().await.unwrap();
+        // Blocks the runtime: neither the settler nor the connection's task runs, so the
+        // pool cannot have seen the session end when the acquisition takes one at once.
+        std::thread::sleep(ttl * 2);
+        let again = stall.acquire().await.unwrap();
+        let ended: i64 = plain
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(ended, 0, "the server should have ended the idle session");
+        assert_ne!(holder_pid(&plain).await, pid);
+        again.release().await.unwrap();
+    });
+}
