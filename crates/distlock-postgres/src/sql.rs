@@ -45,24 +45,27 @@ pub(crate) struct Statements {
 
 /// Parameters shared by the acquire statements, after the lock-specific ones:
 /// `$4 owner id, $5 os pid, $6 ttl (ms), $7 apply the TCP keepalive settings (they stay on the
-/// session, so only when the TTL changed)`. Applied with the token `token` of the grant: the
-/// lease's server-side settings, and `application_name` set to the holder's identity
-/// (`distlock <token> <os pid> <owner id>`), which every role can read in
-/// `pg_stat_activity` the moment the grant is made. The holder row, with the rest of what
-/// `inspect` shows, is written later by [`HolderRows`](distlock_core::HolderRows), and
-/// readers trust it only while it names the token `application_name` names.
-const SETTINGS: &str = "set_config('idle_session_timeout', $6::int8::text, false), \
-     set_config('application_name', 'distlock ' || token || ' ' || $5::int4 || ' ' || $4::text, \
-     false), \
+/// session, so only when the TTL changed)`. The lease's server-side settings: the idle timer
+/// that ends a silent holder's session, and the keepalives. They act only while the session
+/// idles, so a waiting statement applies them before it waits, off the hand-off's path.
+const LEASE_SETTINGS: &str = "set_config('idle_session_timeout', $6::int8::text, false), \
      CASE WHEN $7::bool THEN \
      set_config('tcp_keepalives_idle', greatest(1, $6::int8 / 3000)::text, false) || \
      set_config('tcp_keepalives_interval', greatest(1, $6::int8 / 9000)::text, false) || \
      set_config('tcp_keepalives_count', '3', false) || \
      set_config('tcp_user_timeout', $6::int8::text, false) END";
 
+/// Applied with the token `token` of the grant: `application_name` set to the holder's identity
+/// (`distlock <token> <os pid> <owner id>`), which every role can read in `pg_stat_activity`
+/// the moment the grant is made. The holder row, with the rest of what `inspect` shows, is
+/// written later by [`HolderRows`](distlock_core::HolderRows), and readers trust it only while
+/// it names the token `application_name` names.
+const HOLDER_NAME: &str = "set_config('application_name', \
+     'distlock ' || token || ' ' || $5::int4 || ' ' || $4::text, false)";
+
 /// When a holder row is current for a `pg_locks` row `l` of its session: a waiter's row (no
 /// token) while `l` waits, a holder's while the session's `application_name` names its
-/// grant (see [`SETTINGS`]). `h` is the row, `a` the session's `pg_stat_activity` row.
+/// grant (see [`HOLDER_NAME`]). `h` is the row, `a` the session's `pg_stat_activity` row.
 const CURRENT_ROW: &str = "(h.token IS NULL AND NOT l.granted OR a.application_name = \
      'distlock ' || h.token || ' ' || h.os_pid || ' ' || h.owner)";
 
@@ -83,12 +86,13 @@ impl Statements {
         // What `application_name` goes back to when the session holds nothing.
         let idle_name = literal(config.pg.get_application_name().unwrap_or(""));
         // $1 candidate keys, $2 how many of them to take, $3 keys already held.
+        let settings = format!("{LEASE_SETTINGS}, {HOLDER_NAME}");
         let try_sql = |try_fn: &str| {
             format!(
                 "WITH g AS MATERIALIZED (SELECT $3::int8[] || coalesce((SELECT array_agg(k) FROM \
                  (SELECT k FROM unnest($1::int8[]) AS u(k) WHERE {try_fn}(k) LIMIT $2::int4) x), \
                  '{{}}') AS got), \
-                 t AS MATERIALIZED (SELECT token, {SETTINGS} FROM (SELECT nextval('{seq}') AS token \
+                 t AS MATERIALIZED (SELECT token, {settings} FROM (SELECT nextval('{seq}') AS token \
                  FROM g WHERE cardinality(got) = cardinality($3::int8[]) + $2::int4) n) \
                  SELECT (SELECT got FROM g), (SELECT token FROM t)"
             )
@@ -98,21 +102,24 @@ impl Statements {
         // than the lock itself.
         let try_one_sql = |try_fn: &str| {
             format!(
-                "SELECT $1::int8[], token, {SETTINGS} FROM (SELECT nextval('{seq}') AS token \
+                "SELECT $1::int8[], token, {settings} FROM (SELECT nextval('{seq}') AS token \
                  WHERE {try_fn}(($1::int8[])[1])) n"
             )
         };
-        // $1 the key to wait for, $2 lock_timeout (ms), $3 whether to finish the acquisition
-        // (take a token) once it is granted.
+        // $1 the key to wait for, $2 lock_timeout (ms; 0 waits without bound), $3 whether to
+        // finish the acquisition (take a token) once it is granted. Once the lock is granted
+        // a waiter elsewhere may be waiting for this statement's answer, so it does only what
+        // must follow the grant: the token, the holder's name, and putting back a bounded
+        // wait's lock_timeout (distlock's sessions keep 0 between statements).
         let wait_sql = |lock_fn: &str| {
             format!(
                 "WITH w AS MATERIALIZED (SELECT set_config('lock_timeout', $2::int8::text, false), \
-                 set_config('application_name', '{WAITING_NAME}', false)), \
+                 set_config('application_name', '{WAITING_NAME}', false), {LEASE_SETTINGS}), \
                  l AS MATERIALIZED (SELECT {lock_fn}($1::int8)::text AS v FROM w), \
                  g AS MATERIALIZED (SELECT ARRAY[$1::int8] AS got FROM l), \
-                 t AS MATERIALIZED (SELECT token, {SETTINGS}, \
-                 set_config('lock_timeout', '0', false) FROM (SELECT nextval('{seq}') AS token \
-                 FROM g WHERE $3::bool) n) \
+                 t AS MATERIALIZED (SELECT token, {HOLDER_NAME}, \
+                 CASE WHEN $2::int8 <> 0 THEN set_config('lock_timeout', '0', false) END \
+                 FROM (SELECT nextval('{seq}') AS token FROM g WHERE $3::bool) n) \
                  SELECT (SELECT got FROM g), (SELECT token FROM t)"
             )
         };
