@@ -175,6 +175,14 @@ impl PgConn {
 }
 
 impl PgConn {
+    /// Runs [`cleanup`](sql::Statements): releases everything and gives the session back its
+    /// own settings.
+    async fn reset(&mut self, sql: &Statements) -> std::result::Result<(), tokio_postgres::Error> {
+        self.client.query_typed(&sql.cleanup, &[]).await?;
+        self.settled = true;
+        Ok(())
+    }
+
     /// When the pool should reset the settings a release left on this idle session: after
     /// [`SETTLE_AFTER`], or a quarter of its `idle_session_timeout` if that is sooner.
     fn settle_at(&self) -> Option<Instant> {
@@ -582,13 +590,7 @@ impl Shared {
             .collect();
         for mut conn in due {
             // A session that cannot be reset is closed (dropped).
-            if conn
-                .client
-                .query_typed(&self.sql.cleanup, &[])
-                .await
-                .is_ok()
-            {
-                conn.settled = true;
+            if conn.reset(&self.sql).await.is_ok() {
                 self.checkin(conn);
             }
         }
@@ -761,14 +763,11 @@ impl Attempt<'_> {
     /// Gives the session back to the pool after removing every lock and row of this attempt.
     async fn clean_up_and_return(&mut self) {
         self.waiting = false;
-        let Some(conn) = self.conn.take() else { return };
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
         self.shared.forget_row(&conn);
-        if conn
-            .client
-            .query_typed(&self.shared.sql.cleanup, &[])
-            .await
-            .is_ok()
-        {
+        if conn.reset(&self.shared.sql).await.is_ok() {
             self.shared.checkin(conn);
         }
     }
@@ -1125,12 +1124,8 @@ impl PostgresBackend {
     }
 
     async fn unlock_all(&self, attempt: &mut Attempt<'_>) -> Result<()> {
-        let result = attempt
-            .conn()
-            .client
-            .query_typed(&self.shared.sql.cleanup, &[])
-            .await;
-        result.map(|_| ()).map_err(|e| {
+        let conn = attempt.conn.as_mut().expect("session present");
+        conn.reset(&self.shared.sql).await.map_err(|e| {
             attempt.conn = None;
             self.shared.pg_error("acquire", &e)
         })
