@@ -691,6 +691,15 @@ fn client_cpu_note(section: &Section, floor_cpu_us: f64, distlock_cpu_us: f64) -
     if above <= 0.0 {
         return format!("{measured} At the mean distlock's cycle is not above the floor's.");
     }
+    if cpu_above >= above {
+        // The client CPU clock and the wall clock of the cycles are measured separately, so
+        // the CPU difference can exceed the time difference: no split of the wait to report.
+        return format!(
+            "{measured} distlock's cycle is {above:.1} µs above the floor's at the mean, and its \
+             client CPU {cpu_above:.1} µs above: the extra time is all client CPU, within \
+             this run's noise."
+        );
+    }
     format!(
         "{measured} Of distlock's {above:.1} µs above the floor at the mean, {cpu_above:.1} µs \
          is CPU in this process; the other {:.1} µs is waiting for the server (its work and \
