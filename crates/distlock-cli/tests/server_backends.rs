@@ -91,7 +91,17 @@ fn status_and_list_show_holders(url: &str, backend: &str, foreign: Option<&str>)
         "jobs/report",
         &["--description", "nightly report", "--ttl", "3s"],
     );
-    let info = json(url, &["status", "jobs/report", "--json"]);
+    // The SQL backends write a holder's record (description, host, pid) a moment after the
+    // grant; until then `status` shows the holder from the server's own state.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let info = loop {
+        let info = json(url, &["status", "jobs/report", "--json"]);
+        let written = info["holders"][0]["description"] == "nightly report";
+        if written || std::time::Instant::now() > deadline {
+            break info;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(info["backend"], backend, "{info}");
     let holders = info["holders"].as_array().unwrap();
     assert_eq!(holders.len(), 1, "{info}");
