@@ -105,8 +105,8 @@ pub fn scenarios() -> Vec<Box<dyn Scenario>> {
                 session's lease settings and names the holder in its `application_name`, and \
                 hands its holder row to a writer task that writes it off the lock's path.",
             handoff_cost: "After the woken `pg_advisory_lock`, distlock's statement takes the fencing \
-                token and sets the session's lease settings and `application_name` before it \
-                answers, work an unfenced lock does not do.",
+                token and names the holder in its `application_name` before it answers, work an \
+                unfenced lock does not do (the lease's settings are applied before it waits).",
             holder_info_option: true,
             handoff_reference: Some((
                 rust_peers::POSTGRES_RAW,
