@@ -124,8 +124,9 @@ struct PgConn {
     /// statement's text on every query cost more than comparing it.
     prepared: Option<StdMutex<Vec<(String, Statement)>>>,
     /// The TTL (ms) of the session's last grant, which its `idle_session_timeout` and TCP
-    /// keepalive settings were derived from (-1 before any).
-    keepalive_ttl_ms: AtomicI64,
+    /// keepalive settings were derived from (-1 before any): the keepalives are sent again
+    /// only when a grant's TTL differs.
+    grant_ttl_ms: AtomicI64,
     /// Whether the session's settings are its own: false after a release, which leaves
     /// `application_name` and `idle_session_timeout` as the grant set them, until
     /// [`Shared::settle`] or a clean-up resets them.
@@ -172,9 +173,7 @@ impl PgConn {
         let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
         self.client.query_opt(&statement, &values).await
     }
-}
 
-impl PgConn {
     /// Runs [`cleanup`](sql::Statements): releases everything and gives the session back its
     /// own settings.
     async fn reset(&mut self, sql: &Statements) -> std::result::Result<(), tokio_postgres::Error> {
@@ -186,8 +185,7 @@ impl PgConn {
     /// When the pool should reset the settings a release left on this idle session: after
     /// [`SETTLE_AFTER`], or a quarter of its `idle_session_timeout` if that is sooner.
     fn settle_at(&self) -> Option<Instant> {
-        let ttl =
-            Duration::from_millis(self.keepalive_ttl_ms.load(Ordering::Relaxed).max(0) as u64);
+        let ttl = Duration::from_millis(self.grant_ttl_ms.load(Ordering::Relaxed).max(0) as u64);
         (!self.settled).then(|| self.idle_since + SETTLE_AFTER.min(ttl / 4))
     }
 
@@ -195,7 +193,7 @@ impl PgConn {
     /// `idle_session_timeout` on it, and the settler did not reset it in time (the process
     /// was paused, say) before half of that passed.
     fn may_have_timed_out(&self) -> bool {
-        let ttl_ms = self.keepalive_ttl_ms.load(Ordering::Relaxed);
+        let ttl_ms = self.grant_ttl_ms.load(Ordering::Relaxed);
         !self.settled && self.idle_since.elapsed().as_millis() as i64 >= ttl_ms / 2
     }
 }
@@ -487,7 +485,7 @@ impl Shared {
         Ok(PgConn {
             client,
             prepared: (!self.config.transaction_mode).then(Default::default),
-            keepalive_ttl_ms: AtomicI64::new(-1),
+            grant_ttl_ms: AtomicI64::new(-1),
             settled: true,
             idle_since: Instant::now(),
             pid,
@@ -1222,7 +1220,7 @@ impl PostgresBackend {
         let [t1, t2, t3] = first_types;
         let conn = attempt.conn();
         // The TCP keepalive settings depend only on the TTL: sent again only when it changes.
-        let apply_keepalives = conn.keepalive_ttl_ms.load(Ordering::Relaxed) != ttl;
+        let apply_keepalives = conn.grant_ttl_ms.load(Ordering::Relaxed) != ttl;
         let params: [(&(dyn ToSql + Sync), Type); 7] = [
             (first[0], t1),
             (first[1], t2),
@@ -1238,7 +1236,7 @@ impl PostgresBackend {
             None => (Vec::new(), None),
         };
         if token.is_some() {
-            conn.keepalive_ttl_ms.store(ttl, Ordering::Relaxed);
+            conn.grant_ttl_ms.store(ttl, Ordering::Relaxed);
         }
         Ok((keys, token))
     }
@@ -1356,7 +1354,7 @@ impl HeldLock for PgHeld {
 
     fn release(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let Some(conn) = self.conn.lock().await.take() else {
+            let Some(mut conn) = self.conn.lock().await.take() else {
                 return Ok(());
             };
             if self.shared.config.transaction_mode {
@@ -1387,7 +1385,6 @@ impl HeldLock for PgHeld {
                 Ok(row) => {
                     let released: i64 = row.and_then(|r| r.try_get(0).ok()).unwrap_or(-1);
                     if released == keys.len() as i64 {
-                        let mut conn = conn;
                         conn.settled = false;
                         self.shared.checkin(conn);
                     }

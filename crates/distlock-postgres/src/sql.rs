@@ -63,6 +63,9 @@ const LEASE_SETTINGS: &str = "set_config('idle_session_timeout', $6::int8::text,
 const HOLDER_NAME: &str = "set_config('application_name', \
      'distlock ' || token || ' ' || $5::int4 || ' ' || $4::text, false)";
 
+/// The 64-bit key of a `pg_locks` row `l` of an advisory lock taken with one `bigint`.
+const LOCK_KEY: &str = "((l.classid::int8 << 32) | l.objid::int8)";
+
 /// When a holder row is current for a `pg_locks` row `l` of its session: a waiter's row (no
 /// token) while `l` waits, a holder's while the session's `application_name` names its
 /// grant (see [`HOLDER_NAME`]). `h` is the row, `a` the session's `pg_stat_activity` row.
@@ -138,10 +141,11 @@ impl Statements {
             try_one_shared: try_one_sql("pg_try_advisory_lock_shared"),
             wait_exclusive: wait_sql("pg_advisory_lock"),
             wait_shared: wait_sql("pg_advisory_lock_shared"),
-            renew: "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() \
-                    AND locktype = 'advisory' AND granted AND objsubid = 1 \
-                    AND ((classid::int8 << 32) | objid::int8) = ANY($1::int8[])"
-                .to_owned(),
+            renew: format!(
+                "SELECT count(*) FROM pg_locks l WHERE pid = pg_backend_pid() \
+                 AND locktype = 'advisory' AND granted AND objsubid = 1 \
+                 AND {LOCK_KEY} = ANY($1::int8[])"
+            ),
             release_exclusive: release_sql("pg_advisory_unlock"),
             release_shared: release_sql("pg_advisory_unlock_shared"),
             release_one_exclusive: release_one_sql("pg_advisory_unlock"),
@@ -164,7 +168,7 @@ impl Statements {
                  SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
                  AND l.objsubid = 1 \
                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                 AND ((l.classid::int8 << 32) | l.objid::int8) = $1::int8 \
+                 AND {LOCK_KEY} = $1::int8 \
                  AND l.pid <> pg_backend_pid() {}) x",
                 if config.holder_info {
                     format!(
@@ -172,7 +176,7 @@ impl Statements {
                          AND l.locktype = 'advisory' AND l.granted \
                          LEFT JOIN pg_stat_activity a ON a.pid = h.pid \
                          WHERE h.name = $2::text AND h.token IS NOT NULL \
-                         AND ((l.classid::int8 << 32) | l.objid::int8) = ANY(h.keys) \
+                         AND {LOCK_KEY} = ANY(h.keys) \
                          AND {CURRENT_ROW}"
                     )
                 } else {
@@ -209,14 +213,14 @@ impl Statements {
 /// token, granted, waiting, idle since (ms), state, then for sessions without a row their
 /// server pid, `application_name` and client host. Without `holders`, only the second part.
 fn locks_sql(holders: Option<&str>, holder_filter: &str, lock_filter: &str) -> String {
-    let mut sql = "WITH l AS MATERIALIZED (SELECT pid, granted, mode, \
-         (classid::int8 << 32) | objid::int8 AS key FROM pg_locks \
+    let mut sql = format!(
+        "WITH l AS MATERIALIZED (SELECT pid, granted, mode, {LOCK_KEY} AS key FROM pg_locks l \
          WHERE locktype = 'advisory' AND objsubid = 1 \
          AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
          AND pid <> pg_backend_pid()), \
          a AS MATERIALIZED (SELECT pid, application_name, state, state_change, client_addr \
          FROM pg_stat_activity WHERE pid IS NOT NULL) "
-        .to_owned();
+    );
     let mut without_row = String::new();
     if let Some(holders) = holders {
         sql.push_str(&format!(
