@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::BoxFuture;
 
 /// How long a session's holder record must stand before a [`HolderRows`] writer writes it.
-pub const ROW_GATHER: Duration = Duration::from_millis(2);
+pub const ROW_GATHER: Duration = Duration::from_millis(50);
 
 /// The longest [`HolderRows::flush`] waits: a writer whose connection hangs (a partition)
 /// must not hang inspection with it.
@@ -232,19 +232,19 @@ mod tests {
     async fn a_row_is_written_once_it_has_stood_for_the_gather_time() {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let rows = HolderRows::start("test", Recorder(batches.clone()));
-        let step = |us| tokio::time::sleep(Duration::from_micros(us));
+        let step = |parts| tokio::time::sleep(ROW_GATHER * parts / 4);
         rows.upsert(1, "a");
-        step(1_000).await;
+        step(2).await;
         // Replaces "a", which was never written; its own time starts now.
         rows.upsert(1, "b");
         rows.upsert(2, "c");
         rows.delete(2);
-        step(1_500).await;
+        step(3).await;
         assert!(
             batches.lock().unwrap().is_empty(),
-            "nothing has stood 2 ms yet"
+            "nothing has stood for ROW_GATHER yet"
         );
-        step(1_000).await;
+        step(2).await;
         assert_eq!(*batches.lock().unwrap(), vec![vec![(1, Some("b"))]]);
     }
 

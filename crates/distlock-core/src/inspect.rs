@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::options::{LockMode, OwnerInfo};
 use crate::token::FencingToken;
 
+/// How many slots of a semaphore a SQL backend's inspection looks at for holders whose
+/// record is not written yet, when no written record of the name tells the semaphore's limit
+/// (such a holder is then shown with limit 0: not known).
+pub const SLOT_PROBE: u32 = 16;
+
 /// The state of one lock as the backend sees it.
 ///
 /// Serialized by `distlock status --json` and `distlock list --json`; the field names are

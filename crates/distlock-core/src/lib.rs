@@ -29,7 +29,7 @@ pub use client::{LockBuilder, Locks, RwLockBuilder};
 pub use error::{Error, ErrorKind, Result};
 pub use fresh_read::FreshReads;
 pub use holder_rows::{HolderRows, ROW_GATHER, RowStore};
-pub use inspect::{Holder, LockInfo, Waiter};
+pub use inspect::{Holder, LockInfo, SLOT_PROBE, Waiter};
 pub use lease::{Lease, LeaseSignal, LeaseState, drift_margin};
 pub use name::{LockName, MAX_NAME_BYTES, NameRule};
 pub use options::{

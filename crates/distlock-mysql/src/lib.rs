@@ -34,14 +34,15 @@
 mod key;
 mod rows;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use distlock_core::{
     AcquireRequest, Backend, BoxFuture, Capabilities, Error, ErrorKind, FencingToken, HeldLock,
-    Holder, LeaseSignal, LockInfo, LockMode, LockName, Locks, OwnerId, OwnerInfo, Result, Wait,
-    Waiter, redact_url,
+    Holder, LeaseSignal, LockInfo, LockMode, LockName, Locks, OwnerId, OwnerInfo, Result,
+    SLOT_PROBE, Wait, Waiter, redact_url,
 };
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row, Value};
@@ -1086,11 +1087,13 @@ impl Backend for MySqlBackend {
         Box::pin(async move {
             self.flush_rows().await;
             let key = hex_literal(lock_name(name.as_str()).as_bytes());
-            let mut infos = self.holder_infos(&format!("h.lock_key = {key}")).await?;
-            let mut info = infos
+            let mut found = self.holder_infos(&format!("h.lock_key = {key}")).await?;
+            let mut info = found
+                .infos
                 .pop()
                 .unwrap_or_else(|| LockInfo::new(name.as_str(), BACKEND));
-            self.add_foreign(&mut info).await?;
+            self.add_rowless(&mut info, &found.holder_connections, found.limit)
+                .await?;
             Ok(info)
         })
     }
@@ -1107,7 +1110,7 @@ impl Backend for MySqlBackend {
                     hex_literal(prefix.as_bytes())
                 )
             };
-            let mut infos = self.holder_infos(&filter).await?;
+            let mut infos = self.holder_infos(&filter).await?.infos;
             self.add_foreign_list(&mut infos, prefix).await?;
             Ok(infos)
         })
@@ -1178,9 +1181,10 @@ impl MySqlBackend {
     /// counts only while its connection holds the acquisition's [`owner_lock`] (the table
     /// alone would trust a row the server no longer backs, or a row of an earlier
     /// acquisition on the same connection that the writer has not replaced yet).
-    async fn holder_infos(&self, filter: &str) -> Result<Vec<LockInfo>> {
+    async fn holder_infos(&self, filter: &str) -> Result<HolderRecords> {
+        let mut found = HolderRecords::default();
         if self.shared.rows.is_none() {
-            return Ok(Vec::new());
+            return Ok(found);
         }
         let mut conn = self.shared.checkout().await?;
         let sql = format!(
@@ -1199,7 +1203,7 @@ impl MySqlBackend {
         };
         self.shared.checkin(conn);
         let now = SystemTime::now();
-        let mut infos: Vec<LockInfo> = Vec::new();
+        let infos = &mut found.infos;
         for row in rows {
             let (Some(name), Some(mode), Some(owner)) =
                 (text(&row, 1), text(&row, 2), text(&row, 5))
@@ -1214,10 +1218,14 @@ impl MySqlBackend {
             info_owner.pid = int(&row, 7).unwrap_or(0) as u32;
             info_owner.since = from_millis(int(&row, 9).unwrap_or(0));
             let mode = match mode.as_str() {
-                "permits" => LockMode::Permits {
-                    count: int(&row, 3).unwrap_or(1) as u32,
-                    limit: int(&row, 4).unwrap_or(1) as u32,
-                },
+                "permits" => {
+                    let limit = int(&row, 4).unwrap_or(1) as u32;
+                    found.limit = found.limit.max(Some(limit));
+                    LockMode::Permits {
+                        count: int(&row, 3).unwrap_or(1) as u32,
+                        limit,
+                    }
+                }
                 _ => LockMode::Exclusive,
             };
             let slot = match infos.last_mut() {
@@ -1229,6 +1237,7 @@ impl MySqlBackend {
             };
             match int(&row, 11) {
                 Some(token) => {
+                    found.holder_connections.extend(int(&row, 0));
                     let ttl = Duration::from_millis(int(&row, 10).unwrap_or(0).max(0) as u64);
                     let idle = Duration::from_secs(int(&row, 13).unwrap_or(0).max(0) as u64);
                     let expires = (text(&row, 12).as_deref() == Some("Sleep"))
@@ -1243,7 +1252,7 @@ impl MySqlBackend {
                 None => slot.waiters.push(Waiter::new(info_owner, mode, 0)),
             }
         }
-        Ok(infos)
+        Ok(found)
     }
 
     /// Adds to `list`'s report the user locks that connections hold without distlock, from
@@ -1316,21 +1325,39 @@ impl MySqlBackend {
         Ok(())
     }
 
-    /// Adds a connection that holds the name's `GET_LOCK` name but has no holder row: a
-    /// connection without distlock (interop), or a distlock holder whose row the writer of
-    /// its process has not written yet. Where `METADATA_LOCK_INFO` lists the connection's
-    /// [`owner_lock`], the holder is reported with that owner id (token 0: not known yet).
-    async fn add_foreign(&self, info: &mut LockInfo) -> Result<()> {
-        if info.holders.iter().any(|h| h.mode == LockMode::Exclusive) {
-            return Ok(());
-        }
-        let mut conn = self.shared.checkout().await?;
-        let key = hex_literal(lock_name(&info.name).as_bytes());
+    /// Adds the connections that hold the name's `GET_LOCK` name, or slots of its semaphore,
+    /// but have no holder row: a connection without distlock (interop), or a distlock holder
+    /// whose row the writer of its process has not written yet. Slots are looked for up to
+    /// the largest `limit` a row of the name records, else up to [`SLOT_PROBE`] (and the
+    /// limit shown is 0: not known).
+    /// Where `METADATA_LOCK_INFO` lists the connection's [`owner_lock`], the holder is
+    /// reported with that owner id (token 0: not known yet).
+    async fn add_rowless(
+        &self,
+        info: &mut LockInfo,
+        holder_connections: &HashSet<i64>,
+        limit: Option<u32>,
+    ) -> Result<()> {
+        // (slot, GET_LOCK name): slot -1 is the mutex.
+        let mut keys = vec![(-1, lock_name(&info.name))];
+        keys.extend((0..).zip(slot_names(&info.name, limit.unwrap_or(SLOT_PROBE))));
+        let limit = limit.unwrap_or(0);
+        let users = keys
+            .iter()
+            .map(|(slot, key)| {
+                format!(
+                    "SELECT {slot} AS slot, IS_USED_LOCK({}) AS id",
+                    hex_literal(key.as_bytes())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
         // With the plugin, the owner id of a distlock holder whose row is pending.
         let sql = |owner: &str| {
             format!(
-                "SELECT p.ID, p.USER, p.HOST{owner} FROM information_schema.PROCESSLIST p \
-                 WHERE p.ID = IS_USED_LOCK({key}) AND p.ID <> CONNECTION_ID()"
+                "SELECT p.ID, MIN(x.slot), COUNT(*), p.USER, p.HOST{owner} \
+                 FROM ({users}) x JOIN information_schema.PROCESSLIST p ON p.ID = x.id \
+                 WHERE p.ID <> CONNECTION_ID() GROUP BY p.ID, p.USER, p.HOST ORDER BY p.ID"
             )
         };
         let owner = format!(
@@ -1338,6 +1365,7 @@ impl MySqlBackend {
             start = OWNER_LOCK_PREFIX.len() + 1,
             locks = owner_locks_of("p.ID"),
         );
+        let mut conn = self.shared.checkout().await?;
         let rows = match query_rows(&mut conn.conn, &sql(&owner)).await {
             Err(e) if is_unknown_table(&e) => query_rows(&mut conn.conn, &sql("")).await,
             result => result,
@@ -1346,8 +1374,18 @@ impl MySqlBackend {
         self.shared.checkin(conn);
         for row in rows {
             let id = int(&row, 0).unwrap_or(0);
-            let user = text(&row, 1).unwrap_or_default();
-            let distlock_owner = text(&row, 3).and_then(|o| o.parse::<OwnerId>().ok());
+            if holder_connections.contains(&id) {
+                continue;
+            }
+            let mode = match int(&row, 1) {
+                Some(-1) => LockMode::Exclusive,
+                _ => LockMode::Permits {
+                    count: int(&row, 2).unwrap_or(1) as u32,
+                    limit,
+                },
+            };
+            let user = text(&row, 3).unwrap_or_default();
+            let distlock_owner = text(&row, 5).and_then(|o| o.parse::<OwnerId>().ok());
             let description = match distlock_owner {
                 Some(_) => format!(
                     "distlock holder on MySQL connection {id} (user {user:?}); its holder row \
@@ -1359,17 +1397,24 @@ impl MySqlBackend {
                 distlock_owner.unwrap_or(OwnerId::from_u128(0)),
                 Some(description),
             );
-            owner.host = text(&row, 2).unwrap_or_default();
+            owner.host = text(&row, 4).unwrap_or_default();
             owner.pid = 0;
-            info.holders.push(Holder::new(
-                owner,
-                LockMode::Exclusive,
-                FencingToken::new(0),
-                None,
-            ));
+            info.holders
+                .push(Holder::new(owner, mode, FencingToken::new(0), None));
         }
         Ok(())
     }
+}
+
+/// What the holder table says of the names an inspection asked about.
+#[derive(Default)]
+struct HolderRecords {
+    /// One per name, holders and waiters that have a row.
+    infos: Vec<LockInfo>,
+    /// The connections of those holders.
+    holder_connections: HashSet<i64>,
+    /// The largest semaphore limit a row records.
+    limit: Option<u32>,
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use mysql_async::prelude::Queryable;
 
 #[path = "../../distlock-testkit/shared/paused_holder.rs"]
 mod paused_holder;
+#[path = "../../distlock-testkit/shared/rowless_holders.rs"]
+mod rowless_holders;
 
 const SOON: Duration = Duration::from_secs(20);
 
@@ -370,5 +372,22 @@ fn holder_rows_of_closed_connections_are_deleted_at_connect() {
         drop(distlock_mysql::connect(&url).await.unwrap());
         assert_eq!(holder_rows(&mut plain).await, vec![u64::from(live)]);
         plain.disconnect().await.unwrap();
+    });
+}
+
+/// Another process's semaphore holders are shown before their records are written (here:
+/// never written), from the slots their connections hold.
+#[test]
+fn semaphore_holders_without_a_record_are_shown() {
+    let server = MariaDbServer::start();
+    runtime().block_on(async {
+        let url = server.url();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let without_rows =
+            distlock_mysql::connect(&format!("{url}{separator}distlock_holder_info=false"))
+                .await
+                .unwrap();
+        let with_rows = distlock_mysql::connect(&url).await.unwrap();
+        rowless_holders::semaphore_holders_are_shown(&with_rows, &without_rows).await;
     });
 }

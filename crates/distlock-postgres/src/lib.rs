@@ -35,6 +35,7 @@ mod key;
 mod rows;
 mod sql;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, Weak};
@@ -42,7 +43,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use distlock_core::{
     Backend, BoxFuture, Capabilities, Error, ErrorKind, FencingToken, HeldLock, Holder,
-    LeaseSignal, LockInfo, LockMode, LockName, Locks, OwnerId, OwnerInfo, Result, Wait, Waiter,
+    LeaseSignal, LockInfo, LockMode, LockName, Locks, OwnerId, OwnerInfo, Result, SLOT_PROBE, Wait,
+    Waiter,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -1433,17 +1435,48 @@ impl Backend for PostgresBackend {
             let text = name.as_str();
             let key = lock_key(text);
             let sql = &self.shared.sql;
+            let probe = SLOT_PROBE as i32;
             let rows = self
                 .query_locks(
                     &sql.inspect,
                     &sql.inspect_without_rows,
-                    &[(&text, Type::TEXT), (&key, Type::INT8)],
+                    &[
+                        (&text, Type::TEXT),
+                        (&key, Type::INT8),
+                        (&probe, Type::INT4),
+                    ],
                 )
                 .await?;
-            // One lock: its sessions without a row come named by its key, not its name.
+            // One lock: its sessions without a row come named by its key, not its name. Those
+            // that hold semaphore slots (any other key) count once per session, with a permit
+            // per slot.
             let mut info = LockInfo::new(text, BACKEND);
+            let key = key.to_string();
+            let mut slot_holders: BTreeMap<i32, (u32, &tokio_postgres::Row)> = BTreeMap::new();
             for row in &rows {
-                add_session(&mut info, row);
+                let rowless = matches!(row.try_get::<_, Option<String>>(4), Ok(None));
+                if rowless && row.try_get::<_, String>(0).is_ok_and(|k| k != key) {
+                    if let (Ok(Some(pid)), Ok(Some(true))) = (
+                        row.try_get::<_, Option<i32>>(15),
+                        row.try_get::<_, Option<bool>>(11),
+                    ) {
+                        slot_holders.entry(pid).or_insert((0, row)).0 += 1;
+                    }
+                    continue;
+                }
+                add_session(&mut info, row, None);
+            }
+            // The limit the rows record (0 where none does: not known).
+            let limit = (info.holders.iter().map(|h| h.mode))
+                .chain(info.waiters.iter().map(|w| w.mode))
+                .filter_map(|mode| match mode {
+                    LockMode::Permits { limit, .. } => Some(limit),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            for (count, row) in slot_holders.into_values() {
+                add_session(&mut info, row, Some(LockMode::Permits { count, limit }));
             }
             Ok(info)
         })
@@ -1468,7 +1501,7 @@ impl Backend for PostgresBackend {
                         infos.last_mut().expect("pushed")
                     }
                 };
-                add_session(info, row);
+                add_session(info, row, None);
             }
             infos.retain(|i| !i.holders.is_empty() || !i.waiters.is_empty());
             Ok(infos)
@@ -1540,8 +1573,8 @@ impl PostgresBackend {
 /// Adds one row of a [`locks_sql`](sql) statement to `info`: a session with its holder row,
 /// or a session without one (a distlock holder whose row is not written yet, named by its
 /// `application_name`, or a session that locks without distlock, shown with owner id 0 and
-/// token 0).
-fn add_session(info: &mut LockInfo, row: &tokio_postgres::Row) {
+/// token 0). `given_mode`, where given, replaces the row's mode.
+fn add_session(info: &mut LockInfo, row: &tokio_postgres::Row, given_mode: Option<LockMode>) {
     type Columns = (
         String,
         i32,
@@ -1605,14 +1638,14 @@ fn add_session(info: &mut LockInfo, row: &tokio_postgres::Row) {
         return;
     };
     let (granted, waiting) = (granted.unwrap_or(false), waiting.unwrap_or(false));
-    let mode = match mode.as_str() {
+    let mode = given_mode.unwrap_or(match mode.as_str() {
         "shared" => LockMode::Shared,
         "permits" => LockMode::Permits {
             count: permits as u32,
             limit: limit as u32,
         },
         _ => LockMode::Exclusive,
-    };
+    });
     if let Some(owner) = owner {
         let mut info_owner =
             OwnerInfo::current(owner.parse().unwrap_or(OwnerId::from_u128(0)), description);

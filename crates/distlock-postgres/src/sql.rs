@@ -28,7 +28,9 @@ pub(crate) struct Statements {
     /// (see `Shared::settle`), not in the release itself: a statement that changes a setting
     /// costs the server a walk over every setting at its end, more than the unlock.
     pub cleanup: String,
-    /// Holders and waiters of one name (`$1`, its key `$2`); see [`locks_sql`].
+    /// Holders and waiters of one name (`$1`, its key `$2`), with the sessions that hold a
+    /// slot of a semaphore of that name without a row, looked for up to the largest limit a
+    /// row of the name records, else up to `$3` slots; see [`locks_sql`].
     pub inspect: String,
     /// The same, reading no holder row (no holder table).
     pub inspect_without_rows: String,
@@ -65,6 +67,17 @@ const HOLDER_NAME: &str = "set_config('application_name', \
 
 /// The 64-bit key of a `pg_locks` row `l` of an advisory lock taken with one `bigint`.
 const LOCK_KEY: &str = "((l.classid::int8 << 32) | l.objid::int8)";
+
+/// The filter of the `pg_locks` rows `l` of the lock named `$1` with key `$2`: the key, and
+/// the first `slots` slot keys of a semaphore of that name, computed as
+/// [`slot_keys`](crate::key::slot_keys) does.
+fn name_keys(slots: &str) -> String {
+    format!(
+        "(l.key = $2::int8 OR l.key IN (SELECT ('x' || encode(substr(sha256(\
+         convert_to($1::text, 'UTF8') || '\\x00'::bytea || convert_to('slot' || i, 'UTF8')), \
+         1, 8), 'hex'))::bit(64)::int8 FROM generate_series(0, {slots} - 1) AS s(i)))"
+    )
+}
 
 /// When a holder row is current for a `pg_locks` row `l` of its session: a waiter's row (no
 /// token) while `l` waits, a holder's while the session's `application_name` names its
@@ -155,8 +168,15 @@ impl Statements {
                  set_config('idle_session_timeout', '0', false), \
                  set_config('application_name', {idle_name}, false)"
             ),
-            inspect: locks_sql(Some(&holders), "h.name = $1::text", "l.key = $2::int8"),
-            inspect_without_rows: locks_sql(None, "", "l.key = $2::int8 AND $1::text IS NOT NULL"),
+            inspect: locks_sql(
+                Some(&holders),
+                "h.name = $1::text",
+                &name_keys(&format!(
+                    "coalesce((SELECT max(h.lim) FROM {holders} h \
+                     WHERE h.name = $1::text AND h.mode = 'permits'), $3::int4)"
+                )),
+            ),
+            inspect_without_rows: locks_sql(None, "", &name_keys("$3::int4")),
             list: locks_sql(
                 Some(&holders),
                 "starts_with(h.name, $1::text)",

@@ -9,6 +9,8 @@ use distlock_testkit::postgres::PostgresServer;
 
 #[path = "../../distlock-testkit/shared/paused_holder.rs"]
 mod paused_holder;
+#[path = "../../distlock-testkit/shared/rowless_holders.rs"]
+mod rowless_holders;
 
 const SOON: Duration = Duration::from_secs(20);
 
@@ -413,5 +415,22 @@ fn a_session_the_server_timed_out_in_the_pool_is_not_used() {
         assert_eq!(ended, 0, "the server should have ended the idle session");
         assert_ne!(holder_pid(&plain).await, pid);
         again.release().await.unwrap();
+    });
+}
+
+/// Another process's semaphore holders are shown before their records are written (here:
+/// never written), from the slots their connections hold.
+#[test]
+fn semaphore_holders_without_a_record_are_shown() {
+    let server = PostgresServer::start();
+    runtime().block_on(async {
+        let url = server.url();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let without_rows =
+            distlock_postgres::connect(&format!("{url}{separator}distlock_holder_info=false"))
+                .await
+                .unwrap();
+        let with_rows = distlock_postgres::connect(&url).await.unwrap();
+        rowless_holders::semaphore_holders_are_shown(&with_rows, &without_rows).await;
     });
 }
