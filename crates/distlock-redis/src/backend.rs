@@ -626,8 +626,12 @@ fn parse_waiter(fields: &[String]) -> Option<Waiter> {
         return None;
     };
     let owner = parse_owner(info)?;
-    let parts: Vec<&str> = record.splitn(6, '|').collect();
-    let [kind, count, limit, _ttl, member, _channel] = parts.as_slice() else {
+    let parts: Vec<&str> = record.splitn(4, '|').collect();
+    let [terms, _ttl, member, _channel] = parts.as_slice() else {
+        return None;
+    };
+    let parts: Vec<&str> = terms.splitn(3, ':').collect();
+    let [kind, count, limit] = parts.as_slice() else {
         return None;
     };
     let mode = match *kind {

@@ -21,10 +21,9 @@ pub(crate) enum Suffix {
     Holders,
     /// zset (score 0, ordered by member): `prio(8 hex) seq(16 hex) owner(32 hex)`.
     Queue,
-    /// hash: waiter owner id → `kind|count|limit|ttl_ms|queue member|channel|owner info JSON`.
+    /// hash: waiter owner id →
+    /// `expiry ms|kind:count:limit|ttl_ms|queue member|channel|owner info JSON`.
     Waiters,
-    /// zset: waiter owner id → expiry of the waiter entry (server time, ms).
-    WaiterExpiry,
     /// string: the fencing-token counter.
     Counter,
     /// hash: unqueued (Redlock) waiter owner id → `expiry ms|channel`.
@@ -37,19 +36,17 @@ impl Suffix {
             Suffix::Holders => 'l',
             Suffix::Queue => 'q',
             Suffix::Waiters => 'w',
-            Suffix::WaiterExpiry => 'x',
             Suffix::Counter => 'c',
             Suffix::Watchers => 'n',
         }
     }
 }
 
-/// The order in which scripts receive the keys of a lock (`KEYS[1..6]`).
-const ALL: [Suffix; 6] = [
+/// The order in which scripts receive the keys of a lock (`KEYS[1..5]`).
+const ALL: [Suffix; 5] = [
     Suffix::Holders,
     Suffix::Queue,
     Suffix::Waiters,
-    Suffix::WaiterExpiry,
     Suffix::Counter,
     Suffix::Watchers,
 ];

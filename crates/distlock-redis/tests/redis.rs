@@ -500,3 +500,64 @@ async fn a_restart_keeps_locks_with_aof_and_loses_them_without() {
         }
     }
 }
+
+/// A waiter whose process stops refreshing its entry (here: the one thread of its runtime is
+/// blocked) is dropped once it comes to the head of the queue, so the waiter behind it gets
+/// the lock at the release; once it runs again, it waits anew and gets the lock too.
+#[tokio::test]
+async fn a_waiter_that_stops_refreshing_does_not_stall_the_queue() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let holder = locks(&url).await;
+    let held = holder.mutex("stalled").acquire().await.unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let stalled_url = format!("{url}{separator}waiter_ttl=2s");
+    let (go, blocked) = std::sync::mpsc::channel::<()>();
+    let stalled_ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ended = stalled_ended.clone();
+    let stalled = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let client = locks(&stalled_url).await;
+            let waiting = tokio::spawn(async move {
+                let lease = client.mutex("stalled").wait(SOON).acquire().await?;
+                lease.release().await
+            });
+            while blocked.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Nothing on this runtime runs now: the entry is not refreshed.
+            std::thread::sleep(Duration::from_secs(5));
+            ended.store(true, std::sync::atomic::Ordering::SeqCst);
+            waiting.await.unwrap()
+        })
+    });
+    let waiters = |n| {
+        let holder = &holder;
+        async move {
+            let deadline = Instant::now() + SOON;
+            while holder.inspect("stalled").await.unwrap().waiters.len() < n {
+                assert!(Instant::now() < deadline, "{n} waiters never queued");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    waiters(1).await;
+    go.send(()).unwrap();
+    let behind = locks(&url).await;
+    let next = tokio::spawn(async move { behind.mutex("stalled").wait(SOON).acquire().await });
+    waiters(2).await;
+    // The stalled entry runs out (2 s) while the lock is still held.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    held.release().await.unwrap();
+    let lease = next.await.unwrap().unwrap();
+    assert!(
+        !stalled_ended.load(std::sync::atomic::Ordering::SeqCst),
+        "the waiter behind got the lock only after the stalled one ran again"
+    );
+    lease.release().await.unwrap();
+    stalled.join().unwrap().unwrap();
+}

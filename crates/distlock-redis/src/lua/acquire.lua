@@ -28,12 +28,12 @@ local st = no_holders()
 if keys.holders then st = holders() end
 local tok
 if keys.queue then
-  prune_waiters()
   tok = promote(st, o)
   if tok then return { 1, tok } end
 end
--- The waiter keys exist exactly while the queue does.
-local queued = keys.queue and redis.call('HEXISTS', W, o) == 1
+-- This owner's waiter entry, if it has one (the waiter keys exist exactly while the queue
+-- does, give or take a moment after a hand-off emptied it).
+local queued = keys.queue and redis.call('HGET', W, o)
 if not queued then
   -- Handed the lock earlier (its notification may have been lost): claim it for a full TTL.
   local cur = st.owners[o]
@@ -46,7 +46,7 @@ if not queued then
     return { 1, held }
   end
   if fits(st, kind, cnt, limit) and (not keys.queue or redis.call('ZCARD', Q) == 0) then
-    tok = grant(st, o, kind, cnt, limit, now + ttl, ARGV[4])
+    tok = grant(st, o, ARGV[2], kind, cnt, now + ttl, ARGV[4])
     touch_holders(st)
     return { 1, tok }
   end
@@ -58,15 +58,18 @@ if enqueue == '0' then
   end
   return { 0, wait_hint(st) }
 end
-redis.call('ZADD', X, now + wttl, o)
-if not queued then
+local expiry = fmt(now + wttl)
+if queued then
+  -- Refreshed: the entry keeps its place.
+  redis.call('HSET', W, o, expiry .. string.match(queued, '^%d+(|.*)$'))
+else
   local member = priority .. string.format('%016x', now_us) .. o
   redis.call('ZADD', Q, 0, member)
-  redis.call('HSET', W, o, kind .. '|' .. cnt .. '|' .. limit .. '|' .. ttl .. '|' .. member
-    .. '|' .. channel .. '|' .. ARGV[4])
+  redis.call('HSET', W, o, expiry .. '|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. member .. '|'
+    .. channel .. '|' .. ARGV[4])
   -- A higher priority can put this waiter at the head.
   tok = promote(st, o)
   if tok then return { 1, tok } end
 end
-touch_waiters()
+touch_waiters(wttl)
 return { 0, wait_hint(st) }

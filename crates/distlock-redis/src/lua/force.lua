@@ -4,7 +4,6 @@
 local removed = 0
 for _ in pairs(holders().owners) do removed = removed + 1 end
 redis.call('DEL', K)
-prune_waiters()
 promote(no_holders())
 notify_watchers()
 return removed

@@ -19,25 +19,6 @@ local function next_token()
   return tok
 end
 
--- The live holders: what they hold (x exclusive holders, s shared, p permits), their
--- owners, and the first and last expiry. `nil` expiries when there is none.
-local function no_holders() return { x = 0, s = 0, p = 0, owners = {} } end
-
-local function fits(st, kind, cnt, limit)
-  if kind == 'x' then return st.x == 0 and st.s == 0 and st.p == 0 end
-  if kind == 's' then return st.x == 0 and st.p == 0 end
-  return st.x == 0 and st.s == 0 and st.p + cnt <= limit
-end
-
-local function count(st, o, kind, cnt, expiry, rec)
-  if kind == 'x' then st.x = st.x + 1
-  elseif kind == 's' then st.s = st.s + 1
-  else st.p = st.p + cnt end
-  st.owners[o] = rec
-  if not st.first or expiry < st.first then st.first = expiry end
-  if not st.last or expiry > st.last then st.last = expiry end
-end
-
 -- Grants `o` the lock until `expiry`: a new token, and the holder record
 -- `expiry:kind:count:limit:token:info`, where `terms` is its `kind:count:limit`.
 local function hold(o, terms, expiry, info)
@@ -45,15 +26,4 @@ local function hold(o, terms, expiry, info)
   local rec = fmt(expiry) .. ':' .. terms .. ':' .. fmt(tok) .. ':' .. info
   redis.call('HSET', K, o, rec)
   return tok, rec
-end
-
-local function grant(st, o, kind, cnt, limit, expiry, info)
-  local tok, rec = hold(o, kind .. ':' .. cnt .. ':' .. limit, expiry, info)
-  count(st, o, kind, cnt, expiry, rec)
-  return tok
-end
-
--- The holders hash lives until its last holder would expire, + 1 s, then vanishes on its own.
-local function touch_holders(st)
-  if st.last then redis.call('PEXPIRE', K, fmt(st.last - now + 1000)) end
 end

@@ -1,6 +1,6 @@
 -- Read-only. Returns {now ms, holders, waiters}: holders = flat {owner, expiry, kind record,
--- info}..., waiters = flat {owner, waiter record, info}... in queue order. Expired entries are
--- left out.
+-- info}..., waiters = flat {owner, `kind:count:limit|ttl|member|channel`, info}... in queue
+-- order. Expired entries are left out.
 --@grant
 --@prelude
 local holders_out = {}
@@ -18,9 +18,8 @@ local waiters = {}
 for _, member in ipairs(redis.call('ZRANGE', Q, 0, -1)) do
   local o = string.sub(member, 25)
   local rec = redis.call('HGET', W, o)
-  local exp = redis.call('ZSCORE', X, o)
-  local fields, info = string.match(rec or '', '^([^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*)|(.*)$')
-  if fields and exp and tonumber(exp) > now then
+  local exp, fields, info = string.match(rec or '', '^(%d+)|([^|]*|[^|]*|[^|]*|[^|]*)|(.*)$')
+  if fields and tonumber(exp) > now then
     table.insert(waiters, o)
     table.insert(waiters, fields)
     table.insert(waiters, info)

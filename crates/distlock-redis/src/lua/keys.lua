@@ -1,13 +1,14 @@
 -- Every distlock script starts here. KEYS (one hash tag, so one slot):
 --   1 K holders hash  owner -> expiry ms:kind:count:limit:token:owner info JSON
 --   2 Q queue zset (score 0) prio8 .. seq16 .. owner32
---   3 W waiters hash  owner -> kind|count|limit|ttl|member|channel|owner info JSON
---   4 X waiter expiry zset owner -> expiry ms
---   5 C fencing-token counter
---   6 N watchers hash (Redlock waiters, not queued) owner -> expiry ms|channel
--- A script's fast path runs before `--@grant` (the server clock) and `--@prelude` (the other
--- functions), so the common case does not pay for what it does not use.
-local K, Q, W, X, C, N = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+--   3 W waiters hash  owner -> expiry ms|kind|count|limit|ttl|member|channel|owner info JSON
+--   4 C fencing-token counter
+--   5 N watchers hash (Redlock waiters, not queued) owner -> expiry ms|channel
+-- A script's fast path runs before `--@grant` (the server clock and the grant) and
+-- `--@prelude` (the other functions), so the common case does not pay for what it does not
+-- use: each function a script defines costs the server an allocation per call, and more per
+-- variable it captures.
+local K, Q, W, C, N = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
 local function fmt(n) return string.format('%d', n) end
 

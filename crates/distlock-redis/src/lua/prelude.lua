@@ -1,3 +1,34 @@
+-- The live holders: what they hold (x exclusive holders, s shared, p permits), their
+-- owners, and the first and last expiry. `nil` expiries when there is none.
+local function no_holders() return { x = 0, s = 0, p = 0, owners = {} } end
+
+local function fits(st, kind, cnt, limit)
+  if kind == 'x' then return st.x == 0 and st.s == 0 and st.p == 0 end
+  if kind == 's' then return st.x == 0 and st.p == 0 end
+  return st.x == 0 and st.s == 0 and st.p + cnt <= limit
+end
+
+local function count(st, o, kind, cnt, expiry, rec)
+  if kind == 'x' then st.x = st.x + 1
+  elseif kind == 's' then st.s = st.s + 1
+  else st.p = st.p + cnt end
+  st.owners[o] = rec
+  if not st.first or expiry < st.first then st.first = expiry end
+  if not st.last or expiry > st.last then st.last = expiry end
+end
+
+-- Grants `o` the lock on `terms` (`kind:count:limit`), counting it in `st`.
+local function grant(st, o, terms, kind, cnt, expiry, info)
+  local tok, rec = hold(o, terms, expiry, info)
+  count(st, o, kind, cnt, expiry, rec)
+  return tok
+end
+
+-- The holders hash lives until its last holder would expire, + 1 s, then vanishes on its own.
+local function touch_holders(st)
+  if st.last then redis.call('PEXPIRE', K, fmt(st.last - now + 1000)) end
+end
+
 -- The bit set of `exist_bits()` as flags.
 local function present(bits)
   return { holders = bits % 2 == 1, queue = bits % 4 >= 2, watchers = bits >= 4, any = bits > 0 }
@@ -27,66 +58,71 @@ local function holders()
   return st
 end
 
+-- A waiter record: expiry ms (number), terms `kind:count:limit`, kind, count (number), limit
+-- (number), TTL ms (string), queue member, channel, owner info.
 local function parse_waiter(rec)
-  local kind, cnt, limit, ttl, member, chan, info =
-    string.match(rec, '^(%a)|(%d+)|(%d+)|(%d+)|([^|]*)|([^|]*)|(.*)$')
-  return kind, tonumber(cnt), tonumber(limit), tonumber(ttl), member, chan, info
+  local expiry, terms, kind, cnt, limit, ttl, member, chan, info =
+    string.match(rec, '^(%d+)|((%a):(%d+):(%d+))|(%d+)|([^|]*)|([^|]*)|(.*)$')
+  return tonumber(expiry), terms, kind, tonumber(cnt), tonumber(limit), ttl, member, chan, info
 end
 
 local function drop_waiter(o)
   local rec = redis.call('HGET', W, o)
   if rec then
-    local _, _, _, _, member = parse_waiter(rec)
+    local member = select(7, parse_waiter(rec))
     redis.call('ZREM', Q, member)
     redis.call('HDEL', W, o)
   end
-  redis.call('ZREM', X, o)
 end
 
--- Removes the waiters whose entries ran out.
-local function prune_waiters()
-  for _, o in ipairs(redis.call('ZRANGEBYSCORE', X, '-inf', now)) do drop_waiter(o) end
-end
-
--- The waiter keys live until their last entry would expire, + 1 s (Redis deletes an emptied
--- zset or hash at once). Only adding or refreshing an entry can need a longer life.
-local function touch_waiters()
-  local last = redis.call('ZRANGE', X, -1, -1, 'WITHSCORES')[2]
-  if not last then return end
-  local ms = fmt(tonumber(last) - now + 1000)
-  redis.call('PEXPIRE', Q, ms)
-  redis.call('PEXPIRE', W, ms)
-  redis.call('PEXPIRE', X, ms)
+-- The waiter keys live at least `wttl` + 1 s from now, for the entry just added or refreshed
+-- (Redis deletes an emptied zset or hash at once). An entry is only ever added with the
+-- longest life so far, unless another process waits with a longer waiter TTL.
+local function touch_waiters(wttl)
+  local ms = wttl + 1000
+  if redis.call('PTTL', W) < ms then
+    ms = fmt(ms)
+    redis.call('PEXPIRE', Q, ms)
+    redis.call('PEXPIRE', W, ms)
+  end
 end
 
 -- Direct hand-off: grants the lock to the live waiters at the head of the queue, in order,
--- while they fit, and sends each one's process `owner:token`. The grant lasts the waiter's
--- TTL from now, as if it had asked now: a waiter that died meanwhile holds up the queue no
--- longer than a holder that died. Returns the token granted to `me`, if any.
+-- while they fit, and sends each one's process `owner:token`. A waiter whose entry ran out
+-- (its process stopped refreshing it) is dropped when it comes to the head, so a dead waiter
+-- never stalls the queue. The grant lasts the waiter's TTL from now, as if it had asked now: a
+-- waiter that died meanwhile holds up the queue no longer than a holder that died. Returns
+-- the token granted to `me`, if any.
 local function promote(st, me)
   local granted, mine = false, nil
   -- Nothing fits beside an exclusive holder, so that case reads nothing.
   while st.x == 0 do
-    local head = redis.call('ZRANGE', Q, 0, 0)[1]
+    -- All scores are 0, so the least member (priority, then arrival) comes first.
+    local head = redis.call('ZPOPMIN', Q)[1]
     if not head then break end
     local o = string.sub(head, 25)
     local rec = redis.call('HGET', W, o)
-    if not rec then
-      redis.call('ZREM', Q, head)
-    else
-      local kind, cnt, limit, ttl, _, chan, info = parse_waiter(rec)
-      if not fits(st, kind, cnt, limit) then break end
-      local tok = grant(st, o, kind, cnt, limit, now + ttl, info)
-      granted = true
-      redis.call('ZREM', Q, head)
-      redis.call('HDEL', W, o)
-      redis.call('ZREM', X, o)
-      if o == me then
-        mine = tok
+    if rec then
+      local expiry, terms, kind, cnt, limit, ttl, _, chan, info = parse_waiter(rec)
+      if expiry <= now then
+        redis.call('HDEL', W, o)
+      elseif not fits(st, kind, cnt, limit) then
+        -- Strict order: it stays at the head and blocks the ones behind it. If it was the
+        -- last, the pop deleted the queue, and the queue made anew needs the waiters' life.
+        redis.call('ZADD', Q, 0, head)
+        if redis.call('PTTL', Q) < 0 then redis.call('PEXPIRE', Q, redis.call('PTTL', W)) end
+        break
       else
-        -- The token travels with the notification, so the waiter holds the lock without
-        -- another round trip (a lost message is caught by its next re-check).
-        redis.call('PUBLISH', chan, o .. ':' .. fmt(tok))
+        local tok = grant(st, o, terms, kind, cnt, now + ttl, info)
+        granted = true
+        redis.call('HDEL', W, o)
+        if o == me then
+          mine = tok
+        else
+          -- The token travels with the notification, so the waiter holds the lock without
+          -- another round trip (a lost message is caught by its next re-check).
+          redis.call('PUBLISH', chan, o .. ':' .. fmt(tok))
+        end
       end
     end
   end

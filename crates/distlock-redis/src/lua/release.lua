@@ -19,9 +19,6 @@ end
 local keys = present(bits)
 -- Only what exists is read: releasing an exclusive lock leaves no holders hash to read.
 local st = keys.holders and holders() or no_holders()
-if keys.queue then
-  prune_waiters()
-  promote(st)
-end
+if keys.queue then promote(st) end
 if keys.watchers then notify_watchers() end
 return removed
