@@ -777,18 +777,33 @@ impl MySqlBackend {
                 },
             ),
         };
-        let mut attempt = Attempt {
-            shared,
-            conn: Some(shared.checkout().await?),
-            waiting: false,
-            waiter_recorded: false,
-        };
-        let outcome = if keys.len() == 1 {
-            self.mutex(&mut attempt, &record, &keys[0], deadline, wait)
-                .await
-        } else {
-            self.semaphore(&mut attempt, &record, &keys, count, deadline, wait)
-                .await
+        let mut replaced = false;
+        let (mut attempt, outcome) = loop {
+            let mut attempt = Attempt {
+                shared,
+                conn: Some(shared.checkout().await?),
+                waiting: false,
+                waiter_recorded: false,
+            };
+            let outcome = if keys.len() == 1 {
+                self.mutex(&mut attempt, &record, &keys[0], deadline, wait)
+                    .await
+            } else {
+                self.semaphore(&mut attempt, &record, &keys, count, deadline, wait)
+                    .await
+            };
+            match outcome {
+                // A pooled connection that the server closed while it stood idle (a restart,
+                // a `KILL`), before the pool could see it go: once, the attempt runs again
+                // on a new connection. The old one closes with the attempt; whatever it held
+                // went with it (or, if only the network broke, goes at its wait_timeout).
+                Err(e) if is_connection_failure(&e) && !replaced => {
+                    replaced = true;
+                    attempt.waiting = false;
+                    tracing::debug!(backend = BACKEND, error = %e, "the connection had closed; retrying on a new one");
+                }
+                outcome => break (attempt, outcome),
+            }
         };
         match outcome {
             Ok(Some((token, granted_at, held))) => {

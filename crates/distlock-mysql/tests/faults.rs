@@ -391,3 +391,73 @@ fn semaphore_holders_without_a_record_are_shown() {
         rowless_holders::semaphore_holders_are_shown(&with_rows, &without_rows).await;
     });
 }
+
+/// A pooled connection that the server closed while it stood idle (`KILL` here, a restart or
+/// `wait_timeout` elsewhere) is replaced: the acquisition that took it runs again on a new
+/// connection. The runtime is blocked while the connection is killed, so the pool cannot have
+/// seen it go; both the try and the wait take it.
+#[test]
+fn a_pooled_connection_the_server_closed_is_replaced() {
+    let server = MariaDbServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let url = server.url();
+        let locks = distlock_mysql::connect(&url).await.unwrap();
+        let mut plain = mysql_async::Conn::from_url(&url).await.unwrap();
+        for wait in [false, true] {
+            let lease = locks.mutex("ended").no_wait().acquire().await.unwrap();
+            let holder: u64 = plain
+                .query_first("SELECT IS_USED_LOCK('ended')")
+                .await
+                .unwrap()
+                .unwrap();
+            lease.release().await.unwrap();
+            let kill_url = url.clone();
+            std::thread::spawn(move || kill_and_wait(&kill_url, holder))
+                .join()
+                .unwrap();
+            let builder = locks.mutex("ended");
+            let builder = if wait {
+                builder.wait(SOON)
+            } else {
+                builder.no_wait()
+            };
+            let again = builder.acquire().await.unwrap();
+            let now: u64 = plain
+                .query_first("SELECT IS_USED_LOCK('ended')")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_ne!(now, holder);
+            again.release().await.unwrap();
+        }
+        plain.disconnect().await.unwrap();
+    });
+}
+
+/// Kills connection `id` and returns once the server no longer lists it (on a runtime of its
+/// own, so the caller's stays blocked meanwhile).
+fn kill_and_wait(url: &str, id: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut plain = mysql_async::Conn::from_url(url).await.unwrap();
+        plain.query_drop(format!("KILL {id}")).await.unwrap();
+        while plain
+            .query_first::<u64, _>(format!(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = {id}"
+            ))
+            .await
+            .unwrap()
+            .is_some()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        plain.disconnect().await.unwrap();
+    });
+}

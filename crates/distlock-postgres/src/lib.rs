@@ -422,6 +422,21 @@ fn sqlstate(error: &tokio_postgres::Error) -> Option<&str> {
     error.code().map(|c| c.code())
 }
 
+/// The session is gone: the connection closed, or the server ended it (an administrator's
+/// `pg_terminate_backend`, a shutdown, a crash of another backend).
+fn session_ended(error: &tokio_postgres::Error) -> bool {
+    error.is_closed() || matches!(sqlstate(error), Some("57P01" | "57P02" | "57P03"))
+}
+
+/// What an acquisition has already retried once (see `PostgresBackend::set_up_or_fail`).
+#[derive(Default)]
+struct Retried {
+    /// It created distlock's sequence and holder table.
+    setup: bool,
+    /// It replaced a session that had ended.
+    ended_session: bool,
+}
+
 impl Shared {
     /// Removes any occurrence of the password from a message (belt and braces: the driver's
     /// messages do not contain it).
@@ -821,7 +836,7 @@ impl PostgresBackend {
             Wait::Bounded(bound) => Some(started + bound),
             _ => None,
         };
-        let mut setup_done = false;
+        let mut retried = Retried::default();
         let mut attempt = Attempt {
             shared,
             conn: Some(shared.checkout().await?),
@@ -840,10 +855,7 @@ impl PostgresBackend {
                     .await
                 {
                     Ok(row) => break row,
-                    Err(e) => {
-                        self.set_up_or_fail(&mut attempt, e, &mut setup_done)
-                            .await?
-                    }
+                    Err(e) => self.set_up_or_fail(&mut attempt, e, &mut retried).await?,
                 }
             };
             if let Some(token) = token {
@@ -930,8 +942,7 @@ impl PostgresBackend {
                     self.unlock_all(&mut attempt).await?;
                 }
                 Err(e) => {
-                    self.set_up_or_fail(&mut attempt, e, &mut setup_done)
-                        .await?;
+                    self.set_up_or_fail(&mut attempt, e, &mut retried).await?;
                     // A new session: its waiter row is a new one.
                     shared.record(attempt.conn(), request, &spec, &spec.keys, None);
                 }
@@ -939,24 +950,29 @@ impl PostgresBackend {
         }
     }
 
-    /// After an acquire statement failed with `error`: when it found distlock's sequence
-    /// or holder table missing (the first time only), creates them and gives the attempt a
-    /// new session, to run the statement again; otherwise closes the session and returns
-    /// the error.
+    /// After an acquire statement failed with `error`, gives the attempt a new session to
+    /// run the statement again, once for each of two causes: distlock's sequence or holder
+    /// table was missing (it creates them first), or the session had ended (a pooled session
+    /// that the server closed while it stood idle, before the pool could see it go: a
+    /// restart, `pg_terminate_backend`). Otherwise closes the session and returns the error.
     async fn set_up_or_fail(
         &self,
         attempt: &mut Attempt<'_>,
         error: tokio_postgres::Error,
-        setup_done: &mut bool,
+        retried: &mut Retried,
     ) -> Result<()> {
         // Either way the session goes: it may have taken nothing (a statement that fails
-        // at parse time), but closing it makes sure.
+        // at parse time), but closing it makes sure. An ended session's locks ended with it.
         attempt.conn = None;
-        if sqlstate(&error) != Some("42P01") || *setup_done {
+        if sqlstate(&error) == Some("42P01") && !retried.setup {
+            retried.setup = true;
+            self.shared.setup().await?;
+        } else if session_ended(&error) && !retried.ended_session {
+            retried.ended_session = true;
+            tracing::debug!(backend = BACKEND, %error, "the session had ended; retrying on a new one");
+        } else {
             return Err(self.shared.pg_error("acquire", &error));
         }
-        self.shared.setup().await?;
-        *setup_done = true;
         attempt.conn = Some(self.shared.checkout().await?);
         Ok(())
     }
@@ -1023,7 +1039,7 @@ impl PostgresBackend {
             conn: Some(shared.checkout().await?),
             waiting: false,
         };
-        let mut setup_done = false;
+        let mut retried = Retried::default();
         loop {
             let sent = Instant::now();
             match simple_token(&attempt.conn().client, &try_sql).await {
@@ -1039,16 +1055,7 @@ impl PostgresBackend {
                     ));
                 }
                 Ok(None) => break,
-                Err(e) if sqlstate(&e) == Some("42P01") && !setup_done => {
-                    attempt.conn = None;
-                    shared.setup().await?;
-                    setup_done = true;
-                    attempt.conn = Some(shared.checkout().await?);
-                }
-                Err(e) => {
-                    attempt.conn = None;
-                    return Err(shared.pg_error("acquire", &e));
-                }
+                Err(e) => self.set_up_or_fail(&mut attempt, e, &mut retried).await?,
             }
         }
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));

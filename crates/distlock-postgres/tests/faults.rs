@@ -434,3 +434,68 @@ fn semaphore_holders_without_a_record_are_shown() {
         rowless_holders::semaphore_holders_are_shown(&with_rows, &without_rows).await;
     });
 }
+
+/// A pooled session that the server ended while it stood idle (`pg_terminate_backend` here,
+/// a restart or an administrator elsewhere) is replaced: the acquisition that took it runs
+/// again on a new session. The runtime is blocked while the session is ended, so the pool
+/// cannot have seen it go; both the try and the wait take it.
+#[test]
+fn a_pooled_session_the_server_ended_is_replaced() {
+    let server = PostgresServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let locks = connect(server.url()).await;
+        let plain = plain_session(&server.url()).await;
+        for wait in [false, true] {
+            let lease = locks.mutex("ended").no_wait().acquire().await.unwrap();
+            let pid = holder_pid(&plain).await;
+            lease.release().await.unwrap();
+            let url = server.url();
+            std::thread::spawn(move || terminate_and_wait(&url, pid))
+                .join()
+                .unwrap();
+            let builder = locks.mutex("ended");
+            let builder = if wait {
+                builder.wait(SOON)
+            } else {
+                builder.no_wait()
+            };
+            let again = builder.acquire().await.unwrap();
+            assert_ne!(holder_pid(&plain).await, pid);
+            again.release().await.unwrap();
+        }
+    });
+}
+
+/// Ends the session `pid` and returns once the server no longer lists it (on a runtime of
+/// its own, so the caller's stays blocked meanwhile).
+fn terminate_and_wait(url: &str, pid: i32) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let plain = plain_session(url).await;
+        plain
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        loop {
+            let left: i64 = plain
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                    &[&pid],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
