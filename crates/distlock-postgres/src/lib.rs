@@ -962,8 +962,11 @@ impl PostgresBackend {
         retried: &mut Retried,
     ) -> Result<()> {
         // Either way the session goes: it may have taken nothing (a statement that fails
-        // at parse time), but closing it makes sure. An ended session's locks ended with it.
-        attempt.conn = None;
+        // at parse time), but closing it makes sure. An ended session's locks ended with it,
+        // and its waiter row goes with it.
+        if let Some(conn) = attempt.conn.take() {
+            self.shared.forget_row(&conn);
+        }
         if sqlstate(&error) == Some("42P01") && !retried.setup {
             retried.setup = true;
             self.shared.setup().await?;
