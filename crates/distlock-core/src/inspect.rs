@@ -44,6 +44,19 @@ impl LockInfo {
     pub fn is_held(&self) -> bool {
         !self.holders.is_empty()
     }
+
+    /// The largest semaphore limit its holders and waiters ask for, if any of them asks for
+    /// permits.
+    pub fn permit_limit(&self) -> Option<u32> {
+        let modes = self.holders.iter().map(|h| h.mode);
+        modes
+            .chain(self.waiters.iter().map(|w| w.mode))
+            .filter_map(|mode| match mode {
+                LockMode::Permits { limit, .. } => Some(limit),
+                _ => None,
+            })
+            .max()
+    }
 }
 
 /// One holder of a lock.

@@ -1107,7 +1107,7 @@ impl Backend for MySqlBackend {
                 .infos
                 .pop()
                 .unwrap_or_else(|| LockInfo::new(name.as_str(), BACKEND));
-            self.add_rowless(&mut info, &found.holder_connections, found.limit)
+            self.add_rowless(&mut info, &found.holder_connections)
                 .await?;
             Ok(info)
         })
@@ -1233,14 +1233,10 @@ impl MySqlBackend {
             info_owner.pid = int(&row, 7).unwrap_or(0) as u32;
             info_owner.since = from_millis(int(&row, 9).unwrap_or(0));
             let mode = match mode.as_str() {
-                "permits" => {
-                    let limit = int(&row, 4).unwrap_or(1) as u32;
-                    found.limit = found.limit.max(Some(limit));
-                    LockMode::Permits {
-                        count: int(&row, 3).unwrap_or(1) as u32,
-                        limit,
-                    }
-                }
+                "permits" => LockMode::Permits {
+                    count: int(&row, 3).unwrap_or(1) as u32,
+                    limit: int(&row, 4).unwrap_or(1) as u32,
+                },
                 _ => LockMode::Exclusive,
             };
             let slot = match infos.last_mut() {
@@ -1351,7 +1347,6 @@ impl MySqlBackend {
         &self,
         info: &mut LockInfo,
         holder_connections: &HashSet<i64>,
-        limit: Option<u32>,
     ) -> Result<()> {
         // A mutex holder with a row leaves nothing to look for. The two statements are not
         // one moment: looking anyway could find the next holder too, if the lock passed on
@@ -1359,6 +1354,7 @@ impl MySqlBackend {
         if info.holders.iter().any(|h| h.mode == LockMode::Exclusive) {
             return Ok(());
         }
+        let limit = info.permit_limit();
         // (slot, GET_LOCK name): slot -1 is the mutex.
         let mut keys = vec![(-1, lock_name(&info.name))];
         keys.extend((0..).zip(slot_names(&info.name, limit.unwrap_or(SLOT_PROBE))));
@@ -1434,8 +1430,6 @@ struct HolderRecords {
     infos: Vec<LockInfo>,
     /// The connections of those holders.
     holder_connections: HashSet<i64>,
-    /// The largest semaphore limit a row records.
-    limit: Option<u32>,
 }
 
 #[cfg(test)]

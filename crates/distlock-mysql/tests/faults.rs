@@ -7,6 +7,8 @@ use distlock_core::{ErrorKind, LeaseState, Locks};
 use distlock_testkit::mysql::{MariaDbServer, PASSWORD};
 use mysql_async::prelude::Queryable;
 
+#[path = "../../distlock-testkit/shared/ended_session.rs"]
+mod ended_session;
 #[path = "../../distlock-testkit/shared/paused_holder.rs"]
 mod paused_holder;
 #[path = "../../distlock-testkit/shared/rowless_holders.rs"]
@@ -399,41 +401,18 @@ fn semaphore_holders_without_a_record_are_shown() {
 #[test]
 fn a_pooled_connection_the_server_closed_is_replaced() {
     let server = MariaDbServer::start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    ended_session::current_thread_runtime().block_on(async {
         let url = server.url();
         let locks = distlock_mysql::connect(&url).await.unwrap();
         let mut plain = mysql_async::Conn::from_url(&url).await.unwrap();
-        for wait in [false, true] {
-            let lease = locks.mutex("ended").no_wait().acquire().await.unwrap();
-            let holder: u64 = plain
+        let holder = async || -> u64 {
+            plain
                 .query_first("SELECT IS_USED_LOCK('ended')")
                 .await
                 .unwrap()
-                .unwrap();
-            lease.release().await.unwrap();
-            let kill_url = url.clone();
-            std::thread::spawn(move || kill_and_wait(&kill_url, holder))
-                .join()
-                .unwrap();
-            let builder = locks.mutex("ended");
-            let builder = if wait {
-                builder.wait(SOON)
-            } else {
-                builder.no_wait()
-            };
-            let again = builder.acquire().await.unwrap();
-            let now: u64 = plain
-                .query_first("SELECT IS_USED_LOCK('ended')")
-                .await
                 .unwrap()
-                .unwrap();
-            assert_ne!(now, holder);
-            again.release().await.unwrap();
-        }
+        };
+        ended_session::is_replaced(&locks, &url, holder, kill_and_wait).await;
         plain.disconnect().await.unwrap();
     });
 }
@@ -441,11 +420,7 @@ fn a_pooled_connection_the_server_closed_is_replaced() {
 /// Kills connection `id` and returns once the server no longer lists it (on a runtime of its
 /// own, so the caller's stays blocked meanwhile).
 fn kill_and_wait(url: &str, id: u64) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    ended_session::current_thread_runtime().block_on(async {
         let mut plain = mysql_async::Conn::from_url(url).await.unwrap();
         plain.query_drop(format!("KILL {id}")).await.unwrap();
         while plain

@@ -1477,14 +1477,7 @@ impl Backend for PostgresBackend {
                 add_session(&mut info, row, None);
             }
             // The limit the rows record (0 where none does: not known).
-            let limit = (info.holders.iter().map(|h| h.mode))
-                .chain(info.waiters.iter().map(|w| w.mode))
-                .filter_map(|mode| match mode {
-                    LockMode::Permits { limit, .. } => Some(limit),
-                    _ => None,
-                })
-                .max()
-                .unwrap_or(0);
+            let limit = info.permit_limit().unwrap_or(0);
             for (count, row) in slot_holders.into_values() {
                 add_session(&mut info, row, Some(LockMode::Permits { count, limit }));
             }

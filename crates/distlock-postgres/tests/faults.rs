@@ -7,6 +7,8 @@ use std::time::Duration;
 use distlock_core::{ErrorKind, LeaseState, Locks};
 use distlock_testkit::postgres::PostgresServer;
 
+#[path = "../../distlock-testkit/shared/ended_session.rs"]
+mod ended_session;
 #[path = "../../distlock-testkit/shared/paused_holder.rs"]
 mod paused_holder;
 #[path = "../../distlock-testkit/shared/rowless_holders.rs"]
@@ -388,10 +390,7 @@ fn an_idle_released_session_is_reset_and_kept() {
 #[test]
 fn a_session_the_server_timed_out_in_the_pool_is_not_used() {
     let server = PostgresServer::start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = ended_session::current_thread_runtime();
     runtime.block_on(async {
         let locks = connect(server.url()).await;
         let plain = plain_session(&server.url()).await;
@@ -442,42 +441,19 @@ fn semaphore_holders_without_a_record_are_shown() {
 #[test]
 fn a_pooled_session_the_server_ended_is_replaced() {
     let server = PostgresServer::start();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    ended_session::current_thread_runtime().block_on(async {
         let locks = connect(server.url()).await;
         let plain = plain_session(&server.url()).await;
-        for wait in [false, true] {
-            let lease = locks.mutex("ended").no_wait().acquire().await.unwrap();
-            let pid = holder_pid(&plain).await;
-            lease.release().await.unwrap();
-            let url = server.url();
-            std::thread::spawn(move || terminate_and_wait(&url, pid))
-                .join()
-                .unwrap();
-            let builder = locks.mutex("ended");
-            let builder = if wait {
-                builder.wait(SOON)
-            } else {
-                builder.no_wait()
-            };
-            let again = builder.acquire().await.unwrap();
-            assert_ne!(holder_pid(&plain).await, pid);
-            again.release().await.unwrap();
-        }
+        let holder = async || holder_pid(&plain).await as u64;
+        ended_session::is_replaced(&locks, &server.url(), holder, terminate_and_wait).await;
     });
 }
 
 /// Ends the session `pid` and returns once the server no longer lists it (on a runtime of
 /// its own, so the caller's stays blocked meanwhile).
-fn terminate_and_wait(url: &str, pid: i32) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+fn terminate_and_wait(url: &str, pid: u64) {
+    let pid = pid as i32;
+    ended_session::current_thread_runtime().block_on(async {
         let plain = plain_session(url).await;
         plain
             .execute("SELECT pg_terminate_backend($1)", &[&pid])
