@@ -156,6 +156,11 @@ impl MariaDbServer {
 
     fn launch(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
+        // A temporary directory of its own: a starting server deletes every `#sql*` file in
+        // its tmpdir, which in a shared /tmp are other servers' temporary tables in use.
+        let tmp = self.dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp dir");
+        chown_tree(&tmp, self.owner);
         loop {
             use std::os::unix::process::CommandExt;
             let mut command = Command::new(&self.mariadbd);
@@ -168,6 +173,7 @@ impl MariaDbServer {
                 .arg(format!("--port={}", self.port))
                 .arg("--bind-address=127.0.0.1")
                 .arg(format!("--socket={}", self.socket().display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .arg(format!(
                     "--pid-file={}",
                     self.dir.path().join("mysqld.pid").display()
