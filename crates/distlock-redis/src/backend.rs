@@ -223,19 +223,35 @@ impl Shared {
         Ok(extended == 1)
     }
 
-    async fn release_one(&self, conn: &Conn, keys: &LockKeys, owner: u128) -> Result<i64> {
+    /// Releases `owner`'s hold or queue entry on one node; `contended` when the lock likely
+    /// goes to a waiter (see [`Conn::invoke_waking_first`]).
+    async fn release_one(
+        &self,
+        conn: &Conn,
+        keys: &LockKeys,
+        owner: u128,
+        contended: bool,
+    ) -> Result<i64> {
         let mut call = ScriptCall::new(&scripts().release, keys.all());
         call.arg(OwnerId::from_u128(owner).to_string());
-        conn.invoke(&call)
-            .await
-            .map_err(|e| self.error("releasing", e))
+        let released = if contended {
+            conn.invoke_waking_first(&call).await
+        } else {
+            conn.invoke(&call).await
+        };
+        released.map_err(|e| self.error("releasing", e))
     }
 
-    async fn release_everywhere(&self, keys: &LockKeys, owner: u128) -> Result<()> {
+    async fn release_everywhere(
+        &self,
+        keys: &LockKeys,
+        owner: u128,
+        contended: bool,
+    ) -> Result<()> {
         let results = join_all(
             self.nodes
                 .iter()
-                .map(|node| self.release_one(node, keys, owner)),
+                .map(|node| self.release_one(node, keys, owner, contended)),
         )
         .await;
         let mut first_error = None;
@@ -254,17 +270,17 @@ impl Shared {
         }
     }
 
-    /// One run of the acquire script on `conn`: `Ok(Ok(token))` when held, `Ok(Err(hint))`
+    /// One run of the acquire script on `conn`: `Ok(Ok(grant))` when held, `Ok(Err(hint))`
     /// with the ms until the first holder expires otherwise.
     async fn try_acquire(
         &self,
         conn: &Conn,
         keys: &LockKeys,
         request: &AcquireRequest,
-        enqueue: bool,
+        enqueue: Enqueue,
         watch: bool,
         info: &str,
-    ) -> Result<std::result::Result<u64, u64>> {
+    ) -> Result<std::result::Result<Grant, u64>> {
         // The holder record's `kind:count:limit`.
         let terms: Cow<'static, str> = match request.options.mode {
             LockMode::Shared => "s:1:0".into(),
@@ -277,7 +293,11 @@ impl Shared {
         let mut digits = [0; 8];
         hex::encode_to_slice(priority.to_be_bytes(), &mut digits).expect("4 bytes, 8 digits");
         waiting.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
-        waiting.push_str(if enqueue { "|1" } else { "|0" });
+        waiting.push_str(match enqueue {
+            Enqueue::No => "|0",
+            Enqueue::Again => "|1",
+            Enqueue::First => "|2",
+        });
         waiting.push_str(if watch { "|1|" } else { "|0|" });
         waiting.push_str(&self.waiting_tail);
         let mut call = ScriptCall::new(&scripts().acquire, keys.all());
@@ -290,12 +310,34 @@ impl Shared {
             .invoke(&call)
             .await
             .map_err(|e| self.error("acquiring", e))?;
-        Ok(if held == 1 {
-            Ok(value as u64)
+        Ok(if held > 0 {
+            Ok(Grant {
+                token: value as u64,
+                contended: held == 2,
+            })
         } else {
             Err(value.max(0) as u64)
         })
     }
+}
+
+/// A lock the server granted.
+#[derive(Clone, Copy)]
+struct Grant {
+    token: u64,
+    /// Others waited for the lock (or this acquisition did): its release likely hands it on.
+    contended: bool,
+}
+
+/// What an acquire call does when it cannot have the lock at once.
+#[derive(Clone, Copy)]
+enum Enqueue {
+    /// Returns (try-lock, or a Redlock attempt).
+    No,
+    /// Joins the queue: the acquisition's first call, so its owner has no entry yet.
+    First,
+    /// Keeps its place in the queue, refreshing its entry, or joins it if the entry is gone.
+    Again,
 }
 
 /// Removes a waiter's queue entry (or a lock handed to it too late) if the acquisition is
@@ -316,7 +358,7 @@ impl Drop for CancelGuard {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (shared, keys, owner) = (self.shared.clone(), self.keys.clone(), self.owner);
             runtime.spawn(async move {
-                if let Err(error) = shared.release_everywhere(&keys, owner).await {
+                if let Err(error) = shared.release_everywhere(&keys, owner, false).await {
                     tracing::warn!(backend = BACKEND, %error,
                         "distlock: cleanup of a cancelled acquisition failed; its entry expires on its own");
                 }
@@ -367,13 +409,21 @@ impl RedisBackend {
         let mut answered = false;
         loop {
             let sent = Instant::now();
+            // Until the server has answered, this owner (new for each acquisition) has no
+            // queue entry: the script need not look for one.
+            let enqueue = match (no_wait, answered) {
+                (true, _) => Enqueue::No,
+                (false, false) => Enqueue::First,
+                (false, true) => Enqueue::Again,
+            };
             match shared
-                .try_acquire(shared.conn(), &keys, request, !no_wait, false, &info)
+                .try_acquire(shared.conn(), &keys, request, enqueue, false, &info)
                 .await
             {
-                Ok(Ok(token)) => {
+                Ok(Ok(mut grant)) => {
                     guard.armed = false;
-                    return Ok(self.held(keys, owner, token, sent, request, signal));
+                    grant.contended |= answered;
+                    return Ok(self.held(keys, owner, grant, sent, request, signal));
                 }
                 Ok(Err(_)) if no_wait => {
                     guard.armed = false;
@@ -394,7 +444,11 @@ impl RedisBackend {
                         && sent.elapsed() < request.options.ttl / 3
                     {
                         guard.armed = false;
-                        return Ok(self.held(keys, owner, token, sent, request, signal));
+                        let grant = Grant {
+                            token,
+                            contended: true,
+                        };
+                        return Ok(self.held(keys, owner, grant, sent, request, signal));
                     }
                 }
                 // The server answered before: ride out a reconnect while waiting. The entry
@@ -429,13 +483,11 @@ impl RedisBackend {
         let mut answered = false;
         loop {
             let sent = Instant::now();
-            let results = join_all(
-                shared
-                    .nodes
-                    .iter()
-                    .map(|node| shared.try_acquire(node, &keys, request, false, !no_wait, info)),
-            )
-            .await;
+            let results =
+                join_all(shared.nodes.iter().map(|node| {
+                    shared.try_acquire(node, &keys, request, Enqueue::No, !no_wait, info)
+                }))
+                .await;
             let elapsed = sent.elapsed();
             let mut tokens = Vec::new();
             let mut hint = 0u64;
@@ -443,7 +495,7 @@ impl RedisBackend {
             let mut first_error = None;
             for result in results {
                 match result {
-                    Ok(Ok(token)) => tokens.push(token),
+                    Ok(Ok(grant)) => tokens.push(grant.token),
                     Ok(Err(h)) => hint = hint.max(h),
                     Err(e) => {
                         errors += 1;
@@ -466,12 +518,16 @@ impl RedisBackend {
                 .await;
                 if fenced.iter().filter(|r| r.is_ok()).count() >= quorum {
                     guard.armed = false;
-                    return Ok(self.held(keys, owner, token, sent, request, signal));
+                    let grant = Grant {
+                        token,
+                        contended: answered,
+                    };
+                    return Ok(self.held(keys, owner, grant, sent, request, signal));
                 }
             }
             // Not acquired: give back whatever some masters granted.
             if !tokens.is_empty() {
-                let _ = shared.release_everywhere(&keys, owner).await;
+                let _ = shared.release_everywhere(&keys, owner, false).await;
             }
             let reachable = shared.nodes.len() - errors >= quorum;
             if !reachable && (no_wait || !answered) {
@@ -498,7 +554,7 @@ impl RedisBackend {
         &self,
         keys: Arc<LockKeys>,
         owner: u128,
-        token: u64,
+        grant: Grant,
         sent: Instant,
         request: &AcquireRequest,
         signal: LeaseSignal,
@@ -515,7 +571,8 @@ impl RedisBackend {
             shared: self.shared.clone(),
             keys,
             owner,
-            token: FencingToken::new(token),
+            token: FencingToken::new(grant.token),
+            contended: grant.contended,
             granted_at: sent,
         })
     }
@@ -728,6 +785,9 @@ struct RedisHeld {
     keys: Arc<LockKeys>,
     owner: u128,
     token: FencingToken,
+    /// Others waited when it was granted (or it waited itself), so its release likely hands
+    /// the lock on and wakes that waiter first.
+    contended: bool,
     granted_at: Instant,
 }
 
@@ -792,7 +852,9 @@ impl HeldLock for RedisHeld {
     fn release(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             self.shared.held.lock().unwrap().remove(&self.owner);
-            self.shared.release_everywhere(&self.keys, self.owner).await
+            self.shared
+                .release_everywhere(&self.keys, self.owner, self.contended)
+                .await
         })
     }
 }

@@ -311,7 +311,18 @@ async fn scripts_are_loaded_again_after_a_script_flush() {
     server.command(&["SCRIPT", "FLUSH"]);
     let info = locks.inspect("flushed").await.unwrap();
     assert_eq!(info.holders.len(), 1, "{info:?}");
+    // A lease handed off releases behind a PING (see `Conn::invoke_waking_first`), and loads
+    // the release script again all the same.
+    let waiting = locks.clone();
+    let third = tokio::spawn(async move { waiting.mutex("flushed").wait(SOON).acquire().await });
+    while locks.inspect("flushed").await.unwrap().waiters.is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     second.release().await.unwrap();
+    let third = third.await.unwrap().unwrap();
+    assert!(third.token() > second.token());
+    server.command(&["SCRIPT", "FLUSH"]);
+    third.release().await.unwrap();
     let keys = server.command(&["KEYS", "distlock:*:flushed:l"]);
     assert!(!keys.contains("distlock:"), "released: {keys}");
 }

@@ -1,10 +1,12 @@
 -- ARGV: 1 owner, 2 terms `kind:count:limit` (kind x|s|p), 3 ttl ms, 4 owner info JSON,
 --       5 waiting `priority|enqueue|watch|waiter entry ttl ms|channel`: priority 8 hex
---       (smaller first); enqueue 0 (try once) or 1 (wait in the queue); watch 1 (when not
+--       (smaller first); enqueue 0 (try once), 1 (wait in the queue) or 2 (wait in the queue,
+--       first call of the acquisition: the owner is new, so it has no entry to look up); watch 1 (when not
 --       acquired and not enqueued, ask to be notified at the next release; Redlock) or 0.
 -- Few arguments, and the waiting ones in one: the server copies each argument into the
 -- script's ARGV on every call, which costs more than the fast path's own work.
--- Returns {1, token} when held (granted now, or claimed after a hand-off),
+-- Returns {1, token} when held (granted now, or claimed after a hand-off), {2, token} when
+--         held while others waited (the releasing client then wakes the next waiter first),
 --         {0, ms until the first holder expires} otherwise.
 local o, ttl = ARGV[1], tonumber(ARGV[3])
 --@grant
@@ -29,11 +31,11 @@ if keys.holders then st = holders() end
 local tok
 if keys.queue then
   tok = promote(st, o)
-  if tok then return { 1, tok } end
+  if tok then return { 2, tok } end
 end
 -- This owner's waiter entry, if it has one (the waiter keys exist exactly while the queue
 -- does, give or take a moment after a hand-off emptied it).
-local queued = keys.queue and redis.call('HGET', W, o)
+local queued = keys.queue and enqueue == '1' and redis.call('HGET', W, o)
 if not queued then
   -- Handed the lock earlier (its notification may have been lost): claim it for a full TTL.
   local cur = st.owners[o]
@@ -43,7 +45,7 @@ if not queued then
     if expiry > st.last then st.last = expiry end
     touch_holders(st)
     local _, _, _, _, held = parse_holder(cur)
-    return { 1, held }
+    return { 2, held }
   end
   if fits(st, kind, cnt, limit) and (not keys.queue or redis.call('ZCARD', Q) == 0) then
     tok = grant(st, o, ARGV[2], kind, cnt, now + ttl, ARGV[4])
@@ -69,7 +71,7 @@ else
     .. channel .. '|' .. ARGV[4])
   -- A higher priority can put this waiter at the head.
   tok = promote(st, o)
-  if tok then return { 1, tok } end
+  if tok then return { 2, tok } end
 end
 touch_waiters(wttl)
 return { 0, wait_hint(st) }
