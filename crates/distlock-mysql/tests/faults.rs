@@ -328,14 +328,7 @@ fn holder_rows_of_closed_connections_are_deleted_at_connect() {
             .unwrap();
         plain.query_drop(format!("KILL {holder}")).await.unwrap();
         let deadline = Instant::now() + SOON;
-        while plain
-            .query_first::<u64, _>(format!(
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = {holder}"
-            ))
-            .await
-            .unwrap()
-            .is_some()
-        {
+        while is_listed(&mut plain, holder).await {
             assert!(
                 Instant::now() < deadline,
                 "the killed connection is still listed"
@@ -417,20 +410,24 @@ fn a_pooled_connection_the_server_closed_is_replaced() {
     });
 }
 
+/// Whether the server still lists connection `id`.
+async fn is_listed(plain: &mut mysql_async::Conn, id: u64) -> bool {
+    plain
+        .query_first::<u64, _>(format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = {id}"
+        ))
+        .await
+        .unwrap()
+        .is_some()
+}
+
 /// Kills connection `id` and returns once the server no longer lists it (on a runtime of its
 /// own, so the caller's stays blocked meanwhile).
 fn kill_and_wait(url: &str, id: u64) {
     ended_session::current_thread_runtime().block_on(async {
         let mut plain = mysql_async::Conn::from_url(url).await.unwrap();
         plain.query_drop(format!("KILL {id}")).await.unwrap();
-        while plain
-            .query_first::<u64, _>(format!(
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = {id}"
-            ))
-            .await
-            .unwrap()
-            .is_some()
-        {
+        while is_listed(&mut plain, id).await {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         plain.disconnect().await.unwrap();

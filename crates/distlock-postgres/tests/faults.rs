@@ -253,16 +253,7 @@ fn holder_rows_of_ended_sessions_are_deleted_at_connect() {
             .get(0);
         drop(ended);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while plain
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                &[&ended_pid],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            > 0
-        {
+        while is_listed(&plain, ended_pid).await {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the session did not end"
@@ -328,6 +319,19 @@ fn other_processes_see_a_holder_by_its_application_name() {
 }
 
 /// The pid of the one session holding an advisory lock on the private server.
+/// Whether the server still lists the session `pid`.
+async fn is_listed(plain: &tokio_postgres::Client, pid: i32) -> bool {
+    plain
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+}
+
 async fn holder_pid(plain: &tokio_postgres::Client) -> i32 {
     plain
         .query_one(
@@ -403,15 +407,10 @@ fn a_session_the_server_timed_out_in_the_pool_is_not_used() {
         // pool cannot have seen the session end when the acquisition takes one at once.
         std::thread::sleep(ttl * 2);
         let again = stall.acquire().await.unwrap();
-        let ended: i64 = plain
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(ended, 0, "the server should have ended the idle session");
+        assert!(
+            !is_listed(&plain, pid).await,
+            "the server should have ended the idle session"
+        );
         assert_ne!(holder_pid(&plain).await, pid);
         again.release().await.unwrap();
     });
@@ -459,18 +458,7 @@ fn terminate_and_wait(url: &str, pid: u64) {
             .execute("SELECT pg_terminate_backend($1)", &[&pid])
             .await
             .unwrap();
-        loop {
-            let left: i64 = plain
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                    &[&pid],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if left == 0 {
-                break;
-            }
+        while is_listed(&plain, pid).await {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });

@@ -57,10 +57,7 @@ impl Conn {
         &self,
         call: &ScriptCall<'_>,
     ) -> redis::RedisResult<T> {
-        match self {
-            Conn::Single(c) => invoke_on(&mut c.clone(), call, false).await,
-            Conn::Cluster(c) => invoke_on(&mut c.clone(), call, false).await,
-        }
+        self.invoke_with(call, false).await
     }
 
     /// As [`invoke`](Self::invoke), but on a single server with a `PING` ahead of the call in
@@ -74,8 +71,16 @@ impl Conn {
         &self,
         call: &ScriptCall<'_>,
     ) -> redis::RedisResult<T> {
+        self.invoke_with(call, true).await
+    }
+
+    async fn invoke_with<T: FromRedisValue>(
+        &self,
+        call: &ScriptCall<'_>,
+        ping_first: bool,
+    ) -> redis::RedisResult<T> {
         match self {
-            Conn::Single(c) => invoke_on(&mut c.clone(), call, true).await,
+            Conn::Single(c) => invoke_on(&mut c.clone(), call, ping_first).await,
             // A cluster pipeline would route the key-less PING on its own.
             Conn::Cluster(c) => invoke_on(&mut c.clone(), call, false).await,
         }
