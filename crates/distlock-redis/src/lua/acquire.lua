@@ -16,26 +16,24 @@ local bits = redis.call('EXISTS', K, Q, Q)
 if bits % 4 == 0 then
   local expiry = now + ttl
   local tok = hold(o, ARGV[2], expiry, ARGV[4])
-  redis.call('PEXPIRE', K, fmt(ttl + 1000))
+  redis.call('PEXPIREAT', K, fmt(expiry + 1000))
   return { 1, tok }
 end
 --@prelude
-local keys = present(bits)
+local has_holders, has_queue = present(bits)
 local kind, cnt, limit = string.match(ARGV[2], '^(%a):(%d+):(%d+)$')
-cnt, limit = tonumber(cnt), tonumber(limit)
 local priority, enqueue, watch, wttl, channel =
   string.match(ARGV[5], '^(%x+)|(%d)|(%d)|(%d+)|(.*)$')
 wttl = tonumber(wttl)
-local st = no_holders()
-if keys.holders then st = holders() end
+local st = has_holders and holders() or no_holders()
 local tok
-if keys.queue then
+if has_queue then
   tok = promote(st, o)
   if tok then return { 2, tok } end
 end
 -- This owner's waiter entry, if it has one (the waiter keys exist exactly while the queue
 -- does, give or take a moment after a hand-off emptied it).
-local queued = keys.queue and enqueue == '1' and redis.call('HGET', W, o)
+local queued = has_queue and enqueue == '1' and redis.call('HGET', W, o)
 if not queued then
   -- Handed the lock earlier (its notification may have been lost): claim it for a full TTL.
   local cur = st.owners[o]
@@ -45,9 +43,9 @@ if not queued then
     if expiry > st.last then st.last = expiry end
     touch_holders(st)
     local _, _, _, _, held = parse_holder(cur)
-    return { 2, held }
+    return { 2, tonumber(held) }
   end
-  if fits(st, kind, cnt, limit) and (not keys.queue or redis.call('ZCARD', Q) == 0) then
+  if fits(st, kind, cnt, limit) and (not has_queue or redis.call('ZCARD', Q) == 0) then
     tok = grant(st, o, ARGV[2], kind, cnt, now + ttl, ARGV[4])
     touch_holders(st)
     return { 1, tok }
@@ -66,7 +64,7 @@ if queued then
   redis.call('HSET', W, o, expiry .. string.match(queued, '^%d+(|.*)$'))
 else
   local member = priority .. string.format('%016x', now_us) .. o
-  redis.call('ZADD', Q, 0, member)
+  redis.call('ZADD', Q, '0', member)
   redis.call('HSET', W, o, expiry .. '|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. member .. '|'
     .. channel .. '|' .. ARGV[4])
   -- A higher priority can put this waiter at the head.

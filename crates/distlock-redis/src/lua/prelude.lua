@@ -2,40 +2,45 @@
 -- owners, and the first and last expiry. `nil` expiries when there is none.
 local function no_holders() return { x = 0, s = 0, p = 0, owners = {} } end
 
+-- Counts and limits stay decimal strings until a semaphore needs them as numbers: converting
+-- costs the server more than most of a script's other steps.
 local function fits(st, kind, cnt, limit)
   if kind == 'x' then return st.x == 0 and st.s == 0 and st.p == 0 end
   if kind == 's' then return st.x == 0 and st.p == 0 end
-  return st.x == 0 and st.s == 0 and st.p + cnt <= limit
+  return st.x == 0 and st.s == 0 and st.p + tonumber(cnt) <= tonumber(limit)
 end
 
 local function count(st, o, kind, cnt, expiry, rec)
   if kind == 'x' then st.x = st.x + 1
   elseif kind == 's' then st.s = st.s + 1
-  else st.p = st.p + cnt end
+  else st.p = st.p + tonumber(cnt) end
   st.owners[o] = rec
   if not st.first or expiry < st.first then st.first = expiry end
   if not st.last or expiry > st.last then st.last = expiry end
 end
 
--- Grants `o` the lock on `terms` (`kind:count:limit`), counting it in `st`.
+-- Grants `o` the lock on `terms` (`kind:count:limit`), counting it in `st`. Returns the token
+-- and the token in decimal.
 local function grant(st, o, terms, kind, cnt, expiry, info)
-  local tok, rec = hold(o, terms, expiry, info)
+  local tok, rec, dec = hold(o, terms, expiry, info)
   count(st, o, kind, cnt, expiry, rec)
-  return tok
+  return tok, dec
 end
 
 -- The holders hash lives until its last holder would expire, + 1 s, then vanishes on its own.
 local function touch_holders(st)
-  if st.last then redis.call('PEXPIRE', K, fmt(st.last - now + 1000)) end
+  if st.last then redis.call('PEXPIREAT', K, fmt(st.last + 1000)) end
 end
 
--- The bit set of `exist_bits()` as flags.
+-- The bit set of `exist_bits()` as flags: holders, queue, watchers.
 local function present(bits)
-  return { holders = bits % 2 == 1, queue = bits % 4 >= 2, watchers = bits >= 4, any = bits > 0 }
+  return bits % 2 == 1, bits % 4 >= 2, bits >= 4
 end
+
+-- A holder record: expiry ms (number), kind, then count, limit and token (decimal strings).
 local function parse_holder(rec)
   local expiry, kind, cnt, limit, tok = string.match(rec, '^(%d+):(%a):(%d+):(%d+):(%d+):')
-  return tonumber(expiry), kind, tonumber(cnt), tonumber(limit), tonumber(tok)
+  return tonumber(expiry), kind, cnt, limit, tok
 end
 
 -- The holder record `rec` with its expiry replaced.
@@ -58,12 +63,12 @@ local function holders()
   return st
 end
 
--- A waiter record: expiry ms (number), terms `kind:count:limit`, kind, count (number), limit
--- (number), TTL ms (string), queue member, channel, owner info.
+-- A waiter record: expiry ms (number), terms `kind:count:limit`, kind, count and limit and
+-- TTL ms (decimal strings), queue member, channel, owner info.
 local function parse_waiter(rec)
   local expiry, terms, kind, cnt, limit, ttl, member, chan, info =
     string.match(rec, '^(%d+)|((%a):(%d+):(%d+))|(%d+)|([^|]*)|([^|]*)|(.*)$')
-  return tonumber(expiry), terms, kind, tonumber(cnt), tonumber(limit), ttl, member, chan, info
+  return tonumber(expiry), terms, kind, cnt, limit, ttl, member, chan, info
 end
 
 local function drop_waiter(o)
@@ -81,9 +86,9 @@ end
 -- life and cost one PTTL, not also two PEXPIREs.
 local function touch_waiters(wttl)
   if redis.call('PTTL', W) < wttl + 1000 then
-    local ms = fmt(2 * wttl + 1000)
-    redis.call('PEXPIRE', Q, ms)
-    redis.call('PEXPIRE', W, ms)
+    local at = fmt(now + 2 * wttl + 1000)
+    redis.call('PEXPIREAT', Q, at)
+    redis.call('PEXPIREAT', W, at)
   end
 end
 
@@ -109,11 +114,11 @@ local function promote(st, me)
       elseif not fits(st, kind, cnt, limit) then
         -- Strict order: it stays at the head and blocks the ones behind it. If it was the
         -- last, the pop deleted the queue, and the queue made anew needs the waiters' life.
-        redis.call('ZADD', Q, 0, head)
+        redis.call('ZADD', Q, '0', head)
         if redis.call('PTTL', Q) < 0 then redis.call('PEXPIRE', Q, redis.call('PTTL', W)) end
         break
       else
-        local tok = grant(st, o, terms, kind, cnt, now + ttl, info)
+        local tok, dec = grant(st, o, terms, kind, cnt, now + ttl, info)
         granted = true
         redis.call('HDEL', W, o)
         if o == me then
@@ -121,7 +126,7 @@ local function promote(st, me)
         else
           -- The token travels with the notification, so the waiter holds the lock without
           -- another round trip (a lost message is caught by its next re-check).
-          redis.call('PUBLISH', chan, o .. ':' .. fmt(tok))
+          redis.call('PUBLISH', chan, o .. ':' .. dec)
         end
       end
     end

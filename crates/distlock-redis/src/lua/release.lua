@@ -16,9 +16,9 @@ if removed == 0 then
   removed = 2
   bits = exist_bits()
 end
-local keys = present(bits)
+local has_holders, has_queue, has_watchers = present(bits)
 -- Only what exists is read: releasing an exclusive lock leaves no holders hash to read.
-local st = keys.holders and holders() or no_holders()
-if keys.queue then promote(st) end
-if keys.watchers then notify_watchers() end
+local st = has_holders and holders() or no_holders()
+if has_queue then promote(st) end
+if has_watchers then notify_watchers() end
 return removed
