@@ -54,7 +54,7 @@ end
 if enqueue == '0' then
   if watch == '1' then
     redis.call('HSET', N, o, fmt(now + wttl) .. '|' .. channel)
-    redis.call('PEXPIRE', N, fmt(wttl + 1000))
+    redis.call('PEXPIREAT', N, fmt(now + wttl + 1000))
   end
   return { 0, wait_hint(st) }
 end

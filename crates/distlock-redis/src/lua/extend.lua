@@ -7,5 +7,5 @@ if not expiry or expiry <= now then return 0 end
 local ttl = tonumber(ARGV[2])
 redis.call('HSET', K, ARGV[1], with_expiry(cur, now + ttl))
 -- Other holders may outlive this one: the key's life only grows.
-if redis.call('PTTL', K) < ttl + 1000 then redis.call('PEXPIRE', K, fmt(ttl + 1000)) end
+if redis.call('PTTL', K) < ttl + 1000 then redis.call('PEXPIREAT', K, fmt(now + ttl + 1000)) end
 return 1
