@@ -318,7 +318,6 @@ fn other_processes_see_a_holder_by_its_application_name() {
     });
 }
 
-/// The pid of the one session holding an advisory lock on the private server.
 /// Whether the server still lists the session `pid`.
 async fn is_listed(plain: &tokio_postgres::Client, pid: i32) -> bool {
     plain
@@ -332,6 +331,7 @@ async fn is_listed(plain: &tokio_postgres::Client, pid: i32) -> bool {
         > 0
 }
 
+/// The pid of the one session holding an advisory lock on the private server.
 async fn holder_pid(plain: &tokio_postgres::Client) -> i32 {
     plain
         .query_one(

@@ -1,8 +1,9 @@
 -- ARGV: 1 owner, 2 terms `kind:count:limit` (kind x|s|p), 3 ttl ms, 4 owner info JSON,
 --       5 waiting `priority|enqueue|watch|waiter entry ttl ms|channel`: priority 8 hex
---       (smaller first); enqueue 0 (try once), 1 (wait in the queue) or 2 (wait in the queue,
---       first call of the acquisition: the owner is new, so it has no entry to look up); watch 1 (when not
---       acquired and not enqueued, ask to be notified at the next release; Redlock) or 0.
+--       (smaller first); enqueue 0 (try once), 1 (wait in the queue) or 2 (wait in the
+--       queue, first call of the acquisition: the owner is new, so it has no entry to look
+--       up); watch 1 (when not acquired and not enqueued, ask to be notified at the next
+--       release; Redlock) or 0.
 -- Few arguments, and the waiting ones in one: the server copies each argument into the
 -- script's ARGV on every call, which costs more than the fast path's own work.
 -- Returns {1, token} when held (granted now, or claimed after a hand-off), {2, token} when

@@ -83,7 +83,7 @@ end
 -- The waiter keys live at least `wttl` + 1 s from now, for the entry just added or refreshed
 -- (Redis deletes an emptied zset or hash at once). When they have less, they get twice that,
 -- so the entries added in the next `wttl` ms (most of them, under contention) find enough
--- life and cost one PTTL, not also two PEXPIREs.
+-- life and cost one PTTL, not also two PEXPIREATs.
 local function touch_waiters(wttl)
   if redis.call('PTTL', W) < wttl + 1000 then
     local at = fmt(now + 2 * wttl + 1000)
