@@ -343,6 +343,29 @@ async fn holder_pid(plain: &tokio_postgres::Client) -> i32 {
         .get(0)
 }
 
+/// Waits until the pool has reset the released session `pid` (its `application_name` back to
+/// the session's own), failing if that takes longer than [`SOON`] or the session is closed.
+async fn wait_for_reset(plain: &tokio_postgres::Client, pid: i32) {
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let name: String = plain
+            .query_opt(
+                "SELECT application_name FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .expect("the pooled session was closed")
+            .get(0);
+        if name == "distlock" {
+            return;
+        }
+        assert!(name.starts_with("distlock "), "{name}");
+        assert!(tokio::time::Instant::now() < deadline, "never reset: {name}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A release leaves the grant's settings on the session (resetting them would cost every
 /// lock cycle); the pool resets them once the session has stood idle a moment, and keeps the
 /// session.
@@ -355,32 +378,7 @@ fn an_idle_released_session_is_reset_and_kept() {
         let lease = locks.mutex("settle").no_wait().acquire().await.unwrap();
         let pid = holder_pid(&plain).await;
         lease.release().await.unwrap();
-        let name_of = |pid: i32| {
-            let plain = &plain;
-            async move {
-                plain
-                    .query_opt(
-                        "SELECT application_name FROM pg_stat_activity WHERE pid = $1",
-                        &[&pid],
-                    )
-                    .await
-                    .unwrap()
-                    .map(|row| row.get::<_, String>(0))
-            }
-        };
-        let deadline = tokio::time::Instant::now() + SOON;
-        loop {
-            let name = name_of(pid).await.expect("the pooled session was closed");
-            if name == "distlock" {
-                break;
-            }
-            assert!(name.starts_with("distlock "), "{name}");
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never reset: {name}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_reset(&plain, pid).await;
         // The same session serves the next grant.
         let again = locks.mutex("settle").no_wait().acquire().await.unwrap();
         assert_eq!(holder_pid(&plain).await, pid);
@@ -413,6 +411,38 @@ fn a_session_the_server_timed_out_in_the_pool_is_not_used() {
         );
         assert_ne!(holder_pid(&plain).await, pid);
         again.release().await.unwrap();
+    });
+}
+
+/// A session taken again from the pool, at once (it still has the last grant's settings) or
+/// after the pool reset it (`idle_session_timeout` back to 0), still cuts off a holder that
+/// stalls: its only runtime thread sleeps, so it cannot renew, and the server ends it.
+#[test]
+fn a_stalled_holder_on_a_reused_session_is_cut_off() {
+    let server = PostgresServer::start();
+    let runtime = ended_session::current_thread_runtime();
+    runtime.block_on(async {
+        let locks = connect(server.url()).await;
+        let plain = plain_session(&server.url()).await;
+        let ttl = Duration::from_secs(1);
+        let mutex = locks.mutex("reused").ttl(ttl).no_wait();
+        for reset_first in [false, true] {
+            let first = mutex.clone().acquire().await.unwrap();
+            let pid = holder_pid(&plain).await;
+            first.release().await.unwrap();
+            if reset_first {
+                wait_for_reset(&plain, pid).await;
+            }
+            let again = mutex.clone().acquire().await.unwrap();
+            assert_eq!(holder_pid(&plain).await, pid, "the pooled session is reused");
+            std::thread::sleep(ttl * 2);
+            assert!(
+                !is_listed(&plain, pid).await,
+                "the server should have ended the stalled holder's session \
+                 (reset before the grant: {reset_first})"
+            );
+            drop(again);
+        }
     });
 }
 
