@@ -361,7 +361,10 @@ async fn wait_for_reset(plain: &tokio_postgres::Client, pid: i32) {
             return;
         }
         assert!(name.starts_with("distlock "), "{name}");
-        assert!(tokio::time::Instant::now() < deadline, "never reset: {name}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reset: {name}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -434,7 +437,11 @@ fn a_stalled_holder_on_a_reused_session_is_cut_off() {
                 wait_for_reset(&plain, pid).await;
             }
             let again = mutex.clone().acquire().await.unwrap();
-            assert_eq!(holder_pid(&plain).await, pid, "the pooled session is reused");
+            assert_eq!(
+                holder_pid(&plain).await,
+                pid,
+                "the pooled session is reused"
+            );
             std::thread::sleep(ttl * 2);
             assert!(
                 !is_listed(&plain, pid).await,

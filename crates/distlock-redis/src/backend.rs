@@ -3,9 +3,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use distlock_core::{
     AcquireRequest, Backend, BoxFuture, Capabilities, Error, ErrorKind, FencingToken, HeldLock,
@@ -288,8 +288,14 @@ impl Shared {
             _ => "x:1:1".into(),
         };
         let priority = !((request.options.priority as u32) ^ 0x8000_0000);
-        // `priority|enqueue|watch|waiter ttl|channel`, its constant end made once at connect.
-        let mut waiting = String::with_capacity(14 + self.waiting_tail.len());
+        // `priority|enqueue|watch|asked|waiter ttl|channel`, its constant end made once at
+        // connect. `asked` is this call's send time on the client's clock (µs since the epoch):
+        // the queue orders waiters by it, within bounds (see acquire.lua), because the server
+        // reads requests that reach it while it is busy in an order of its own.
+        let asked = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_micros() as u64);
+        let mut waiting = String::with_capacity(32 + self.waiting_tail.len());
         let mut digits = [0; 8];
         hex::encode_to_slice(priority.to_be_bytes(), &mut digits).expect("4 bytes, 8 digits");
         waiting.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
@@ -299,6 +305,7 @@ impl Shared {
             Enqueue::First => "|2",
         });
         waiting.push_str(if watch { "|1|" } else { "|0|" });
+        write!(waiting, "{asked}|").expect("writing to a String cannot fail");
         waiting.push_str(&self.waiting_tail);
         let mut call = ScriptCall::new(&scripts().acquire, keys.all());
         call.arg(request.owner.owner.to_string())

@@ -56,3 +56,96 @@ pub(crate) fn scripts() -> &'static Scripts {
         probe: Script::new("return 1"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use distlock_testkit::redis::RedisServer;
+
+    use super::scripts;
+    use crate::keys::{LockKeys, Suffix};
+
+    fn micros_now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+    }
+
+    /// Runs the acquire script for an exclusive lock on `keys` as owner `owner` (1..=9),
+    /// waiting in the queue, with the client's send time `asked`. Returns whether it was held.
+    async fn acquire(
+        conn: &mut redis::aio::MultiplexedConnection,
+        keys: &LockKeys,
+        owner: u8,
+        asked: u64,
+    ) -> bool {
+        let mut invocation = scripts().acquire.prepare_invoke();
+        for key in keys.all() {
+            invocation.key(key);
+        }
+        let (held, _): (i64, i64) = invocation
+            .arg(format!("{owner:032x}"))
+            .arg("x:1:1")
+            .arg(30_000)
+            .arg("{}")
+            .arg(format!("7fffffff|2|0|{asked}|30000|distlock:notify:test"))
+            .invoke_async(conn)
+            .await
+            .unwrap();
+        held > 0
+    }
+
+    async fn queue(conn: &mut redis::aio::MultiplexedConnection, keys: &LockKeys) -> Vec<u8> {
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.key(Suffix::Queue))
+            .arg(0)
+            .arg(-1)
+            .query_async(conn)
+            .await
+            .unwrap();
+        members
+            .iter()
+            .map(|member| u8::from_str_radix(&member[member.len() - 2..], 16).unwrap())
+            .collect()
+    }
+
+    /// Waiters take their place by when their clients sent the request, not by when the server
+    /// ran it, so requests that a busy server reads in another order keep the order they were
+    /// sent in; but never more than 1 ms before the server's clock, nor after it.
+    #[tokio::test]
+    async fn waiters_are_queued_by_when_they_asked_within_a_millisecond() {
+        let server = RedisServer::start();
+        let client = redis::Client::open(server.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        // Run in the order 2, 3 but sent in the order 3, 2, half a millisecond apart. Both
+        // must reach the server within half a millisecond of `now` for 3's time to be in
+        // the window; a machine that stalls longer gets another try on a fresh lock.
+        let mut in_window = None;
+        for attempt in 0..10 {
+            let keys = LockKeys::new(&format!("asked {attempt}"));
+            assert!(
+                acquire(&mut conn, &keys, 1, micros_now()).await,
+                "the holder"
+            );
+            let now = micros_now();
+            assert!(!acquire(&mut conn, &keys, 2, now).await);
+            assert!(!acquire(&mut conn, &keys, 3, now - 500).await);
+            if micros_now() - now < 500 {
+                in_window = Some(keys);
+                break;
+            }
+        }
+        let keys = in_window.expect("ten tries, each slower than half a millisecond");
+        assert_eq!(queue(&mut conn, &keys).await, [3, 2]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A clock 10 s behind gains at most 1 ms: it stays behind those that asked 20 ms ago.
+        assert!(!acquire(&mut conn, &keys, 4, micros_now() - 10_000_000).await);
+        // A clock 10 s ahead gains nothing.
+        assert!(!acquire(&mut conn, &keys, 5, micros_now() + 10_000_000).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!acquire(&mut conn, &keys, 6, micros_now()).await);
+        assert_eq!(queue(&mut conn, &keys).await, [3, 2, 4, 5, 6]);
+    }
+}

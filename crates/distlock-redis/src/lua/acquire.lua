@@ -1,9 +1,10 @@
 -- ARGV: 1 owner, 2 terms `kind:count:limit` (kind x|s|p), 3 ttl ms, 4 owner info JSON,
---       5 waiting `priority|enqueue|watch|waiter entry ttl ms|channel`: priority 8 hex
+--       5 waiting `priority|enqueue|watch|asked|waiter entry ttl ms|channel`: priority 8 hex
 --       (smaller first); enqueue 0 (try once), 1 (wait in the queue) or 2 (wait in the
 --       queue, first call of the acquisition: the owner is new, so it has no entry to look
 --       up); watch 1 (when not acquired and not enqueued, ask to be notified at the next
---       release; Redlock) or 0.
+--       release; Redlock) or 0; asked: when the client sent this call, µs since the epoch on
+--       its clock.
 -- Few arguments, and the waiting ones in one: the server copies each argument into the
 -- script's ARGV on every call, which costs more than the fast path's own work.
 -- Returns {1, token} when held (granted now, or claimed after a hand-off), {2, token} when
@@ -23,8 +24,8 @@ end
 --@prelude
 local has_holders, has_queue = present(bits)
 local kind, cnt, limit = string.match(ARGV[2], '^(%a):(%d+):(%d+)$')
-local priority, enqueue, watch, wttl, channel =
-  string.match(ARGV[5], '^(%x+)|(%d)|(%d)|(%d+)|(.*)$')
+local priority, enqueue, watch, asked, wttl, channel =
+  string.match(ARGV[5], '^(%x+)|(%d)|(%d)|(%d+)|(%d+)|(.*)$')
 wttl = tonumber(wttl)
 local st = has_holders and holders() or no_holders()
 local tok
@@ -64,7 +65,14 @@ if queued then
   -- Refreshed: the entry keeps its place.
   redis.call('HSET', W, o, expiry .. string.match(queued, '^%d+(|.*)$'))
 else
-  local member = priority .. string.format('%016x', now_us) .. o
+  -- Its place: when the client asked, on the client's clock, but no earlier than 1 ms before
+  -- this call runs and no later. Requests that reach a busy server are read in an order of
+  -- its own, not in the order they came; this keeps the order they were sent in (exactly
+  -- between processes of one host, which share a clock). A client whose clock lags gains at
+  -- most 1 ms on the others; one whose clock runs ahead gains nothing.
+  local seq = tonumber(asked)
+  if seq > now_us then seq = now_us elseif seq < now_us - 1000 then seq = now_us - 1000 end
+  local member = priority .. string.format('%016x', seq) .. o
   redis.call('ZADD', Q, '0', member)
   redis.call('HSET', W, o, expiry .. '|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. member .. '|'
     .. channel .. '|' .. ARGV[4])
