@@ -564,8 +564,9 @@ impl NetworkBackend {
                     " **{HANDOFF_REFERENCE}**: {what}. A hand-off is one request to the \
                      server and one answer from it, with no token or record, so its gap is the \
                      least a lock that waits in this server takes on this machine, and, as it \
-                     waits in the server's own queue, its FIFO rate shows how often the \
-                     clients' own timestamps disagree with the order the server saw."
+                     waits in the server's own queue, its FIFO rate shows how often the order \
+                     in which the server took the requests differs from the clients' own \
+                     timestamps."
                 ),
                 None => String::new(),
             },
@@ -663,8 +664,9 @@ fn handoff_reference_note(section: &Section) -> Option<String> {
         "With 8 contenders and no hold, the raw hand-off's gap p50 is {raw_gap:.2} round trips \
          and distlock's {gap:.2} ({:.2}× the raw one); FIFO rates {} (raw) and {} (distlock). \
          The raw hand-off waits in the server's own queue, so the FIFO order it misses is \
-         mostly clients stamping their requests in one order and the server seeing them in \
-         another.",
+         lost before the queue, between a client's timestamp and the server taking its \
+         request (on Redis, `scripts/trace-fifo` shows the server reading requests that \
+         reached it together in another order than they were sent in).",
         gap / raw_gap,
         fifo(raw),
         fifo(distlock),
