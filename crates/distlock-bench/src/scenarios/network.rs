@@ -665,7 +665,7 @@ fn handoff_reference_note(section: &Section) -> Option<String> {
          and distlock's {gap:.2} ({:.2}× the raw one); FIFO rates {} (raw) and {} (distlock). \
          The raw hand-off waits in the server's own queue, so the FIFO order it misses is \
          lost before the queue, between a client's timestamp and the server taking its \
-         request (on Redis, `scripts/trace-fifo` shows the server reading requests that \
+         request (on Redis, `scripts/trace-handoff` shows the server reading requests that \
          reached it together in another order than they were sent in).",
         gap / raw_gap,
         fifo(raw),
