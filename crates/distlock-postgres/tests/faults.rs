@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use distlock_core::{ErrorKind, LeaseState, Locks};
+use distlock_core::{ErrorKind, LeaseState, LockBuilder, Locks};
 use distlock_testkit::postgres::PostgresServer;
 
 #[path = "../../distlock-testkit/shared/ended_session.rs"]
@@ -343,6 +343,15 @@ async fn holder_pid(plain: &tokio_postgres::Client) -> i32 {
         .get(0)
 }
 
+/// Takes the lock `request` asks for and releases it at once; returns the pid of the session
+/// that held it, which the pool keeps.
+async fn hold_and_release(plain: &tokio_postgres::Client, request: &LockBuilder) -> i32 {
+    let lease = request.clone().acquire().await.unwrap();
+    let pid = holder_pid(plain).await;
+    lease.release().await.unwrap();
+    pid
+}
+
 /// Waits until the pool has reset the released session `pid` (its `application_name` back to
 /// the session's own), failing if that takes longer than [`SOON`] or the session is closed.
 async fn wait_for_reset(plain: &tokio_postgres::Client, pid: i32) {
@@ -378,9 +387,7 @@ fn an_idle_released_session_is_reset_and_kept() {
     runtime().block_on(async {
         let locks = connect(server.url()).await;
         let plain = plain_session(&server.url()).await;
-        let lease = locks.mutex("settle").no_wait().acquire().await.unwrap();
-        let pid = holder_pid(&plain).await;
-        lease.release().await.unwrap();
+        let pid = hold_and_release(&plain, &locks.mutex("settle").no_wait()).await;
         wait_for_reset(&plain, pid).await;
         // The same session serves the next grant.
         let again = locks.mutex("settle").no_wait().acquire().await.unwrap();
@@ -401,9 +408,7 @@ fn a_session_the_server_timed_out_in_the_pool_is_not_used() {
         let plain = plain_session(&server.url()).await;
         let ttl = Duration::from_secs(1);
         let stall = locks.mutex("stall").ttl(ttl).no_wait();
-        let lease = stall.clone().acquire().await.unwrap();
-        let pid = holder_pid(&plain).await;
-        lease.release().await.unwrap();
+        let pid = hold_and_release(&plain, &stall).await;
         // Blocks the runtime: neither the settler nor the connection's task runs, so the
         // pool cannot have seen the session end when the acquisition takes one at once.
         std::thread::sleep(ttl * 2);
@@ -430,9 +435,7 @@ fn a_stalled_holder_on_a_reused_session_is_cut_off() {
         let ttl = Duration::from_secs(1);
         let mutex = locks.mutex("reused").ttl(ttl).no_wait();
         for reset_first in [false, true] {
-            let first = mutex.clone().acquire().await.unwrap();
-            let pid = holder_pid(&plain).await;
-            first.release().await.unwrap();
+            let pid = hold_and_release(&plain, &mutex).await;
             if reset_first {
                 wait_for_reset(&plain, pid).await;
             }

@@ -291,10 +291,14 @@ impl Shared {
         // `priority|enqueue|watch|asked|waiter ttl|channel`, its constant end made once at
         // connect. `asked` is this call's send time on the client's clock (µs since the epoch):
         // the queue orders waiters by it, within bounds (see acquire.lua), because the server
-        // reads requests that reach it while it is busy in an order of its own.
-        let asked = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_micros() as u64);
+        // reads requests that reach it while it is busy in an order of its own. A try that
+        // does not queue sends 0: only queueing reads it.
+        let asked = match enqueue {
+            Enqueue::No => 0,
+            Enqueue::Again | Enqueue::First => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_micros() as u64),
+        };
         let mut waiting = String::with_capacity(32 + self.waiting_tail.len());
         let mut digits = [0; 8];
         hex::encode_to_slice(priority.to_be_bytes(), &mut digits).expect("4 bytes, 8 digits");

@@ -4,7 +4,7 @@
 --       queue, first call of the acquisition: the owner is new, so it has no entry to look
 --       up); watch 1 (when not acquired and not enqueued, ask to be notified at the next
 --       release; Redlock) or 0; asked: when the client sent this call, µs since the epoch on
---       its clock.
+--       its clock (0 when enqueue is 0: only queueing reads it).
 -- Few arguments, and the waiting ones in one: the server copies each argument into the
 -- script's ARGV on every call, which costs more than the fast path's own work.
 -- Returns {1, token} when held (granted now, or claimed after a hand-off), {2, token} when
