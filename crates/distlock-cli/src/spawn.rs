@@ -12,6 +12,13 @@
 //! caught signal to its default action, and SIGPIPE (which Rust's runtime ignores) too, then
 //! restores the original signal mask just before `execve`. Signals that were ignored when
 //! distlock started stay ignored, as with `std::process::Command`.
+//!
+//! Job control: a child stopped before `execve` (Ctrl-Z at the moment the command starts)
+//! would leave distlock's thread suspended in `clone` for good, and the shell would never see
+//! the job stop. So the child never stops before `execve`: a stop meant for distlock's group,
+//! pending when the child leaves it, is discarded (distlock stops for it itself); a stop sent
+//! to the command's group after that is noted, and the parent sends it again once the command
+//! runs.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -50,6 +57,18 @@ type CStr0 = std::ffi::CStr;
 /// die with it. Never observed by distlock as a command's status: setup failures are reported
 /// through `error`, and an orphan's status goes to whoever adopts it.
 const SETUP_FAILED: i32 = 127;
+
+/// The signals that stop a process by default, other than SIGSTOP (which cannot be caught).
+const JOB_CONTROL_STOPS: [i32; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+
+/// The stop signal that reached the child's own group before it exec'd, or 0. Written by the
+/// child's handler (the child runs in our memory), taken by the parent after the exec.
+static STOP_BEFORE_EXEC: AtomicI32 = AtomicI32::new(0);
+
+/// The child's handler for [`JOB_CONTROL_STOPS`]; `execve` resets it to the default action.
+extern "C" fn note_stop_before_exec(signo: libc::c_int) {
+    STOP_BEFORE_EXEC.store(signo, Ordering::SeqCst);
+}
 
 impl Prepared {
     /// Prepares `argv` with the current environment plus `extra` (which replaces variables of
@@ -125,6 +144,7 @@ impl Prepared {
             libc::sigfillset(&mut all);
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut self.mask);
         }
+        STOP_BEFORE_EXEC.store(0, Ordering::SeqCst);
         let this: *mut Prepared = &mut self;
         // SAFETY: CLONE_VM | CLONE_VFORK: the child runs `child` on `stack` in our memory and
         // this thread is suspended until it execs or exits, so `self` and `stack` outlive its
@@ -147,7 +167,16 @@ impl Prepared {
             return Err(clone_error);
         }
         match self.error.load(Ordering::SeqCst) {
-            0 => Ok(pid),
+            0 => {
+                let stop = STOP_BEFORE_EXEC.swap(0, Ordering::SeqCst);
+                if stop != 0 {
+                    // SAFETY: kill(2) on the group of the child we just started.
+                    unsafe {
+                        libc::kill(-pid, stop);
+                    }
+                }
+                Ok(pid)
+            }
             errno => {
                 // The child has exited; collect it.
                 let mut status = 0;
@@ -192,6 +221,20 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         }
         if libc::setpgid(0, 0) != 0 {
             fail(p);
+        }
+        // See the module documentation, "Job control". Setting SIG_IGN discards a pending
+        // signal; a stop that distlock was started with ignored stays ignored.
+        let mut ignore: libc::sigaction = std::mem::zeroed();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        let mut note: libc::sigaction = std::mem::zeroed();
+        note.sa_sigaction = note_stop_before_exec as extern "C" fn(libc::c_int) as usize;
+        note.sa_flags = libc::SA_RESTART;
+        for signo in JOB_CONTROL_STOPS {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(signo, &ignore, &mut old);
+            if old.sa_sigaction == libc::SIG_DFL {
+                libc::sigaction(signo, &note, std::ptr::null_mut());
+            }
         }
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,

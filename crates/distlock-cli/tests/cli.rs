@@ -657,7 +657,7 @@ fn terminal_interactive_command_spinner_ctrl_c_and_ctrl_z() {
 
     // Ctrl-Z suspends the command and distlock; `fg` resumes both with the terminal.
     tmux.line(&format!(
-        "{bin} run tty -- sh -c 'echo started; read line; echo got:$line'"
+        "{bin} run tty -- sh -c 'echo st\"\"arted; read line; echo got:$line'"
     ));
     tmux.wait_for("started");
     tmux.keys(&["C-z"]);
@@ -669,6 +669,181 @@ fn terminal_interactive_command_spinner_ctrl_c_and_ctrl_z() {
     tmux.line("echo EX\"\"IT:$?");
     let screen = tmux.wait_for("EXIT:");
     assert!(screen.contains("EXIT:0"), "{screen}");
+}
+
+const STORM_BIN: &str = "DISTLOCK_TEST_STORM_BIN";
+const STORM_RUNS: &str = "DISTLOCK_TEST_STORM_RUNS";
+
+/// Helper for `ctrl_z_as_the_command_starts_never_hangs`: a job-control shell, run as the
+/// leader of a session whose controlling terminal is a pty. It runs `distlock run storm --
+/// true` in the foreground again and again, and resumes the job whenever it stops, as `fg`
+/// would. Every run must exit 0.
+#[test]
+#[ignore = "helper: run in a child process by ctrl_z_as_the_command_starts_never_hangs"]
+fn job_control_shell_child() {
+    use std::os::unix::process::CommandExt;
+
+    let (Ok(bin), Ok(runs)) = (std::env::var(STORM_BIN), std::env::var(STORM_RUNS)) else {
+        panic!("run by ctrl_z_as_the_command_starts_never_hangs, not directly");
+    };
+    const STOPS: [i32; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+    // SAFETY: signal(2) and terminal calls on this process and its children's groups.
+    unsafe {
+        for signo in STOPS {
+            libc::signal(signo, libc::SIG_IGN);
+        }
+        let shell_group = libc::getpgrp();
+        for run in 0..runs.parse::<u32>().unwrap() {
+            let mut command = Command::new(&bin);
+            command.args(["run", "storm", "--", "true"]);
+            command.pre_exec(move || {
+                // What a shell does for a foreground job.
+                libc::setpgid(0, 0);
+                libc::tcsetpgrp(0, libc::getpid());
+                for signo in STOPS {
+                    libc::signal(signo, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+            let pid = command.spawn().unwrap().id() as i32;
+            let mut status = 0;
+            loop {
+                assert_eq!(libc::waitpid(pid, &mut status, libc::WUNTRACED), pid);
+                if !libc::WIFSTOPPED(status) {
+                    break;
+                }
+                // The job stopped: take the terminal, then give it back and resume (`fg`).
+                libc::tcsetpgrp(0, shell_group);
+                libc::tcsetpgrp(0, pid);
+                libc::kill(-pid, libc::SIGCONT);
+            }
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "run {run}: distlock ended with wait status {status:#x}"
+            );
+        }
+    }
+}
+
+/// Ctrl-Z can come at any moment, including while distlock starts the command: before the
+/// command has left distlock's process group, or after it took the terminal but before it
+/// exec'd. Every stop must reach the shell, and every run must finish once resumed.
+#[test]
+fn ctrl_z_as_the_command_starts_never_hangs() {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    use std::sync::{Arc, Mutex};
+
+    let env = Env::new();
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two descriptors, owned below.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned here alone.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut shell = Command::new(std::env::current_exe().unwrap());
+    shell
+        .args([
+            "--exact",
+            "job_control_shell_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("DISTLOCK_URL", env.url())
+        .env(STORM_BIN, BIN)
+        .env(STORM_RUNS, "150")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: setsid and ioctl between fork and exec: a new session whose controlling
+    // terminal is the pty (stdin by now).
+    unsafe {
+        shell.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = shell.spawn().unwrap();
+    // The pty reads end (EIO) once the shell and its children are gone: no copy of the
+    // terminal side may stay open here.
+    drop(shell);
+    drop(slave);
+    let mut shell = child;
+    let shell_pid = shell.id() as i32;
+    // Keep the pty drained so that nothing writing to it blocks; keep what it shows.
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let output = Arc::clone(&output);
+        let mut master = std::fs::File::from(master.try_clone().unwrap());
+        thread::spawn(move || {
+            let mut buf = [0; 4096];
+            while let Ok(n @ 1..) = master.read(&mut buf) {
+                output.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let distlock = std::fs::canonicalize(BIN).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut presses, mut random) = (0u32, 0x9e37_79b9u32);
+    let finished = loop {
+        if let Some(status) = shell.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        // SAFETY: a query on the pty, and SIGTSTP to its foreground group.
+        let foreground = unsafe { libc::tcgetpgrp(master.as_raw_fd()) };
+        // Only distlock's groups, as a terminal's Ctrl-Z would reach them: the shell's own
+        // children before their exec (still this test binary) are left alone.
+        let is_distlock =
+            std::fs::read_link(format!("/proc/{foreground}/exe")).is_ok_and(|exe| exe == distlock);
+        if foreground > 0 && foreground != shell_pid && is_distlock {
+            unsafe {
+                libc::kill(-foreground, libc::SIGTSTP);
+            }
+            presses += 1;
+        }
+        random ^= random << 13;
+        random ^= random >> 17;
+        random ^= random << 5;
+        thread::sleep(Duration::from_micros(u64::from(random % 3000)));
+    };
+    if finished.is_none() {
+        let processes = Command::new("ps")
+            .args([
+                "-o",
+                "pid,pgid,stat,wchan:24,args",
+                "-s",
+                &shell_pid.to_string(),
+            ])
+            .output()
+            .unwrap();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-s", &shell_pid.to_string()])
+            .status();
+        let _ = shell.wait();
+        panic!(
+            "the runs never finished ({presses} stops sent); the session's processes:\n{}",
+            String::from_utf8_lossy(&processes.stdout)
+        );
+    }
+    let status = finished.unwrap();
+    reader.join().unwrap();
+    let shown = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+    assert!(status.success(), "{status}; the terminal showed:\n{shown}");
+    assert!(presses > 0, "no stop was sent");
 }
 
 /// The command's ignored-signal mask, from `/proc/self/status` of `grep` run under distlock.
@@ -695,17 +870,28 @@ fn command_gets_default_signal_dispositions_except_inherited_ignores() {
     let mask = ignored_signals_of_command(env.cmd(args));
     assert_eq!(mask & bit(libc::SIGPIPE), 0, "SIGPIPE ignored: {mask:x}");
     assert_eq!(mask & bit(libc::SIGHUP), 0, "SIGHUP ignored: {mask:x}");
-    // Started the way nohup starts it, SIGHUP stays ignored for the command.
+    // The stop signals, which the command's setup catches until its exec, end up default.
+    for stop in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        assert_eq!(mask & bit(stop), 0, "signal {stop} ignored: {mask:x}");
+    }
+    // Started the way nohup starts it, SIGHUP stays ignored for the command; so does a stop
+    // signal ignored the same way.
     let mut nohup = env.cmd(args);
     // SAFETY: signal(2) between fork and exec of the test's child.
     unsafe {
         nohup.pre_exec(|| {
             libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            libc::signal(libc::SIGTSTP, libc::SIG_IGN);
             Ok(())
         });
     }
     let mask = ignored_signals_of_command(nohup);
     assert_ne!(mask & bit(libc::SIGHUP), 0, "SIGHUP not ignored: {mask:x}");
+    assert_ne!(
+        mask & bit(libc::SIGTSTP),
+        0,
+        "SIGTSTP not ignored: {mask:x}"
+    );
 }
 
 #[test]
