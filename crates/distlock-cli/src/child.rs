@@ -109,25 +109,37 @@ impl Running {
         tokio::select! {
             biased;
             () = self.exit.wait() => Event::Exited,
-            () = stopped(self.sigchld.as_mut(), self.pgid) => Event::Stopped,
+            signal = stopped(self.sigchld.as_mut(), self.pgid) => Event::Stopped(signal),
         }
     }
 
-    /// The command was suspended from the terminal: take the terminal back and suspend
-    /// distlock's own process group (the shell's job), so the shell regains control. When the
-    /// shell resumes us, hand the terminal back to the command (if we are in the foreground
-    /// again) and resume the command.
-    pub fn suspend_with_command(&mut self) {
+    /// The command was suspended from the terminal by `signal`: take the terminal back and
+    /// suspend distlock's own process group (the shell's job), so the shell regains control.
+    /// When the shell resumes us, hand the terminal back to the command (if we are in the
+    /// foreground again) and resume the command.
+    ///
+    /// A command that stopped for the terminal (SIGTTIN, SIGTTOU) while our group has it is
+    /// not suspended: the shell made us the foreground job (`fg` of a job running in the
+    /// background, which sends no signal), so the terminal goes on to the command at once.
+    pub fn suspend_with_command(&mut self, signal: i32) {
         let Some(terminal) = &self.terminal else {
             return;
         };
-        terminal.take_back();
-        // SAFETY: kill(2) on our own process group. SIGTSTP stops us here (default action);
-        // if our group is orphaned (no job control), the kernel discards it and we go on.
-        unsafe {
-            libc::kill(0, libc::SIGTSTP);
+        let for_the_terminal = signal == libc::SIGTTIN || signal == libc::SIGTTOU;
+        if !(for_the_terminal && terminal.is_held_by(terminal.our_group)) {
+            // Only from the command: one stopped in the background (SIGTTIN after `bg`) does
+            // not have the terminal; the shell has it.
+            if terminal.is_held_by(self.pgid) {
+                terminal.take_back();
+            }
+            // SAFETY: kill(2) on our own process group. SIGTSTP stops us here (default
+            // action); if our group is orphaned (no job control), the kernel discards it and
+            // we go on.
+            unsafe {
+                libc::kill(0, libc::SIGTSTP);
+            }
         }
-        if terminal.is_ours() {
+        if terminal.is_held_by(terminal.our_group) {
             terminal.give_to(self.pgid);
         }
         self.signal(libc::SIGCONT);
@@ -162,12 +174,13 @@ impl Running {
 pub enum Event {
     /// The command exited (not reaped yet).
     Exited,
-    /// The command was suspended by job control.
-    Stopped,
+    /// The command was suspended by job control, by this signal.
+    Stopped(i32),
 }
 
-/// Resolves when child `pid` has stopped; never without a SIGCHLD stream.
-async fn stopped(sigchld: Option<&mut Signal>, pid: libc::pid_t) {
+/// Resolves, with the signal that stopped it, when child `pid` has stopped; never without a
+/// SIGCHLD stream.
+async fn stopped(sigchld: Option<&mut Signal>, pid: libc::pid_t) -> i32 {
     let Some(sigchld) = sigchld else {
         return std::future::pending().await;
     };
@@ -177,7 +190,7 @@ async fn stopped(sigchld: Option<&mut Signal>, pid: libc::pid_t) {
         }
         // SAFETY: waitid on our own child; WSTOPPED without WEXITED never reaps it, and
         // WNOHANG returns at once. The zeroed siginfo reads si_pid 0 when nothing stopped.
-        let stopped = unsafe {
+        let stopped_by = unsafe {
             let mut info: libc::siginfo_t = std::mem::zeroed();
             let rc = libc::waitid(
                 libc::P_PID,
@@ -185,10 +198,10 @@ async fn stopped(sigchld: Option<&mut Signal>, pid: libc::pid_t) {
                 &mut info,
                 libc::WSTOPPED | libc::WNOHANG,
             );
-            rc == 0 && info.si_pid() == pid
+            (rc == 0 && info.si_pid() == pid).then(|| info.si_status())
         };
-        if stopped {
-            return;
+        if let Some(signal) = stopped_by {
+            return signal;
         }
     }
 }
@@ -310,10 +323,10 @@ impl Terminal {
         }
     }
 
-    /// Whether our process group is the terminal's foreground group.
-    fn is_ours(&self) -> bool {
+    /// Whether `group` is the terminal's foreground group.
+    fn is_held_by(&self, group: libc::pid_t) -> bool {
         // SAFETY: a query on a terminal descriptor.
-        unsafe { libc::tcgetpgrp(self.fd) == self.our_group }
+        unsafe { libc::tcgetpgrp(self.fd) == group }
     }
 }
 

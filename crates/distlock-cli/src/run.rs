@@ -92,7 +92,7 @@ async fn supervise(
             biased;
             event = running.next_event() => match event {
                 Event::Exited => break,
-                Event::Stopped => running.suspend_with_command(),
+                Event::Stopped(signal) => running.suspend_with_command(signal),
             },
             error = &mut lost => {
                 return terminate_after_loss(running, &lease, name, &error, signals, kill_grace)

@@ -655,20 +655,32 @@ fn terminal_interactive_command_spinner_ctrl_c_and_ctrl_z() {
     );
     tmux.line("clear");
 
+    // Starts a command that reads a line, suspends it with Ctrl-Z, types `resume` at the
+    // shell and then `input`, which the command must read.
+    let suspend_then = |before_read: &str, resume: &[&str], input: &str| {
+        tmux.line(&format!(
+            "{bin} run tty -- sh -c 'echo st\"\"arted; {before_read}read line; echo got:$line'"
+        ));
+        tmux.wait_for("started");
+        tmux.keys(&["C-z"]);
+        tmux.wait_for("Stopped");
+        for line in resume {
+            tmux.line(line);
+        }
+        thread::sleep(Duration::from_millis(300));
+        tmux.line(input);
+        tmux.wait_for(&format!("got:{input}"));
+        tmux.line("echo EX\"\"IT:$?");
+        let screen = tmux.wait_for("EXIT:");
+        assert!(screen.contains("EXIT:0"), "{screen}");
+        tmux.line("clear");
+    };
     // Ctrl-Z suspends the command and distlock; `fg` resumes both with the terminal.
-    tmux.line(&format!(
-        "{bin} run tty -- sh -c 'echo st\"\"arted; read line; echo got:$line'"
-    ));
-    tmux.wait_for("started");
-    tmux.keys(&["C-z"]);
-    tmux.wait_for("Stopped");
-    tmux.line("fg");
-    thread::sleep(Duration::from_millis(300));
-    tmux.line("again");
-    tmux.wait_for("got:again");
-    tmux.line("echo EX\"\"IT:$?");
-    let screen = tmux.wait_for("EXIT:");
-    assert!(screen.contains("EXIT:0"), "{screen}");
+    suspend_then("", &["fg"], "again");
+    // `bg`, then `fg` before the command reads: the shell gives distlock's group the terminal
+    // (with no signal, the job was running), and distlock passes it on when the command stops
+    // for it.
+    suspend_then("sleep 2; ", &["bg", "fg"], "later");
 }
 
 const STORM_BIN: &str = "DISTLOCK_TEST_STORM_BIN";
