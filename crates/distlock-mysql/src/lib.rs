@@ -266,12 +266,11 @@ struct MyConn {
 
 /// The DDL distlock runs on first use. The `distlock_tokens` rows are created here, not by
 /// the first connections, because concurrent upserts of a missing row can deadlock in
-/// InnoDB.
+/// InnoDB; and last, because a connection that finds them takes the set-up as done.
 pub const SETUP_SQL: &str = "CREATE TABLE IF NOT EXISTS distlock_tokens (\n\
     \x20 lock_key VARBINARY(64) NOT NULL PRIMARY KEY,\n\
     \x20 token BIGINT UNSIGNED NOT NULL\n\
     ) ENGINE=InnoDB;\n\
-    INSERT IGNORE INTO distlock_tokens (lock_key, token) VALUES ('high', 0), ('offset', 0);\n\
     CREATE TABLE IF NOT EXISTS distlock_holders (\n\
     \x20 conn_id BIGINT UNSIGNED NOT NULL PRIMARY KEY,\n\
     \x20 lock_key VARBINARY(64) NOT NULL, name VARBINARY(1024) NOT NULL,\n\
@@ -280,7 +279,8 @@ pub const SETUP_SQL: &str = "CREATE TABLE IF NOT EXISTS distlock_tokens (\n\
     \x20 description VARBINARY(1024) NULL, since_ms BIGINT NOT NULL, ttl_ms BIGINT NOT NULL,\n\
     \x20 token BIGINT UNSIGNED NULL,\n\
     \x20 KEY distlock_holders_key (lock_key)\n\
-    ) ENGINE=MEMORY;";
+    ) ENGINE=MEMORY;\n\
+    INSERT IGNORE INTO distlock_tokens (lock_key, token) VALUES ('high', 0), ('offset', 0);";
 
 fn server_code(error: &mysql_async::Error) -> Option<u16> {
     match error {

@@ -433,3 +433,37 @@ fn kill_and_wait(url: &str, id: u64) {
         plain.disconnect().await.unwrap();
     });
 }
+
+/// Many processes connecting at once to a database without distlock's tables: each may find
+/// them missing and create them, and each must see them complete once it sees the token rows
+/// (the last thing created).
+#[test]
+fn first_connections_at_once_all_succeed() {
+    let server = MariaDbServer::start();
+    runtime().block_on(async {
+        let url = server.url();
+        let mut plain = mysql_async::Conn::from_url(&url).await.unwrap();
+        for round in 0..20 {
+            plain
+                .query_drop("DROP TABLE IF EXISTS distlock_tokens, distlock_holders")
+                .await
+                .unwrap();
+            // Started a little apart, so that some start while others are half done.
+            let connects: Vec<_> = (0..32)
+                .map(|i| {
+                    let url = url.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_micros(500 * i)).await;
+                        distlock_mysql::connect(&url).await
+                    })
+                })
+                .collect();
+            for connect in connects {
+                if let Err(error) = connect.await.unwrap() {
+                    panic!("round {round}: {error}");
+                }
+            }
+        }
+        plain.disconnect().await.unwrap();
+    });
+}
