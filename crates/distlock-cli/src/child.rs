@@ -121,12 +121,12 @@ impl Running {
     /// A command that stopped for the terminal (SIGTTIN, SIGTTOU) while our group has it is
     /// not suspended: the shell made us the foreground job (`fg` of a job running in the
     /// background, which sends no signal), so the terminal goes on to the command at once.
-    pub fn suspend_with_command(&mut self, signal: i32) {
+    pub fn on_command_stopped(&mut self, signal: i32) {
         let Some(terminal) = &self.terminal else {
             return;
         };
         let for_the_terminal = signal == libc::SIGTTIN || signal == libc::SIGTTOU;
-        if !(for_the_terminal && terminal.is_held_by(terminal.our_group)) {
+        if !(for_the_terminal && terminal.is_ours()) {
             // Only from the command: one stopped in the background (SIGTTIN after `bg`) does
             // not have the terminal; the shell has it.
             if terminal.is_held_by(self.pgid) {
@@ -139,7 +139,7 @@ impl Running {
                 libc::kill(0, libc::SIGTSTP);
             }
         }
-        if terminal.is_held_by(terminal.our_group) {
+        if terminal.is_ours() {
             terminal.give_to(self.pgid);
         }
         self.signal(libc::SIGCONT);
@@ -327,6 +327,11 @@ impl Terminal {
     fn is_held_by(&self, group: libc::pid_t) -> bool {
         // SAFETY: a query on a terminal descriptor.
         unsafe { libc::tcgetpgrp(self.fd) == group }
+    }
+
+    /// Whether our process group is the terminal's foreground group.
+    fn is_ours(&self) -> bool {
+        self.is_held_by(self.our_group)
     }
 }
 

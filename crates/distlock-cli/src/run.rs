@@ -92,7 +92,7 @@ async fn supervise(
             biased;
             event = running.next_event() => match event {
                 Event::Exited => break,
-                Event::Stopped(signal) => running.suspend_with_command(signal),
+                Event::Stopped(signal) => running.on_command_stopped(signal),
             },
             error = &mut lost => {
                 return terminate_after_loss(running, &lease, name, &error, signals, kill_grace)
