@@ -376,11 +376,12 @@ impl Lease {
             poll
         })
         .await;
-        // Let the scheduler drop the cancelled renewal task now, rather than let cancelled
-        // tasks pile up in a loop that never yields and be dropped in one burst. A release
-        // that waited for a server has yielded already. After the release, not before: a
-        // waiter elsewhere is waiting for it.
-        if !yielded {
+        // A release that never waited (a file lock) has not let the scheduler drop the
+        // cancelled renewal task; in a loop that never yields, such tasks would pile up.
+        // Yielding costs the runtime a poll of its I/O driver, a system call, so it yields
+        // once every `RELEASES_PER_YIELD` such releases on a thread. After the release, not
+        // before: a waiter elsewhere is waiting for it.
+        if should_yield_after_release(yielded) {
             tokio::task::yield_now().await;
         }
         // The state may have moved to Lost while we were releasing; report it.
@@ -412,6 +413,30 @@ impl Drop for Lease {
             });
         }
     }
+}
+
+/// How many releases that never waited a thread runs before it yields once: the cancelled
+/// renewal tasks waiting to be dropped stay this few, and the yield's system call is paid once
+/// for all of them.
+const RELEASES_PER_YIELD: u32 = 16;
+
+thread_local! {
+    static RELEASES_SINCE_YIELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether a release should yield to the scheduler now; `yielded`: it waited (and so yielded)
+/// while releasing.
+fn should_yield_after_release(yielded: bool) -> bool {
+    RELEASES_SINCE_YIELD.with(|count| {
+        if yielded {
+            count.set(0);
+            return false;
+        }
+        let releases = count.get() + 1;
+        let due = releases >= RELEASES_PER_YIELD;
+        count.set(if due { 0 } else { releases });
+        due
+    })
 }
 
 /// Renews every ttl/3 until the lease is released or lost. Never re-acquires: a renewal that

@@ -1108,7 +1108,8 @@ async fn a_tight_cycle_loop_does_not_pile_up_renewal_tasks() {
         lease.release().await.unwrap();
         most = most.max(metrics.num_alive_tasks());
     }
-    // Without the yield in `Lease::release`, Tokio's cooperative budget alone let about 150
-    // pile up before the runtime ran them.
-    assert!(most < 10, "{most} tasks alive at once");
+    // `Lease::release` yields once every 16 releases that did not wait, so at most those 16
+    // (and the test's own task) are alive at once. Without the yield, Tokio's cooperative
+    // budget alone let about 150 pile up before the runtime ran them.
+    assert!(most <= 20, "{most} tasks alive at once");
 }
