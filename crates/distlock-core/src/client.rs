@@ -9,6 +9,7 @@ use tracing::Instrument;
 use crate::backend::Backend;
 use crate::error::{Error, ErrorKind, Result};
 use crate::inspect::LockInfo;
+use crate::lease::RenewalStarter;
 use crate::lease::{Lease, LeaseSignal};
 use crate::name::LockName;
 use crate::options::{AcquireOptions, AcquireRequest, LockMode, OwnerInfo, Wait};
@@ -19,6 +20,7 @@ use crate::token::OwnerId;
 #[derive(Clone)]
 pub struct Locks {
     backend: Arc<dyn Backend>,
+    renewals: Arc<RenewalStarter>,
 }
 
 impl fmt::Debug for Locks {
@@ -32,14 +34,15 @@ impl fmt::Debug for Locks {
 impl Locks {
     /// Wraps a backend.
     pub fn new(backend: impl Backend) -> Self {
-        Locks {
-            backend: Arc::new(backend),
-        }
+        Locks::from_arc(Arc::new(backend))
     }
 
     /// Wraps a shared backend.
     pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
-        Locks { backend }
+        Locks {
+            backend,
+            renewals: RenewalStarter::new(),
+        }
     }
 
     /// The backend's name: `"file"`, `"redis"`, ...
@@ -143,6 +146,7 @@ impl Locks {
                     request.options.ttl,
                     held,
                     signal,
+                    &self.renewals,
                 ))
             }
             Err(error) => {

@@ -178,26 +178,56 @@ struct Inner {
     held: Box<dyn HeldLock>,
     signal: LeaseSignal,
     acquired_at: Instant,
-    renewal: StdMutex<Option<JoinHandle<()>>>,
+    renewal: StdMutex<Renewal>,
     release_gate: tokio::sync::Mutex<()>,
     /// Held by the renewal task while a renewal is in flight, so that `release()` waits for
     /// an in-flight renewal only, not for the renewal task's cancellation on another thread.
     renewing: tokio::sync::Mutex<()>,
 }
 
+/// Where a lease's renewal is.
+enum Renewal {
+    /// Not started: the starter starts it when the first renewal comes due.
+    Pending(StartKey, Arc<RenewalStarter>),
+    Running(JoinHandle<()>),
+    /// Stopped, or never to start (no runtime).
+    Stopped,
+}
+
 impl Inner {
-    /// Cancels the renewal task; it never starts another renewal.
-    fn stop_renewal(&self) {
-        if let Some(handle) = self.renewal.lock().unwrap().take() {
-            handle.abort();
+    /// Cancels the renewal; it never starts another renewal. Returns whether it had not
+    /// started yet.
+    fn stop_renewal(&self) -> bool {
+        match std::mem::replace(&mut *self.renewal.lock().unwrap(), Renewal::Stopped) {
+            Renewal::Pending(key, starter) => {
+                starter.forget(key);
+                true
+            }
+            Renewal::Running(handle) => {
+                handle.abort();
+                false
+            }
+            Renewal::Stopped => false,
         }
     }
 
-    /// Cancels the renewal task and waits until no renewal is in flight. Waiting for the
-    /// task's cancellation itself would cost a cross-thread wake-up on every release.
+    /// Cancels the renewal and waits until no renewal is in flight. Waiting for the task's
+    /// cancellation itself would cost a cross-thread wake-up on every release. A renewal that
+    /// never started did not free what the backend keeps for a lost lease (see
+    /// [`renew_until_final`]), so that is done here.
     async fn quiesce_renewal(&self) {
-        self.stop_renewal();
+        if self.stop_renewal() && self.signal.state() == LeaseState::Lost {
+            let _ = self.held.release().await;
+        }
         drop(self.renewing.lock().await);
+    }
+
+    /// Starts the renewal task now, unless the renewal was stopped.
+    fn begin_renewal(self: &Arc<Self>) {
+        let mut renewal = self.renewal.lock().unwrap();
+        if matches!(*renewal, Renewal::Pending(..)) {
+            *renewal = Renewal::Running(tokio::spawn(renew_until_final(Arc::clone(self))));
+        }
     }
 
     fn lost_error(&self) -> Error {
@@ -246,6 +276,7 @@ impl Lease {
         ttl: Duration,
         held: Box<dyn HeldLock>,
         signal: LeaseSignal,
+        starter: &Arc<RenewalStarter>,
     ) -> Lease {
         let inner = Arc::new(Inner {
             name,
@@ -257,13 +288,17 @@ impl Lease {
             held,
             signal,
             acquired_at: Instant::now(),
-            renewal: StdMutex::new(None),
+            renewal: StdMutex::new(Renewal::Stopped),
             release_gate: tokio::sync::Mutex::new(()),
             renewing: tokio::sync::Mutex::new(()),
         });
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let handle = runtime.spawn(renew_until_final(Arc::clone(&inner)));
-            *inner.renewal.lock().unwrap() = Some(handle);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let due = inner.acquired_at + ttl / 3;
+            // Registered under the renewal's lock, so that the starter cannot find the lease
+            // due before it is marked pending.
+            let mut renewal = inner.renewal.lock().unwrap();
+            let key = starter.register(due, Arc::downgrade(&inner));
+            *renewal = Renewal::Pending(key, Arc::clone(starter));
         }
         Lease { inner }
     }
@@ -397,7 +432,17 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.state().is_final() {
-            self.inner.stop_renewal();
+            let never_started = self.inner.stop_renewal();
+            if never_started
+                && self.state() == LeaseState::Lost
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                // What the renewal task would have freed (see `renew_until_final`).
+                let inner = Arc::clone(&self.inner);
+                runtime.spawn(async move {
+                    let _ = inner.held.release().await;
+                });
+            }
             return;
         }
         self.inner.stop_renewal();
@@ -439,8 +484,9 @@ fn should_yield_after_release(yielded: bool) -> bool {
     })
 }
 
-/// Renews every ttl/3 until the lease is released or lost. Never re-acquires: a renewal that
-/// finds the lock gone ends the lease.
+/// Renews every ttl/3, from now (the starter starts it when the first renewal is due), until
+/// the lease is released or lost. Never re-acquires: a renewal that finds the lock gone ends
+/// the lease.
 async fn renew_until_final(inner: Arc<Inner>) {
     let ttl = inner.ttl;
     let period = ttl / 3;
@@ -448,7 +494,7 @@ async fn renew_until_final(inner: Arc<Inner>) {
     let margin = drift_margin(ttl);
     let mut deadline = inner.held.granted_at().map(|sent| sent + ttl - margin);
     let mut states = inner.signal.subscribe();
-    let mut next = Instant::now() + period;
+    let mut next = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
@@ -493,6 +539,106 @@ async fn renew_until_final(inner: Arc<Inner>) {
         // Owner-checked, so harmless if the lock is already someone else's; frees whatever the
         // backend still keeps for us (a file descriptor, a session).
         let _ = inner.held.release().await;
+    }
+}
+
+/// A lease's place in a [`RenewalStarter`]: when its first renewal is due, and a sequence
+/// number that makes the key unique.
+type StartKey = (Instant, u64);
+
+/// Starts each lease's renewal task when its first renewal comes due (at a third of its TTL),
+/// from one task per [`Locks`](crate::Locks).
+///
+/// Most leases are released before then. Such a lease costs a map insert and remove here,
+/// where a task started at every grant would cost a spawn and a cancellation: on a
+/// multi-threaded runtime (the blocking API's) each of those wakes a worker thread, which
+/// doubled the blocking API's file-lock cycle.
+pub(crate) struct RenewalStarter {
+    state: StdMutex<StarterState>,
+    wake: tokio::sync::Notify,
+}
+
+struct StarterState {
+    due: std::collections::BTreeMap<StartKey, std::sync::Weak<Inner>>,
+    next_seq: u64,
+    /// The starter task, while it runs; it ends once no lease is waiting.
+    task: Option<JoinHandle<()>>,
+    /// When the task wakes next, unless woken earlier.
+    wakes_at: Option<Instant>,
+}
+
+impl RenewalStarter {
+    pub(crate) fn new() -> Arc<RenewalStarter> {
+        Arc::new(RenewalStarter {
+            state: StdMutex::new(StarterState {
+                due: std::collections::BTreeMap::new(),
+                next_seq: 0,
+                task: None,
+                wakes_at: None,
+            }),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Has `lease`'s renewal started at `due`. Needs a Tokio runtime, on which the starter
+    /// task runs (started here when it does not run).
+    fn register(self: &Arc<Self>, due: Instant, lease: std::sync::Weak<Inner>) -> StartKey {
+        let mut state = self.state.lock().unwrap();
+        let key = (due, state.next_seq);
+        state.next_seq += 1;
+        state.due.insert(key, lease);
+        // A runtime that shut down took the task with it.
+        let running = state.task.as_ref().is_some_and(|task| !task.is_finished());
+        if !running {
+            state.wakes_at = Some(due);
+            state.task = Some(tokio::spawn(start_renewals(Arc::clone(self))));
+        } else if state.wakes_at.is_none_or(|at| due < at) {
+            state.wakes_at = Some(due);
+            self.wake.notify_one();
+        }
+        key
+    }
+
+    /// The lease of `key` no longer needs its renewal started.
+    fn forget(&self, key: StartKey) {
+        self.state.lock().unwrap().due.remove(&key);
+    }
+}
+
+/// The starter task: starts the renewals that are due, then sleeps until the next one is due
+/// or a sooner one is registered; ends when no lease is waiting.
+async fn start_renewals(starter: Arc<RenewalStarter>) {
+    loop {
+        let next = {
+            let mut state = starter.state.lock().unwrap();
+            let now = Instant::now();
+            let mut due = Vec::new();
+            while let Some(entry) = state.due.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                due.push(entry.remove());
+            }
+            let next = state.due.first_key_value().map(|(key, _)| key.0);
+            state.wakes_at = next;
+            if next.is_none() {
+                state.task = None;
+            }
+            drop(state);
+            // Outside the starter's lock: `Inner::stop_renewal` takes the renewal's lock, then
+            // this one.
+            for lease in due.iter().filter_map(std::sync::Weak::upgrade) {
+                lease.begin_renewal();
+            }
+            match next {
+                Some(next) => next,
+                None => return,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = starter.wake.notified() => {}
+        }
     }
 }
 
@@ -566,6 +712,7 @@ mod tests {
             ttl,
             held,
             LeaseSignal::new("test"),
+            &RenewalStarter::new(),
         );
         (lease, script)
     }
@@ -644,6 +791,65 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(script.releases.load(Ordering::SeqCst), 1);
+    }
+
+    /// Leases waiting for their first renewal share one starter task: none has a task of
+    /// its own until its renewal is due.
+    #[tokio::test]
+    async fn renewals_start_when_due_from_one_task_per_client() {
+        let starter = RenewalStarter::new();
+        let script = Arc::new(Script::default());
+        let ttl = Duration::from_millis(600);
+        let leases: Vec<Lease> = (0..3)
+            .map(|i| {
+                let held = Box::new(ScriptedHeld(Arc::clone(&script), Instant::now()));
+                let name = LockName::new(format!("starter {i}"), "test").unwrap();
+                let mode = LockMode::Exclusive;
+                let signal = LeaseSignal::new("test");
+                Lease::start(
+                    name,
+                    "test",
+                    mode,
+                    OwnerId::random(),
+                    ttl,
+                    held,
+                    signal,
+                    &starter,
+                )
+            })
+            .collect();
+        let metrics = tokio::runtime::Handle::current().metrics();
+        assert_eq!(metrics.num_alive_tasks(), 1, "the starter only");
+        assert_eq!(script.renewals.load(Ordering::SeqCst), 0);
+        // Due at 200 ms: each lease then has its renewal task, and the starter has ended.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(script.renewals.load(Ordering::SeqCst), 3);
+        assert_eq!(metrics.num_alive_tasks(), 3, "one renewal task per lease");
+        for lease in &leases {
+            lease.release().await.unwrap();
+        }
+    }
+
+    /// A lease lost before its first renewal still has what the backend keeps for it freed,
+    /// as the renewal task does for a lease lost later: on release, and on drop.
+    #[tokio::test]
+    async fn a_lease_lost_before_its_first_renewal_is_freed() {
+        let (released, script) = lease(Duration::from_secs(30));
+        released.inner.signal.lost("the connection closed");
+        assert!(released.release().await.unwrap_err().is_lost());
+        assert_eq!(script.releases.load(Ordering::SeqCst), 1);
+
+        let (dropped, script) = lease(Duration::from_secs(30));
+        dropped.inner.signal.lost("the connection closed");
+        drop(dropped);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while script.releases.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("freed in the background");
+        assert_eq!(script.renewals.load(Ordering::SeqCst), 0);
     }
 
     #[test]
