@@ -185,6 +185,17 @@ struct Inner {
     renewing: tokio::sync::Mutex<()>,
 }
 
+/// What stopping a lease's renewal found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StoppedRenewal {
+    /// It had not started.
+    NotStarted,
+    /// Its task was running and is cancelled; the scheduler drops it when it next runs.
+    Cancelled,
+    /// It was stopped before.
+    AlreadyStopped,
+}
+
 /// Where a lease's renewal is.
 enum Renewal {
     /// Not started: the starter starts it when the first renewal comes due.
@@ -195,19 +206,18 @@ enum Renewal {
 }
 
 impl Inner {
-    /// Cancels the renewal; it never starts another renewal. Returns whether it had not
-    /// started yet.
-    fn stop_renewal(&self) -> bool {
+    /// Cancels the renewal; it never starts another renewal.
+    fn stop_renewal(&self) -> StoppedRenewal {
         match std::mem::replace(&mut *self.renewal.lock().unwrap(), Renewal::Stopped) {
             Renewal::Pending(key, starter) => {
                 starter.forget(key);
-                true
+                StoppedRenewal::NotStarted
             }
             Renewal::Running(handle) => {
                 handle.abort();
-                false
+                StoppedRenewal::Cancelled
             }
-            Renewal::Stopped => false,
+            Renewal::Stopped => StoppedRenewal::AlreadyStopped,
         }
     }
 
@@ -215,11 +225,13 @@ impl Inner {
     /// cancellation itself would cost a cross-thread wake-up on every release. A renewal that
     /// never started did not free what the backend keeps for a lost lease (see
     /// [`renew_until_final`]), so that is done here.
-    async fn quiesce_renewal(&self) {
-        if self.stop_renewal() && self.signal.state() == LeaseState::Lost {
+    async fn quiesce_renewal(&self) -> StoppedRenewal {
+        let stopped = self.stop_renewal();
+        if stopped == StoppedRenewal::NotStarted && self.signal.state() == LeaseState::Lost {
             let _ = self.held.release().await;
         }
         drop(self.renewing.lock().await);
+        stopped
     }
 
     /// Starts the renewal task now, unless the renewal was stopped.
@@ -402,7 +414,7 @@ impl Lease {
             }
             LeaseState::Held | LeaseState::Jeopardy => {}
         }
-        self.inner.quiesce_renewal().await;
+        let stopped = self.inner.quiesce_renewal().await;
         let mut release = self.inner.held.release();
         let mut yielded = false;
         let result = std::future::poll_fn(|cx| {
@@ -411,12 +423,12 @@ impl Lease {
             poll
         })
         .await;
-        // A release that never waited (a file lock) has not let the scheduler drop the
-        // cancelled renewal task; in a loop that never yields, such tasks would pile up.
-        // Yielding costs the runtime a poll of its I/O driver, a system call, so it yields
-        // once every `RELEASES_PER_YIELD` such releases on a thread. After the release, not
+        // A release that never waited (a file lock) has not let the scheduler drop a
+        // cancelled renewal task; in a loop that never yields, such tasks would pile up. Only
+        // a lease held past its first renewal has one, so short leases never pay for the
+        // yield (a poll of the runtime's I/O driver, a system call). After the release, not
         // before: a waiter elsewhere is waiting for it.
-        if should_yield_after_release(yielded) {
+        if stopped == StoppedRenewal::Cancelled && !yielded {
             tokio::task::yield_now().await;
         }
         // The state may have moved to Lost while we were releasing; report it.
@@ -432,8 +444,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.state().is_final() {
-            let never_started = self.inner.stop_renewal();
-            if never_started
+            if self.inner.stop_renewal() == StoppedRenewal::NotStarted
                 && self.state() == LeaseState::Lost
                 && let Ok(runtime) = tokio::runtime::Handle::try_current()
             {
@@ -458,30 +469,6 @@ impl Drop for Lease {
             });
         }
     }
-}
-
-/// How many releases that never waited a thread runs before it yields once: the cancelled
-/// renewal tasks waiting to be dropped stay this few, and the yield's system call is paid once
-/// for all of them.
-const RELEASES_PER_YIELD: u32 = 16;
-
-thread_local! {
-    static RELEASES_SINCE_YIELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-/// Whether a release should yield to the scheduler now; `yielded`: it waited (and so yielded)
-/// while releasing.
-fn should_yield_after_release(yielded: bool) -> bool {
-    RELEASES_SINCE_YIELD.with(|count| {
-        if yielded {
-            count.set(0);
-            return false;
-        }
-        let releases = count.get() + 1;
-        let due = releases >= RELEASES_PER_YIELD;
-        count.set(if due { 0 } else { releases });
-        due
-    })
 }
 
 /// Renews every ttl/3, from now (the starter starts it when the first renewal is due), until

@@ -1109,8 +1109,8 @@ async fn a_tight_cycle_loop_does_not_pile_up_renewal_tasks() {
         most = most.max(metrics.num_alive_tasks());
     }
     // A lease released before its first renewal is due never starts a renewal task, and
-    // `Lease::release` yields once every 16 releases that did not wait, for the cancelled
-    // tasks of leases that did renew. With a task started at every grant and no yield,
+    // `Lease::release` yields after cancelling the task of a lease that did renew. With a
+    // task started at every grant and no yield,
     // Tokio's cooperative budget alone let about 150 pile up before the runtime ran them.
     assert!(most <= 20, "{most} tasks alive at once");
 }
