@@ -73,24 +73,30 @@ mod tests {
             .as_micros() as u64
     }
 
-    /// Runs the acquire script for an exclusive lock on `keys` as owner `owner` (1..=9),
-    /// waiting in the queue, with the client's send time `asked`. Returns whether it was held.
+    /// The acquire script for an exclusive lock on `keys` as owner `owner` (1..=9), waiting
+    /// in the queue, with the client's send time `asked`.
+    fn waiting_acquire(keys: &LockKeys, owner: u8, asked: u64) -> redis::ScriptInvocation<'static> {
+        let mut invocation = scripts().acquire.prepare_invoke();
+        for key in keys.all() {
+            invocation.key(key);
+        }
+        invocation
+            .arg(format!("{owner:032x}"))
+            .arg("x:1:1")
+            .arg(30_000)
+            .arg("{}")
+            .arg(format!("7fffffff|2|0|{asked}|30000|distlock:notify:test"));
+        invocation
+    }
+
+    /// Runs [`waiting_acquire`]. Returns whether the lock was held.
     async fn acquire(
         conn: &mut redis::aio::MultiplexedConnection,
         keys: &LockKeys,
         owner: u8,
         asked: u64,
     ) -> bool {
-        let mut invocation = scripts().acquire.prepare_invoke();
-        for key in keys.all() {
-            invocation.key(key);
-        }
-        let (held, _): (i64, i64) = invocation
-            .arg(format!("{owner:032x}"))
-            .arg("x:1:1")
-            .arg(30_000)
-            .arg("{}")
-            .arg(format!("7fffffff|2|0|{asked}|30000|distlock:notify:test"))
+        let (held, _): (i64, i64) = waiting_acquire(keys, owner, asked)
             .invoke_async(conn)
             .await
             .unwrap();
@@ -119,25 +125,33 @@ mod tests {
         let server = RedisServer::start();
         let client = redis::Client::open(server.url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        // Run in the order 2, 3 but sent in the order 3, 2, half a millisecond apart. Both
-        // must reach the server within half a millisecond of `now` for 3's time to be in
-        // the window; a machine that stalls longer gets another try on a fresh lock.
+        // Run in the order 2, 3 in one round trip, but sent in the order 3, 2: 3 says it
+        // asked 900 µs before 2. 3 keeps that place while it runs within 1 ms of `now` (its
+        // time is then no earlier than 1 ms before the server's clock, or is raised to that,
+        // still before `now`); a machine that stalls longer gets another try on a fresh lock.
         let mut in_window = None;
-        for attempt in 0..10 {
+        for attempt in 0..50 {
             let keys = LockKeys::new(&format!("asked {attempt}"));
             assert!(
                 acquire(&mut conn, &keys, 1, micros_now()).await,
                 "the holder"
             );
             let now = micros_now();
-            assert!(!acquire(&mut conn, &keys, 2, now).await);
-            assert!(!acquire(&mut conn, &keys, 3, now - 500).await);
-            if micros_now() - now < 500 {
+            let ((held_2, _), (held_3, _)): ((i64, i64), (i64, i64)) = redis::pipe()
+                .load_script(&scripts().acquire)
+                .ignore()
+                .invoke_script(&waiting_acquire(&keys, 2, now))
+                .invoke_script(&waiting_acquire(&keys, 3, now - 900))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!((held_2, held_3), (0, 0), "both wait behind the holder");
+            if micros_now() - now < 1000 {
                 in_window = Some(keys);
                 break;
             }
         }
-        let keys = in_window.expect("ten tries, each slower than half a millisecond");
+        let keys = in_window.expect("fifty tries, each slower than a millisecond");
         assert_eq!(queue(&mut conn, &keys).await, [3, 2]);
         tokio::time::sleep(Duration::from_millis(20)).await;
         // A clock 10 s behind gains at most 1 ms: it stays behind those that asked 20 ms ago.
