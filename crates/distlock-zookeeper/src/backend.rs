@@ -502,12 +502,21 @@ fn nodes_of(children: Vec<String>) -> Vec<Node> {
     nodes
 }
 
+/// Whether the connection failed with `error` after the request was sent, so the server may
+/// have applied it. zookeeper-client reports a reset connection or a silent server ("no
+/// response from connection in ..") as a custom error, not as `ConnectionLoss`, to the
+/// requests in flight.
+fn connection_failed(error: &zk::Error) -> bool {
+    matches!(
+        error,
+        zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::Custom(_)
+    )
+}
+
 fn zk_error(error: zk::Error, what: &str, name: &str) -> Error {
     let kind = match error {
-        zk::Error::ConnectionLoss
-        | zk::Error::SessionExpired
-        | zk::Error::ClientClosed
-        | zk::Error::Timeout => ErrorKind::Connection,
+        zk::Error::SessionExpired | zk::Error::ClientClosed => ErrorKind::Connection,
+        ref error if connection_failed(error) => ErrorKind::Connection,
         _ => ErrorKind::Backend,
     };
     Error::new(kind, BACKEND, what.to_owned())
@@ -763,14 +772,17 @@ impl ZooKeeperBackend {
         };
         let (stat, sequence) = match created {
             Ok(created) => created,
-            Err(zk::Error::ConnectionLoss) => {
-                // Protected mode: our node, if it was created, is found by its id (`pending`).
+            Err(error) if connection_failed(&error) => {
+                // Protected mode: our node, if it was created, is found by its id (`pending`)
+                // and deleted once the session has reconnected; left on a live session, it
+                // would hold or block the lock until this process ended.
                 return Err(Error::new(
                     ErrorKind::Connection,
                     BACKEND,
                     "the connection was lost while creating the lock node",
                 )
-                .with_lock(name));
+                .with_lock(name)
+                .with_source(error));
             }
             Err(error) => {
                 pending.node = None;

@@ -443,3 +443,71 @@ async fn acquisitions_after_session_expiry_use_a_new_session() {
         "replaced once"
     );
 }
+
+/// The client port of the node this process has a connection to, among `ports` (one client
+/// of the ensemble in this process: the holder's session), from `/proc/self/net/tcp`.
+fn connected_node(ports: &[u16]) -> Option<usize> {
+    let table = std::fs::read_to_string("/proc/self/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // rem_address is `IP:PORT` in hex; state 01 is ESTABLISHED.
+        let port = u16::from_str_radix(fields.get(2)?.split(':').nth(1)?, 16).ok()?;
+        (fields.get(3) == Some(&"01"))
+            .then(|| ports.iter().position(|&p| p == port))
+            .flatten()
+    })
+}
+
+/// A release whose delete meets a dead node (frozen: the request is sent and never answered)
+/// fails, and the session moves to another node and lives on; the delete is retried on it,
+/// so another client gets the lock while the holder's session lives on.
+/// Without the retry the lock node would keep the lock until that process ended. The holder
+/// knows only the two followers, so the frozen node is never the leader and no election
+/// cuts off the other client, which knows only the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_cut_off_by_a_frozen_node_still_frees_the_lock() {
+    let ensemble = tokio::task::block_in_place(ZooKeeper::start_ensemble);
+    let nodes = ensemble.nodes();
+    let leader = nodes
+        .iter()
+        .position(|n| n.mode().as_deref() == Some("leader"))
+        .expect("a leader");
+    let followers: Vec<String> = (0..nodes.len())
+        .filter(|&i| i != leader)
+        .map(|i| nodes[i].address())
+        .collect();
+    let backend =
+        distlock_zookeeper::connect(&format!("zk://{}/?session_timeout=5s", followers.join(",")))
+            .await
+            .unwrap();
+    let session = backend.client().session().id();
+    let holder = Locks::new(backend.clone());
+    let lease = holder.mutex("cut-release").acquire().await.unwrap();
+    let ports: Vec<u16> = nodes
+        .iter()
+        .map(|n| n.address().rsplit(':').next().unwrap().parse().unwrap())
+        .collect();
+    let node = connected_node(&ports).expect("the holder's connection");
+    assert_ne!(node, leader);
+    let other = connect(&format!("zk://{}/", nodes[leader].address())).await;
+
+    ensemble.pause(node);
+    let error = lease
+        .release()
+        .await
+        .expect_err("the delete met a frozen node");
+    assert!(error.is_connection(), "{error}");
+    let next = other
+        .mutex("cut-release")
+        .wait(SOON)
+        .acquire()
+        .await
+        .expect("the released lock is free while the holder's session lives");
+    assert!(next.token() > lease.token());
+    // The holder's session (and so its ephemeral nodes) lived on: only the delete freed it.
+    let client = backend.client();
+    assert_eq!(client.session().id(), session);
+    assert!(!client.state().is_terminated(), "{:?}", client.state());
+    next.release().await.unwrap();
+    ensemble.resume(node);
+}

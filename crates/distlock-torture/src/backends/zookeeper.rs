@@ -47,14 +47,11 @@ pub const SPEC: BackendSpec = BackendSpec {
          **acq. err.**: acquisitions that failed while the server was down or the client cut \
          off (`could not reach zookeeper ...: no available hosts`); a client whose session \
          expired (SIGSTOP or partition past the session timeout) gets a new session on its next \
-         `acquire()`, so no error outlasts the fault. **Finding (availability, not safety)**: \
-         a holder whose `release()` meets the server's kill fails (`checking the lock node: \
-         Connection reset by peer`) without deleting its lock node; its session survives the \
-         restart (it is in the log) and reconnects, so the node keeps the lock and every later \
-         `acquire()` — the same process's too, queued behind its own node — waits until that \
-         process's session ends. It takes a kill inside the release's few milliseconds, so it \
-         shows in some restart rows only (few **ops**; in the run's logs, a `released` event \
-         with that error, then `not acquired within` for every client).",
+         `acquire()`, so no error outlasts the fault. A client whose `release()` or `acquire()` \
+         meets the server's kill gets a connection error; its session survives the restart (it \
+         is in the log) and reconnects, and the node it was deleting, or may have created, is \
+         deleted on it in the background, so the lock passes on (docs/zookeeper.md, \"Token, \
+         session, loss\").",
     ),
     start,
 };
@@ -73,17 +70,10 @@ pub const SPEC_ENSEMBLE: BackendSpec = BackendSpec {
         "Clients and the observer know all three nodes. node-kill = SIGKILL of a follower, \
          leader-kill = SIGKILL of the node whose `srvr` says `leader`; either comes back after \
          TTL + 1–1.5 s on the same data directory. Clients connected to the killed node move to \
-         another within the session timeout or lose their session. **Finding (availability, \
-         not safety)**: when the node a holder is connected to is killed while that holder \
-         releases, `release()` fails (`checking the lock node: connection to server has lost` \
-         or `Connection reset by peer`) without deleting the lock node; the session moves to \
-         another node and lives on, so its node keeps the lock and every later `acquire()` — \
-         the same process's too, queued behind its own node — waits until that process's \
-         session ends (a node-kill or leader-kill row with few **ops**, whichever kill hit the \
-         holder's server mid-release; reproduced with `distlock-torture \
-         scenario --backend zookeeper-ensemble --fault node-kill --duration 9s --seed 4` once: \
-         `released` with that error in `target/torture/zookeeper-ensemble-node-kill/c*.jsonl`, \
-         then `not acquired within` for everyone).",
+         another within the session timeout or lose their session. A client whose `release()` or \
+         `acquire()` meets the kill of its node gets a connection error; its session moves to \
+         another node, and the node it was deleting, or may have created, is deleted on it in \
+         the background, so the lock passes on.",
     ),
     start: start_ensemble,
 };
