@@ -1150,7 +1150,6 @@ fn caused_by_lease_not_found(error: &Error) -> bool {
         .is_some_and(lease_not_found)
 }
 
-/// Whether a request failed before any member received it (so repeating it is harmless).
 /// How long requests are retried while etcd answers that it is overloaded.
 const OVERLOAD_RETRY_LIMIT: Duration = Duration::from_secs(30);
 
@@ -1161,6 +1160,7 @@ fn is_overloaded(error: &etcd_client::Error) -> bool {
         if status.message().contains("too many requests"))
 }
 
+/// Whether a request failed before any member received it (so repeating it is harmless).
 fn never_sent(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::GRpcStatus(status) => {
