@@ -55,6 +55,11 @@ pub struct Checks {
     pub crashes: u64,
     /// The longest time from a holder's SIGKILL to the next grant, ms (`None` without kills).
     pub max_unavailability_ms: Option<f64>,
+    /// The time from the end of the last fault (SIGCONT, heal, server back) to the next grant
+    /// of anyone, ms, or to the end of the run when none came (`None` without faults): a lock
+    /// left held by a client that lives on shows here.
+    #[serde(default)]
+    pub recovery_ms: Option<f64>,
     /// Lost signals matched to a server-side release seen by the observer.
     pub lost_signals: u64,
     /// The latest Lost signal relative to the server-side release of the same token, ms
@@ -223,6 +228,14 @@ pub fn check(input: &Input) -> Checks {
         let gap = ms_between(f.t, next);
         checks.max_unavailability_ms =
             Some(checks.max_unavailability_ms.map_or(gap, |m| m.max(gap)));
+    }
+
+    if let Some(last) = input.faults.iter().map(|f| f.t_end.max(f.t)).max() {
+        let next = grants
+            .get(grants.partition_point(|&g| g <= last))
+            .copied()
+            .unwrap_or(input.t_end);
+        checks.recovery_ms = Some(ms_between(last, next));
     }
 
     // Lost-detection latency: the holder's Lost relative to the observer first seeing its
@@ -487,6 +500,33 @@ mod tests {
         let c = check(&input(&events, &faults));
         assert_eq!(c.overlaps, 0);
         assert_eq!(c.max_unavailability_ms, Some(3.0));
+        assert_eq!(c.recovery_ms, Some(3.0));
+    }
+
+    #[test]
+    fn recovery_runs_from_the_last_fault_to_the_next_grant_or_the_end() {
+        let restart = |t: u64, t_end: u64| FaultEvent {
+            t: t * 1_000_000,
+            t_end: t_end * 1_000_000,
+            kind: "restart".into(),
+            client: None,
+            token: None,
+        };
+        let faults = [restart(3, 5), restart(10, 12)];
+        let passing = [
+            ev(1, "a", "request", None),
+            ev(2, "a", "granted", Some(10)),
+            ev(4, "a", "releasing", Some(10)),
+            ev(4, "a", "released", Some(10)),
+            ev(11, "b", "request", None),
+            ev(19, "b", "granted", Some(11)),
+        ];
+        assert_eq!(check(&input(&passing, &faults)).recovery_ms, Some(7.0));
+        // No grant after the last fault: the lock stayed with someone until the run ended.
+        let mut stuck = input(&passing[..4], &faults);
+        stuck.t_end = 40_000_000;
+        assert_eq!(check(&stuck).recovery_ms, Some(28.0));
+        assert_eq!(check(&input(&passing, &[])).recovery_ms, None);
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct ScenarioResult {
     pub clients: usize,
     /// TTL, ms.
     pub ttl_ms: u64,
+    /// The longest work in a critical section, ms.
+    #[serde(default)]
+    pub work_max_ms: u64,
     /// Faults actually applied.
     pub faults_applied: usize,
     /// The oracle's counts.
@@ -420,6 +423,7 @@ pub fn run(scenario: Scenario, out: &Path) -> ScenarioResult {
         duration_s: s.duration.as_secs_f64(),
         clients: s.clients,
         ttl_ms: s.ttl.as_millis() as u64,
+        work_max_ms: s.work_ms.1,
         faults_applied: faults.len(),
         oracle: oracle_stats,
         checks,

@@ -82,8 +82,25 @@ pub fn gates(results: &[ScenarioResult]) -> Vec<Gate> {
             }
             _ => {}
         }
+        let slack = spec.map_or(0.0, |s| s.crash_slack.as_secs_f64() * 1000.0);
+        if let Some(recovery) = c.recovery_ms {
+            // Whoever holds when the last fault ends finishes its work, or its lease runs out
+            // on the server; either way the lock passes on within this (or the run ends).
+            let bound = r.ttl_ms as f64 + r.work_max_ms as f64 + 1000.0 + slack;
+            gate(
+                &format!(
+                    "the lock passes on after the last fault: next grant ≤ ttl + longest work \
+                     + 1 s{} ({bound} ms) after it ends, or the run ends first",
+                    if slack > 0.0 {
+                        format!(" + {slack:.0} ms")
+                    } else {
+                        String::new()
+                    }
+                ),
+                recovery <= bound,
+            );
+        }
         if r.fault == "sigkill" {
-            let slack = spec.map_or(0.0, |s| s.crash_slack.as_secs_f64() * 1000.0);
             let bound = r.ttl_ms as f64 + 1000.0 + slack;
             let rule = if slack > 0.0 {
                 format!(
@@ -132,7 +149,9 @@ pub fn markdown(results: &[ScenarioResult], gates: &[Gate], how: &str) -> String
          cut off since, still believed it held 100 ms after the read (the server forgot a live \
          grant, or granted around one); **order** token-order \
          violations + repeated tokens; **unavail.** longest SIGKILL-of-holder → next grant; \
-         **lost latency** holder's Lost minus the observer seeing its token gone on the server \
+         **recovery** end of the last fault (SIGCONT, heal, server back) → next grant of \
+         anyone, or the run's end (gated: a lock left held by a client that lives on shows \
+         here); **lost latency** holder's Lost minus the observer seeing its token gone on the server \
          (negative = the holder knew first), min / max.\n"
     );
     for spec in backends::ALL {
@@ -154,11 +173,11 @@ pub fn markdown(results: &[ScenarioResult], gates: &[Gate], how: &str) -> String
         }
         let _ = writeln!(
             s,
-            "| fault | seed | s | faults | ops | lost upd. | fenced rej. | stale acc. | CAS fail | acq. err. | overlaps (max) | double | order | unavail. | lost latency |"
+            "| fault | seed | s | faults | ops | lost upd. | fenced rej. | stale acc. | CAS fail | acq. err. | overlaps (max) | double | order | unavail. | recovery | lost latency |"
         );
         let _ = writeln!(
             s,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in rows {
             let o = &r.oracle;
@@ -174,7 +193,7 @@ pub fn markdown(results: &[ScenarioResult], gates: &[Gate], how: &str) -> String
             };
             let _ = writeln!(
                 s,
-                "| {}{control} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} ({:.0} ms) | {} | {} | {} | {} |",
+                "| {}{control} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} ({:.0} ms) | {} | {} | {} | {} | {} |",
                 r.fault,
                 r.seed,
                 r.duration_s,
@@ -190,6 +209,7 @@ pub fn markdown(results: &[ScenarioResult], gates: &[Gate], how: &str) -> String
                 c.double_grants,
                 c.token_order_violations + c.duplicate_tokens,
                 ms(c.max_unavailability_ms),
+                ms(c.recovery_ms),
                 latency,
             );
         }
