@@ -91,31 +91,32 @@ pub fn gates(results: &[ScenarioResult]) -> Vec<Gate> {
                 &format!(
                     "the lock passes on after the last fault: next grant ≤ ttl + longest work \
                      + 1 s{} ({bound} ms) after it ends, or the run ends first",
-                    if slack > 0.0 {
-                        format!(" + {slack:.0} ms")
-                    } else {
-                        String::new()
-                    }
+                    plus_slack(slack)
                 ),
                 recovery <= bound,
             );
         }
         if r.fault == "sigkill" {
             let bound = r.ttl_ms as f64 + 1000.0 + slack;
-            let rule = if slack > 0.0 {
-                format!(
-                    "unavailability after holder crash ≤ ttl + 1 s + {slack:.0} ms ({bound} ms)"
-                )
-            } else {
-                format!("unavailability after holder crash ≤ ttl + 1 s ({bound} ms)")
-            };
             gate(
-                &rule,
+                &format!(
+                    "unavailability after holder crash ≤ ttl + 1 s{} ({bound} ms)",
+                    plus_slack(slack)
+                ),
                 c.crashes > 0 && c.max_unavailability_ms.is_some_and(|m| m <= bound),
             );
         }
     }
     out
+}
+
+/// A gate bound's backend slack as rule text: ` + N ms`, or nothing without slack.
+fn plus_slack(slack_ms: f64) -> String {
+    if slack_ms > 0.0 {
+        format!(" + {slack_ms:.0} ms")
+    } else {
+        String::new()
+    }
 }
 
 fn ms(v: Option<f64>) -> String {

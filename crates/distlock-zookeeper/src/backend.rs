@@ -514,10 +514,11 @@ fn connection_failed(error: &zk::Error) -> bool {
 }
 
 fn zk_error(error: zk::Error, what: &str, name: &str) -> Error {
-    let kind = match error {
-        zk::Error::SessionExpired | zk::Error::ClientClosed => ErrorKind::Connection,
-        ref error if connection_failed(error) => ErrorKind::Connection,
-        _ => ErrorKind::Backend,
+    let session_gone = matches!(error, zk::Error::SessionExpired | zk::Error::ClientClosed);
+    let kind = if session_gone || connection_failed(&error) {
+        ErrorKind::Connection
+    } else {
+        ErrorKind::Backend
     };
     Error::new(kind, BACKEND, what.to_owned())
         .with_lock(name)
