@@ -56,7 +56,7 @@ pub use key::{lock_key, slot_keys, split_key};
 
 use distlock_core::HolderRows;
 use rows::HolderRow;
-use sql::Statements;
+use sql::{AcquireSql, Statements};
 
 /// The backend's name in errors and metrics.
 pub const BACKEND: &str = "postgres";
@@ -1174,22 +1174,32 @@ impl PostgresBackend {
         spec: &Spec,
     ) -> std::result::Result<Row, tokio_postgres::Error> {
         let statements = &self.shared.sql;
-        let sql = match (
-            spec.shared,
-            candidates.len() == 1 && count == 1 && held.is_empty(),
-        ) {
-            (true, true) => &statements.try_one_shared,
-            (true, false) => &statements.try_shared,
-            (false, true) => &statements.try_one_exclusive,
-            (false, false) => &statements.try_exclusive,
+        if let ([key], 1, []) = (candidates, count, held) {
+            let sql = if spec.shared {
+                &statements.try_one_shared
+            } else {
+                &statements.try_one_exclusive
+            };
+            return self
+                .run_acquire(attempt, sql, request, Some(*key), &[(key, Type::INT8)])
+                .await;
+        }
+        let sql = if spec.shared {
+            &statements.try_shared
+        } else {
+            &statements.try_exclusive
         };
         let count = count as i32;
         self.run_acquire(
             attempt,
             sql,
             request,
-            [&candidates, &count, &held],
-            [Type::INT8_ARRAY, Type::INT4, Type::INT8_ARRAY],
+            None,
+            &[
+                (&candidates, Type::INT8_ARRAY),
+                (&count, Type::INT4),
+                (&held, Type::INT8_ARRAY),
+            ],
         )
         .await
     }
@@ -1212,40 +1222,46 @@ impl PostgresBackend {
             attempt,
             sql,
             request,
-            [&key, &lock_timeout_ms, &finish],
-            [Type::INT8, Type::INT8, Type::BOOL],
+            None,
+            &[
+                (&key, Type::INT8),
+                (&lock_timeout_ms, Type::INT8),
+                (&finish, Type::BOOL),
+            ],
         )
         .await
     }
 
+    /// Runs an acquire statement: the parameters every one takes (see
+    /// [`AcquireSql`](sql::AcquireSql)), then `lock_params` from `$4`. A statement for the
+    /// one key `single` answers with the token alone, or no row; the others with the keys got
+    /// and the token.
     async fn run_acquire(
         &self,
         attempt: &Attempt<'_>,
-        sql: &str,
+        sql: &AcquireSql,
         request: &distlock_core::AcquireRequest,
-        first: [&(dyn tokio_postgres::types::ToSql + Sync); 3],
-        first_types: [Type; 3],
+        single: Option<i64>,
+        lock_params: &[(&(dyn ToSql + Sync), Type)],
     ) -> std::result::Result<Row, tokio_postgres::Error> {
-        let owner_id = request.owner.owner.to_string();
-        let os_pid = request.owner.pid as i32;
+        let holder_name = format!(" {} {}", request.owner.pid, request.owner.owner);
         let ttl = request.options.ttl.as_millis() as i64;
-        let [t1, t2, t3] = first_types;
         let conn = attempt.conn();
-        // The TCP keepalive settings depend only on the TTL: sent again only when it changes.
-        let apply_keepalives = conn.grant_ttl_ms.load(Ordering::Relaxed) != ttl;
-        let params: [(&(dyn ToSql + Sync), Type); 7] = [
-            (first[0], t1),
-            (first[1], t2),
-            (first[2], t3),
-            (&owner_id, Type::TEXT),
-            (&os_pid, Type::INT4),
+        // A released session keeps its grant's settings until the pool resets it
+        // (`settled`); the keepalives stay even then.
+        let same_ttl = conn.grant_ttl_ms.load(Ordering::Relaxed) == ttl;
+        let set_keepalives = !same_ttl;
+        let sql = sql.pick(conn.settled || !same_ttl);
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+            (&holder_name, Type::TEXT),
             (&ttl, Type::INT8),
-            (&apply_keepalives, Type::BOOL),
+            (&set_keepalives, Type::BOOL),
         ];
-        // No row: not granted (the single-key try).
-        let (keys, token): Row = match conn.query_opt(sql, &params).await? {
-            Some(row) => (row.try_get(0)?, row.try_get(1)?),
-            None => (Vec::new(), None),
+        params.extend_from_slice(lock_params);
+        let (keys, token): Row = match (single, conn.query_opt(sql, &params).await?) {
+            (_, None) => (Vec::new(), None),
+            (Some(key), Some(row)) => (vec![key], row.try_get(0)?),
+            (None, Some(row)) => (row.try_get(0)?, row.try_get(1)?),
         };
         if token.is_some() {
             conn.grant_ttl_ms.store(ttl, Ordering::Relaxed);
@@ -1385,18 +1401,36 @@ impl HeldLock for PgHeld {
                 };
             }
             let statements = &self.shared.sql;
-            let sql = match (self.shared_mode, self.keys.len()) {
-                (false, 1) => &statements.release_one_exclusive,
-                (true, 1) => &statements.release_one_shared,
-                (false, _) => &statements.release_exclusive,
-                (true, _) => &statements.release_shared,
-            };
-            let keys = &self.keys;
             self.shared.forget_row(&conn);
-            match conn.query_opt(sql, &[(&keys, Type::INT8_ARRAY)]).await {
-                Ok(row) => {
-                    let released: i64 = row.and_then(|r| r.try_get(0).ok()).unwrap_or(-1);
-                    if released == keys.len() as i64 {
+            let released = match (self.shared_mode, self.keys.as_slice()) {
+                (shared_mode, [key]) => {
+                    let sql = if shared_mode {
+                        &statements.release_one_shared
+                    } else {
+                        &statements.release_one_exclusive
+                    };
+                    conn.query_opt(sql, &[(key, Type::INT8)]).await.map(|row| {
+                        let released = row.and_then(|r| r.try_get::<_, bool>(0).ok());
+                        released == Some(true)
+                    })
+                }
+                (shared_mode, keys) => {
+                    let sql = if shared_mode {
+                        &statements.release_shared
+                    } else {
+                        &statements.release_exclusive
+                    };
+                    conn.query_opt(sql, &[(&keys, Type::INT8_ARRAY)])
+                        .await
+                        .map(|row| {
+                            let released = row.and_then(|r| r.try_get::<_, i64>(0).ok());
+                            released == Some(keys.len() as i64)
+                        })
+                }
+            };
+            match released {
+                Ok(all_released) => {
+                    if all_released {
                         conn.settled = false;
                         self.shared.checkin(conn);
                     }

@@ -6,20 +6,21 @@ use crate::config::PostgresConfig;
 /// Prebuilt statement texts for one configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct Statements {
-    pub try_exclusive: String,
-    pub try_shared: String,
-    /// [`try_exclusive`](Self::try_exclusive) for one key and no slot search: no row when
-    /// not granted.
-    pub try_one_exclusive: String,
-    pub try_one_shared: String,
-    pub wait_exclusive: String,
-    pub wait_shared: String,
+    pub try_exclusive: AcquireSql,
+    pub try_shared: AcquireSql,
+    /// [`try_exclusive`](Self::try_exclusive) for one key (`$4`, `int8`) and no slot search:
+    /// the token alone, and no row when not granted.
+    pub try_one_exclusive: AcquireSql,
+    pub try_one_shared: AcquireSql,
+    pub wait_exclusive: AcquireSql,
+    pub wait_shared: AcquireSql,
     pub renew: String,
     /// Releases the keys `$1`; the count released. The session's settings stay as the grant
     /// left them: see [`cleanup`](Self::cleanup).
     pub release_exclusive: String,
     pub release_shared: String,
-    /// [`release_exclusive`](Self::release_exclusive) for one key, without the aggregate.
+    /// [`release_exclusive`](Self::release_exclusive) for one key `$1` (`int8`), without the
+    /// array and the aggregate: whether it was released.
     pub release_one_exclusive: String,
     pub release_one_shared: String,
     /// Releases everything and puts the session's settings back to what it had before its
@@ -45,25 +46,60 @@ pub(crate) struct Statements {
     pub prune: String,
 }
 
-/// Parameters shared by the acquire statements, after the lock-specific ones:
-/// `$4 owner id, $5 os pid, $6 ttl (ms), $7 apply the TCP keepalive settings (they stay on the
-/// session, so only when the TTL changed)`. The lease's server-side settings: the idle timer
-/// that ends a silent holder's session, and the keepalives. They act only while the session
-/// idles, so a waiting statement applies them before it waits, off the hand-off's path.
-const LEASE_SETTINGS: &str = "set_config('idle_session_timeout', $6::int8::text, false), \
-     CASE WHEN $7::bool THEN \
-     set_config('tcp_keepalives_idle', greatest(1, $6::int8 / 3000)::text, false) || \
-     set_config('tcp_keepalives_interval', greatest(1, $6::int8 / 9000)::text, false) || \
+/// One acquire statement, in two forms: with the lease's settings, and without them for a
+/// session that has them already.
+///
+/// Parameters shared by every acquire statement, before the lock-specific ones (`$4` on):
+/// `$1` the holder's name after its token (`' <os pid> <owner id>'`), `$2` the TTL (ms), `$3`
+/// whether to send the TCP keepalive settings too. The settings stay on the session after a
+/// release until the pool resets it, so a session taken again soon with the same TTL has them:
+/// see `run_acquire`.
+#[derive(Debug, Clone)]
+pub(crate) struct AcquireSql {
+    with_settings: String,
+    lean: String,
+}
+
+impl AcquireSql {
+    /// The statement `sql` makes with the settings, or without.
+    fn new(sql: impl Fn(&str) -> String) -> AcquireSql {
+        AcquireSql {
+            with_settings: sql(&format!(", {LEASE_SETTINGS}")),
+            lean: sql(""),
+        }
+    }
+
+    /// The form that sets the lease's settings when `set_lease` holds, else the lean one.
+    pub fn pick(&self, set_lease: bool) -> &str {
+        if set_lease {
+            &self.with_settings
+        } else {
+            &self.lean
+        }
+    }
+}
+
+/// The lease's server-side settings: the idle timer that ends a silent holder's session, and
+/// the TCP keepalives ($3). They act only while the session idles, so a waiting statement
+/// applies them before it waits, off the hand-off's path. Only in the statements that need
+/// them: the server builds every expression of a statement each time it runs it, even one it
+/// does not evaluate, and a statement that changes a setting costs it a walk over every
+/// setting at its end.
+const LEASE_SETTINGS: &str = "set_config('idle_session_timeout', $2::int8::text, false), \
+     CASE WHEN $3::bool THEN \
+     set_config('tcp_keepalives_idle', greatest(1, $2::int8 / 3000)::text, false) || \
+     set_config('tcp_keepalives_interval', greatest(1, $2::int8 / 9000)::text, false) || \
      set_config('tcp_keepalives_count', '3', false) || \
-     set_config('tcp_user_timeout', $6::int8::text, false) END";
+     set_config('tcp_user_timeout', $2::int8::text, false) END";
 
 /// Applied with the token `token` of the grant: `application_name` set to the holder's identity
 /// (`distlock <token> <os pid> <owner id>`), which every role can read in `pg_stat_activity`
-/// the moment the grant is made. The holder row, with the rest of what `inspect` shows, is
+/// the moment the grant is made. The client sends all of it but the token, which costs the
+/// server less than building it. The holder row, with the rest of what `inspect` shows, is
 /// written later by [`HolderRows`](distlock_core::HolderRows), and readers trust it only while
 /// it names the token `application_name` names.
-const HOLDER_NAME: &str = "set_config('application_name', \
-     'distlock ' || token || ' ' || $5::int4 || ' ' || $4::text, false)";
+const HOLDER_NAME: &str =
+    "set_config('application_name', 'distlock ' || token::text || $1::text, false)";
 
 /// The 64-bit key of a `pg_locks` row `l` of an advisory lock taken with one `bigint`.
 const LOCK_KEY: &str = "((l.classid::int8 << 32) | l.objid::int8)";
@@ -97,47 +133,53 @@ fn literal(s: &str) -> String {
 
 impl Statements {
     pub fn new(config: &PostgresConfig) -> Statements {
-        let seq = config.qualify("distlock_token_seq");
+        let seq = &config.qualify("distlock_token_seq");
         let holders = config.qualify("distlock_holders");
         // What `application_name` goes back to when the session holds nothing.
         let idle_name = literal(config.pg.get_application_name().unwrap_or(""));
-        // $1 candidate keys, $2 how many of them to take, $3 keys already held.
-        let settings = format!("{LEASE_SETTINGS}, {HOLDER_NAME}");
-        let try_sql = |try_fn: &str| {
-            format!(
-                "WITH g AS MATERIALIZED (SELECT $3::int8[] || coalesce((SELECT array_agg(k) FROM \
-                 (SELECT k FROM unnest($1::int8[]) AS u(k) WHERE {try_fn}(k) LIMIT $2::int4) x), \
+        // $4 candidate keys, $5 how many of them to take, $6 keys already held.
+        let try_sql = |try_fn: &'static str| {
+            AcquireSql::new(move |settings| {
+                format!(
+                    "WITH g AS MATERIALIZED (SELECT $6::int8[] || coalesce((SELECT array_agg(k) FROM \
+                 (SELECT k FROM unnest($4::int8[]) AS u(k) WHERE {try_fn}(k) LIMIT $5::int4) x), \
                  '{{}}') AS got), \
-                 t AS MATERIALIZED (SELECT token, {settings} FROM (SELECT nextval('{seq}') AS token \
-                 FROM g WHERE cardinality(got) = cardinality($3::int8[]) + $2::int4) n) \
+                 t AS MATERIALIZED (SELECT token, {HOLDER_NAME}{settings} FROM (SELECT \
+                 nextval('{seq}') AS token \
+                 FROM g WHERE cardinality(got) = cardinality($6::int8[]) + $5::int4) n) \
                  SELECT (SELECT got FROM g), (SELECT token FROM t)"
-            )
+                )
+            })
         };
-        // The same for one key ($1 holds it; $2 and $3 are unused), without the slot search:
-        // the statement of nearly every acquisition, where the slot search's CTEs cost more
-        // than the lock itself.
-        let try_one_sql = |try_fn: &str| {
-            format!(
-                "SELECT $1::int8[], token, {settings} FROM (SELECT nextval('{seq}') AS token \
-                 WHERE {try_fn}(($1::int8[])[1])) n"
-            )
+        // The same for one key ($4), without the slot search: the statement of nearly every
+        // acquisition, where the slot search's CTEs and arrays cost more than the lock itself.
+        // Only the token comes back; no row when not granted.
+        let try_one_sql = |try_fn: &'static str| {
+            AcquireSql::new(move |settings| {
+                format!(
+                    "SELECT token, {HOLDER_NAME}{settings} FROM (SELECT nextval('{seq}') AS token \
+                     WHERE {try_fn}($4::int8)) n"
+                )
+            })
         };
-        // $1 the key to wait for, $2 lock_timeout (ms; 0 waits without bound), $3 whether to
+        // $4 the key to wait for, $5 lock_timeout (ms; 0 waits without bound), $6 whether to
         // finish the acquisition (take a token) once it is granted. Once the lock is granted
         // a waiter elsewhere may be waiting for this statement's answer, so it does only what
         // must follow the grant: the token, the holder's name, and putting back a bounded
         // wait's lock_timeout (distlock's sessions keep 0 between statements).
-        let wait_sql = |lock_fn: &str| {
-            format!(
-                "WITH w AS MATERIALIZED (SELECT set_config('lock_timeout', $2::int8::text, false), \
-                 set_config('application_name', '{WAITING_NAME}', false), {LEASE_SETTINGS}), \
-                 l AS MATERIALIZED (SELECT {lock_fn}($1::int8)::text AS v FROM w), \
-                 g AS MATERIALIZED (SELECT ARRAY[$1::int8] AS got FROM l), \
+        let wait_sql = |lock_fn: &'static str| {
+            AcquireSql::new(move |settings| {
+                format!(
+                    "WITH w AS MATERIALIZED (SELECT set_config('lock_timeout', $5::int8::text, false), \
+                 set_config('application_name', '{WAITING_NAME}', false){settings}), \
+                 l AS MATERIALIZED (SELECT {lock_fn}($4::int8)::text AS v FROM w), \
+                 g AS MATERIALIZED (SELECT ARRAY[$4::int8] AS got FROM l), \
                  t AS MATERIALIZED (SELECT token, {HOLDER_NAME}, \
-                 CASE WHEN $2::int8 <> 0 THEN set_config('lock_timeout', '0', false) END \
-                 FROM (SELECT nextval('{seq}') AS token FROM g WHERE $3::bool) n) \
+                 CASE WHEN $5::int8 <> 0 THEN set_config('lock_timeout', '0', false) END \
+                 FROM (SELECT nextval('{seq}') AS token FROM g WHERE $6::bool) n) \
                  SELECT (SELECT got FROM g), (SELECT token FROM t)"
-            )
+                )
+            })
         };
         // The holder row stays (the writer deletes it soon), and so does the session's
         // `application_name`: readers join both with `pg_locks`, so they show nothing once
@@ -145,8 +187,7 @@ impl Statements {
         let release_sql = |unlock_fn: &str| {
             format!("SELECT count(*) FILTER (WHERE {unlock_fn}(k)) FROM unnest($1::int8[]) AS u(k)")
         };
-        let release_one_sql =
-            |unlock_fn: &str| format!("SELECT {unlock_fn}(($1::int8[])[1])::int4::int8");
+        let release_one_sql = |unlock_fn: &str| format!("SELECT {unlock_fn}($1::int8)");
         Statements {
             try_exclusive: try_sql("pg_try_advisory_lock"),
             try_shared: try_sql("pg_try_advisory_lock_shared"),

@@ -422,9 +422,10 @@ fn a_session_the_server_timed_out_in_the_pool_is_not_used() {
     });
 }
 
-/// A session taken again from the pool, at once (it still has the last grant's settings) or
-/// after the pool reset it (`idle_session_timeout` back to 0), still cuts off a holder that
-/// stalls: its only runtime thread sleeps, so it cannot renew, and the server ends it.
+/// A session taken again from the pool, at once (it still has the last grant's settings: the
+/// grant sends none), after the pool reset it (`idle_session_timeout` back to 0), or at once
+/// after a grant with a longer TTL, still cuts off a holder that stalls: its only runtime
+/// thread sleeps, so it cannot renew, and the server ends it.
 #[test]
 fn a_stalled_holder_on_a_reused_session_is_cut_off() {
     let server = PostgresServer::start();
@@ -434,8 +435,9 @@ fn a_stalled_holder_on_a_reused_session_is_cut_off() {
         let plain = plain_session(&server.url()).await;
         let ttl = Duration::from_secs(1);
         let mutex = locks.mutex("reused").ttl(ttl).no_wait();
-        for reset_first in [false, true] {
-            let pid = hold_and_release(&plain, &mutex).await;
+        for (first_ttl, reset_first) in [(ttl, false), (ttl, true), (ttl * 5, false)] {
+            let first = locks.mutex("reused").ttl(first_ttl).no_wait();
+            let pid = hold_and_release(&plain, &first).await;
             if reset_first {
                 wait_for_reset(&plain, pid).await;
             }
@@ -449,7 +451,7 @@ fn a_stalled_holder_on_a_reused_session_is_cut_off() {
             assert!(
                 !is_listed(&plain, pid).await,
                 "the server should have ended the stalled holder's session \
-                 (reset before the grant: {reset_first})"
+                 (reset before the grant: {reset_first}, the last grant's TTL: {first_ttl:?})"
             );
             drop(again);
         }
