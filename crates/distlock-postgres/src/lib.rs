@@ -276,8 +276,10 @@ impl PostgresBackend {
             // (PgBouncer refuses the `options` startup parameter; transaction mode sets this
             // in the waiting transaction instead.)
             let check_ms = config.client_check.as_millis().max(1);
+            // lock_timeout 0 from the start: an unbounded wait does not set it (see
+            // `Statements::wait_exclusive`), whatever the server's or role's default.
             let options = format!(
-                "{} -c client_connection_check_interval={check_ms}",
+                "{} -c client_connection_check_interval={check_ms} -c lock_timeout=0",
                 config.pg.get_options().unwrap_or("")
             );
             config.pg.options(options.trim_start());
@@ -1213,16 +1215,18 @@ impl PostgresBackend {
         lock_timeout_ms: i64,
         finish: bool,
     ) -> std::result::Result<Row, tokio_postgres::Error> {
-        let sql = if spec.shared {
-            &self.shared.sql.wait_shared
-        } else {
-            &self.shared.sql.wait_exclusive
+        let statements = &self.shared.sql;
+        let sql = match (spec.shared, lock_timeout_ms != 0) {
+            (false, false) => &statements.wait_exclusive,
+            (true, false) => &statements.wait_shared,
+            (false, true) => &statements.wait_exclusive_bounded,
+            (true, true) => &statements.wait_shared_bounded,
         };
         self.run_acquire(
             attempt,
             sql,
             request,
-            None,
+            Some(key),
             &[
                 (&key, Type::INT8),
                 (&lock_timeout_ms, Type::INT8),

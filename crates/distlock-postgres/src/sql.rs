@@ -12,8 +12,13 @@ pub(crate) struct Statements {
     /// the token alone, and no row when not granted.
     pub try_one_exclusive: AcquireSql,
     pub try_one_shared: AcquireSql,
+    /// Waits for the key `$4` without bound; once it is granted, takes a token if `$6`. The
+    /// token alone comes back (NULL without `$6`).
     pub wait_exclusive: AcquireSql,
     pub wait_shared: AcquireSql,
+    /// The same with `lock_timeout` `$5` (ms) for the wait.
+    pub wait_exclusive_bounded: AcquireSql,
+    pub wait_shared_bounded: AcquireSql,
     pub renew: String,
     /// Releases the keys `$1`; the count released. The session's settings stay as the grant
     /// left them: see [`cleanup`](Self::cleanup).
@@ -162,22 +167,30 @@ impl Statements {
                 )
             })
         };
-        // $4 the key to wait for, $5 lock_timeout (ms; 0 waits without bound), $6 whether to
+        // $4 the key to wait for, $5 lock_timeout (ms, bounded waits only), $6 whether to
         // finish the acquisition (take a token) once it is granted. Once the lock is granted
         // a waiter elsewhere may be waiting for this statement's answer, so it does only what
         // must follow the grant: the token, the holder's name, and putting back a bounded
-        // wait's lock_timeout (distlock's sessions keep 0 between statements).
-        let wait_sql = |lock_fn: &'static str| {
+        // wait's lock_timeout (distlock's sessions keep 0 between statements, from their start
+        // on: see `PostgresBackend::with_config`; a wait that fails rolls its setting back).
+        // Nested subqueries, each evaluated before the one around it, order the steps: they
+        // cost the server less than CTEs.
+        let wait_sql = |lock_fn: &'static str, bounded: bool| {
+            let (set_timeout, reset_timeout) = if bounded {
+                (
+                    ", set_config('lock_timeout', $5::int8::text, false)",
+                    ", set_config('lock_timeout', '0', false)",
+                )
+            } else {
+                ("", "")
+            };
             AcquireSql::new(move |settings| {
                 format!(
-                    "WITH w AS MATERIALIZED (SELECT set_config('lock_timeout', $5::int8::text, false), \
-                 set_config('application_name', '{WAITING_NAME}', false){settings}), \
-                 l AS MATERIALIZED (SELECT {lock_fn}($4::int8)::text AS v FROM w), \
-                 g AS MATERIALIZED (SELECT ARRAY[$4::int8] AS got FROM l), \
-                 t AS MATERIALIZED (SELECT token, {HOLDER_NAME}, \
-                 CASE WHEN $5::int8 <> 0 THEN set_config('lock_timeout', '0', false) END \
-                 FROM (SELECT nextval('{seq}') AS token FROM g WHERE $6::bool) n) \
-                 SELECT (SELECT got FROM g), (SELECT token FROM t)"
+                    "SELECT token, CASE WHEN $6::bool THEN {HOLDER_NAME} END{reset_timeout} \
+                     FROM (SELECT CASE WHEN $6::bool THEN nextval('{seq}') END AS token \
+                     FROM (SELECT {lock_fn}($4::int8) \
+                     FROM (SELECT set_config('application_name', '{WAITING_NAME}', false)\
+                     {set_timeout}{settings} OFFSET 0) w OFFSET 0) l OFFSET 0) n"
                 )
             })
         };
@@ -193,8 +206,10 @@ impl Statements {
             try_shared: try_sql("pg_try_advisory_lock_shared"),
             try_one_exclusive: try_one_sql("pg_try_advisory_lock"),
             try_one_shared: try_one_sql("pg_try_advisory_lock_shared"),
-            wait_exclusive: wait_sql("pg_advisory_lock"),
-            wait_shared: wait_sql("pg_advisory_lock_shared"),
+            wait_exclusive: wait_sql("pg_advisory_lock", false),
+            wait_shared: wait_sql("pg_advisory_lock_shared", false),
+            wait_exclusive_bounded: wait_sql("pg_advisory_lock", true),
+            wait_shared_bounded: wait_sql("pg_advisory_lock_shared", true),
             renew: format!(
                 "SELECT count(*) FROM pg_locks l WHERE pid = pg_backend_pid() \
                  AND locktype = 'advisory' AND granted AND objsubid = 1 \
