@@ -47,11 +47,19 @@ pub struct RustPeer {
 
 /// Every library `distlock-bench peer` knows: distlock first.
 pub fn all() -> Vec<RustPeer> {
-    let mut peers = vec![RustPeer {
-        lib: "distlock",
-        version: env!("CARGO_PKG_VERSION"),
-        connect: connect_distlock,
-    }];
+    let mut peers = vec![
+        RustPeer {
+            lib: "distlock",
+            version: env!("CARGO_PKG_VERSION"),
+            connect: |url, name| connect_distlock(url, name, true),
+        },
+        // The bench's own uncontended cycle, for `scripts/profile`.
+        RustPeer {
+            lib: "distlock-no-wait",
+            version: env!("CARGO_PKG_VERSION"),
+            connect: |url, name| connect_distlock(url, name, false),
+        },
+    ];
     peers.extend(file::peers());
     peers.extend(net::peers());
     peers
@@ -301,13 +309,19 @@ pub fn run(args: PeerArgs) -> Result<()> {
     Ok(())
 }
 
-/// distlock through the facade: `connect(url)` and a mutex that waits without bound.
-fn connect_distlock(url: String, name: String) -> BoxFuture<'static, Result<Box<dyn PeerLock>>> {
+/// distlock through the facade: `connect(url)` and a mutex that waits without bound, or with
+/// `no_wait()` when `wait` is false.
+fn connect_distlock(
+    url: String,
+    name: String,
+    wait: bool,
+) -> BoxFuture<'static, Result<Box<dyn PeerLock>>> {
     Box::pin(async move {
         let locks = distlock::connect(&url).await?;
         Ok(Box::new(DistlockPeer {
             locks,
             name,
+            wait,
             lease: None,
         }) as Box<dyn PeerLock>)
     })
@@ -316,18 +330,20 @@ fn connect_distlock(url: String, name: String) -> BoxFuture<'static, Result<Box<
 struct DistlockPeer {
     locks: distlock::Locks,
     name: String,
+    wait: bool,
     lease: Option<distlock::Lease>,
 }
 
 impl PeerLock for DistlockPeer {
     fn acquire(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let lease = self
-                .locks
-                .mutex(&self.name)
-                .wait_forever()
-                .acquire()
-                .await?;
+            let mutex = self.locks.mutex(&self.name);
+            let mutex = if self.wait {
+                mutex.wait_forever()
+            } else {
+                mutex.no_wait()
+            };
+            let lease = mutex.acquire().await?;
             self.lease = Some(lease);
             Ok(())
         })
