@@ -250,6 +250,8 @@ struct Shared {
     permits: Arc<Semaphore>,
     /// The holder row writer, unless `distlock_holder_info=false`.
     rows: Option<HolderRows<HolderRow>>,
+    /// The prepared form of a mutex's grant ([`MySqlBackend::grant_one`]), built once.
+    grant_one_sql: String,
 }
 
 struct MyConn {
@@ -526,6 +528,14 @@ fn owner_lock(owner: &str) -> String {
 /// What every [`owner_lock`] starts with (a [`HASH_PREFIX`] name: no user name maps to it).
 const OWNER_LOCK_PREFIX: &str = "distlock#o:";
 
+/// The grant's `SELECT`: `lock` (1 when granted) and, with holder rows, the owner lock named
+/// `owner`, then the token (`UUID_SHORT()` plus `offset`) only once both are held. Each part
+/// is SQL: literals for the text form, `?` for the prepared one.
+fn grant_select(lock: &str, owner: Option<&str>, offset: &str) -> String {
+    let owner = owner.map_or(String::new(), |o| format!(" AND GET_LOCK({o}, 0) = 1"));
+    format!("SELECT IF({lock} = 1{owner}, (UUID_SHORT() & {TOKEN_MASK}) + {offset}, NULL)")
+}
+
 /// The `FROM .. WHERE` of the owner locks that connection `thread` (an SQL expression)
 /// holds, in `METADATA_LOCK_INFO` as `o`: the connections that are distlock holders, even
 /// before their rows are written.
@@ -640,6 +650,11 @@ impl MySqlBackend {
                 idle: StdMutex::new(Vec::new()),
                 returned: Notify::new(),
                 rows: config.holder_info.then(|| rows::start(config.opts.clone())),
+                grant_one_sql: grant_select(
+                    "GET_LOCK(?, ?)",
+                    config.holder_info.then_some("?"),
+                    "?",
+                ),
                 config,
             }),
         };
@@ -675,16 +690,12 @@ impl MySqlBackend {
         } else {
             format!("SET SESSION wait_timeout = {wait_timeout}; ")
         };
-        let owner = if self.shared.rows.is_some() {
-            let name = owner_lock(&record.request.owner.owner.to_string());
-            format!(" AND GET_LOCK({}, 0) = 1", hex_literal(name.as_bytes()))
-        } else {
-            String::new()
-        };
-        format!(
-            "{set}SELECT IF({lock} = 1{owner}, (UUID_SHORT() & {TOKEN_MASK}) + {offset}, NULL)",
-            offset = conn.token_offset,
-        )
+        let owner =
+            self.shared.rows.as_ref().map(|_| {
+                hex_literal(owner_lock(&record.request.owner.owner.to_string()).as_bytes())
+            });
+        let offset = conn.token_offset.to_string();
+        format!("{set}{}", grant_select(lock, owner.as_deref(), &offset))
     }
 
     /// Runs the grant with `lock` (see [`MySqlBackend::grant_sql`]) and returns its token
@@ -718,16 +729,13 @@ impl MySqlBackend {
             return self.grant(attempt, record, &lock).await;
         }
         let offset = conn.token_offset;
-        let token = format!("(UUID_SHORT() & {TOKEN_MASK}) + ?");
+        let sql = self.shared.grant_one_sql.as_str();
         let row: Option<Row> = if self.shared.rows.is_some() {
             let owner = owner_lock(&record.request.owner.owner.to_string());
-            let sql =
-                format!("SELECT IF(GET_LOCK(?, ?) = 1 AND GET_LOCK(?, 0) = 1, {token}, NULL)");
             conn.conn
                 .exec_first(sql, (key.as_bytes(), seconds, owner.as_bytes(), offset))
                 .await?
         } else {
-            let sql = format!("SELECT IF(GET_LOCK(?, ?) = 1, {token}, NULL)");
             conn.conn
                 .exec_first(sql, (key.as_bytes(), seconds, offset))
                 .await?
