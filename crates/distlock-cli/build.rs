@@ -1,12 +1,19 @@
-//! Links the `distlock` binary with packed relative relocations (`-z pack-relative-relocs`,
-//! DT_RELR) where the toolchain supports them.
+//! Links the `distlock` binary as a position-dependent executable (`-no-pie`) on Linux.
 //!
 //! Start-up cost matters for `distlock run x -- true`, which should cost about what `flock(1)`
-//! does. A position-independent Rust binary carries thousands of relative relocations; as
-//! RELA entries (24 bytes each) the dynamic loader pages in over 100 KiB just to read them,
-//! while RELR packs them into a couple of KiB. Needs GNU ld ≥ 2.38 (or lld ≥ 15) and, at run
-//! time, glibc ≥ 2.36. The linker is probed once; without support nothing changes.
-//! `DISTLOCK_NO_RELR=1` turns it off.
+//! does. A position-independent Rust binary holds about half a MiB of pointers (vtables,
+//! tables of `&str`) that the dynamic loader has to relocate at every start, and each page it
+//! writes is a copy-on-write fault: about half the page faults of `distlock --version`
+//! (`perf stat`), and most of what its start-up costs above `flock(1)`'s (`distlock-bench
+//! --scenarios cli`). Linked at a fixed address, those pointers are final in the file and
+//! their pages are only read when used.
+//!
+//! What it costs: the executable's own code and data are not placed at a random address
+//! (ASLR still moves the shared libraries, the heap and the stack). `DISTLOCK_PIE=1` builds a
+//! position-independent binary instead, with packed relative relocations (`-z
+//! pack-relative-relocs`, DT_RELR: needs GNU ld ≥ 2.38 or lld ≥ 15, and glibc ≥ 2.36 at run
+//! time) where the toolchain supports them. Each flag is used only when a trivial C program
+//! links with it and runs.
 
 use std::env;
 use std::path::PathBuf;
@@ -14,49 +21,54 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-env-changed=DISTLOCK_NO_RELR");
+    println!("cargo:rerun-if-env-changed=DISTLOCK_PIE");
     let target = env::var("TARGET").unwrap_or_default();
     let host = env::var("HOST").unwrap_or_default();
-    if env::var_os("DISTLOCK_NO_RELR").is_some()
-        || !target.ends_with("-linux-gnu")
-        || target != host
-    {
+    if !target.ends_with("-linux-gnu") || target != host {
         return;
     }
-    if linker_supports_relr() {
-        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    // The flag for rustc's link, and how the probe links with it (rustc links a PIE by
+    // default).
+    let (flag, probe): (&str, &[&str]) = if env::var_os("DISTLOCK_PIE").is_some() {
+        (RELR, &["-pie", "-fPIE", RELR])
+    } else {
+        ("-no-pie", &["-no-pie"])
+    };
+    if links_and_runs(probe) {
+        println!("cargo:rustc-link-arg-bins={flag}");
     }
 }
 
-/// Links a trivial C program with the flag; supported when that succeeds without a warning
-/// (GNU ld only warns about `-z` keywords it does not know).
-fn linker_supports_relr() -> bool {
+/// Packed relative relocations.
+const RELR: &str = "-Wl,-z,pack-relative-relocs";
+
+/// Whether a trivial C program links with `flags` without a warning (GNU ld only warns about
+/// `-z` keywords it does not know) and then runs (the C library has to understand what the
+/// flags produce).
+fn links_and_runs(flags: &[&str]) -> bool {
     let Some(out_dir) = env::var_os("OUT_DIR").map(PathBuf::from) else {
         return false;
     };
-    let source = out_dir.join("relr_probe.c");
-    let binary = out_dir.join("relr_probe");
+    let source = out_dir.join("link_probe.c");
+    let binary = out_dir.join("link_probe");
     if std::fs::write(&source, "int main(void) { return 0; }\n").is_err() {
         return false;
     }
     let linker = env::var("RUSTC_LINKER").unwrap_or_else(|_| "cc".to_owned());
     let output = Command::new(linker)
-        .arg("-pie")
-        .arg("-fPIE")
-        .arg("-Wl,-z,pack-relative-relocs")
+        .args(flags)
         .arg(&source)
         .arg("-o")
         .arg(&binary)
         .output();
-    let supported = match output {
+    let linked = match output {
         Ok(output) => {
             let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
             output.status.success() && !stderr.contains("warning") && !stderr.contains("ignored")
         }
         Err(_) => false,
     };
-    // The probe must also run: the C library has to understand DT_RELR.
-    let runs = supported
+    let runs = linked
         && Command::new(&binary)
             .status()
             .map(|s| s.success())

@@ -1116,9 +1116,13 @@ impl HeldLock for MyHeld {
             // The session keeps the TTL's wait_timeout: the next grant on this connection
             // most likely asks for the same, and `checkout` leaves it before the server
             // could close it for idling.
-            match run(&mut conn.conn, "SELECT RELEASE_ALL_LOCKS()").await {
-                Ok(rows) => {
-                    if rows.first().and_then(|r| int(r, 0)) == Some(self.held_locks) {
+            // Prepared (once per connection, by mysql_async's statement cache): the server
+            // then skips parsing it.
+            let released: std::result::Result<Option<Row>, _> =
+                conn.conn.exec_first("SELECT RELEASE_ALL_LOCKS()", ()).await;
+            match released.and_then(|row| row.ok_or_else(broken_reply)) {
+                Ok(row) => {
+                    if int(&row, 0) == Some(self.held_locks) {
                         self.shared.checkin(conn);
                         Ok(())
                     } else {
