@@ -468,6 +468,16 @@ async fn run(conn: &mut Conn, sql: &str) -> std::result::Result<Vec<Row>, mysql_
     Ok(rows)
 }
 
+/// Like [`run`], for one prepared statement (prepared once per connection, by mysql_async's
+/// statement cache, so the server does not parse it again): its one row.
+async fn exec_row(
+    conn: &mut Conn,
+    sql: &str,
+    params: impl Into<mysql_async::Params> + Send,
+) -> std::result::Result<Row, mysql_async::Error> {
+    conn.exec_first(sql, params).await?.ok_or_else(broken_reply)
+}
+
 /// The error for a reply that lacks distlock's final row (see [`run`]).
 fn broken_reply() -> mysql_async::Error {
     mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed)
@@ -730,18 +740,12 @@ impl MySqlBackend {
         }
         let offset = conn.token_offset;
         let sql = self.shared.grant_one_sql.as_str();
-        let row: Option<Row> = if self.shared.rows.is_some() {
+        let row = if self.shared.rows.is_some() {
             let owner = owner_lock(&record.request.owner.owner.to_string());
-            conn.conn
-                .exec_first(sql, (key.as_bytes(), seconds, owner.as_bytes(), offset))
-                .await?
+            let params = (key.as_bytes(), seconds, owner.as_bytes(), offset);
+            exec_row(&mut conn.conn, sql, params).await?
         } else {
-            conn.conn
-                .exec_first(sql, (key.as_bytes(), seconds, offset))
-                .await?
-        };
-        let Some(row) = row else {
-            return Err(broken_reply());
+            exec_row(&mut conn.conn, sql, (key.as_bytes(), seconds, offset)).await?
         };
         self.granted(conn, record, Some(&row))
     }
@@ -1116,11 +1120,7 @@ impl HeldLock for MyHeld {
             // The session keeps the TTL's wait_timeout: the next grant on this connection
             // most likely asks for the same, and `checkout` leaves it before the server
             // could close it for idling.
-            // Prepared (once per connection, by mysql_async's statement cache): the server
-            // then skips parsing it.
-            let released: std::result::Result<Option<Row>, _> =
-                conn.conn.exec_first("SELECT RELEASE_ALL_LOCKS()", ()).await;
-            match released.and_then(|row| row.ok_or_else(broken_reply)) {
+            match exec_row(&mut conn.conn, "SELECT RELEASE_ALL_LOCKS()", ()).await {
                 Ok(row) => {
                     if int(&row, 0) == Some(self.held_locks) {
                         self.shared.checkin(conn);
