@@ -36,6 +36,10 @@ fn main() {
     };
     if links_and_runs(probe) {
         println!("cargo:rustc-link-arg-bins={flag}");
+        if flag == "-no-pie" {
+            // Tells the tests to check that the built binary is position-dependent.
+            println!("cargo:rustc-env=DISTLOCK_LINKED_NO_PIE=1");
+        }
     }
 }
 

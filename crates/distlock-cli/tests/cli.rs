@@ -926,3 +926,20 @@ fn commands_are_found_like_execvp_does() {
     assert_eq!(out.code, Some(0), "{out:?}");
     assert_eq!(out.stdout, "from-script a b\n", "{out:?}");
 }
+
+/// The build script links the binary position-dependent on Linux for its start-up cost (see
+/// build.rs); an ELF header's `e_type` says which kind the linker produced: 2 for a
+/// position-dependent executable, 3 for a position-independent one.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_binary_is_linked_as_the_build_script_chose() {
+    let header = std::fs::read(BIN).expect("read the distlock binary");
+    assert_eq!(&header[..4], b"\x7fELF", "not an ELF file");
+    let e_type = u16::from_ne_bytes([header[16], header[17]]);
+    let expected = if option_env!("DISTLOCK_LINKED_NO_PIE").is_some() {
+        2
+    } else {
+        3
+    };
+    assert_eq!(e_type, expected, "e_type of {BIN}");
+}

@@ -168,6 +168,13 @@ pub fn drift_margin(ttl: Duration) -> Duration {
     ttl / 100 + Duration::from_millis(2)
 }
 
+/// `base` shortened by up to 10% at random (never below 2 ms), for a waiter's periodic
+/// re-check, so waiters woken together do not re-check together.
+pub fn recheck_jitter(base: Duration) -> Duration {
+    let jitter = rand::random::<f64>() * 0.1;
+    base.mul_f64(1.0 - jitter).max(Duration::from_millis(2))
+}
+
 struct Inner {
     name: LockName,
     backend: &'static str,

@@ -30,7 +30,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use fresh_read::FreshReads;
 pub use holder_rows::{HolderRows, ROW_GATHER, RowStore};
 pub use inspect::{Holder, LockInfo, SLOT_PROBE, Waiter};
-pub use lease::{Lease, LeaseSignal, LeaseState, drift_margin};
+pub use lease::{Lease, LeaseSignal, LeaseState, drift_margin, recheck_jitter};
 pub use name::{LockName, MAX_NAME_BYTES, NameRule};
 pub use options::{
     AcquireOptions, AcquireRequest, DEFAULT_TTL, LockMode, MAX_DESCRIPTION_BYTES, MIN_TTL,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use distlock_core::{
     AcquireRequest, Backend, BoxFuture, Capabilities, Error, ErrorKind, FencingToken, FreshReads,
     HeldLock, Holder, Lease, LeaseSignal, LockInfo, LockMode, LockName, OwnerId, OwnerInfo, Result,
-    Wait, Waiter,
+    Wait, Waiter, recheck_jitter,
 };
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, KvClient,
@@ -576,6 +576,13 @@ impl Shared {
     /// until it is gone or the session lease is dead, and only then frees its reservation.
     /// The session lease is kept alive, so a key left behind would hold the lock, and a
     /// freed reservation would let a later acquisition adopt the stale key.
+    ///
+    /// `None` means the create got no answer: it may still be on its way (held while the
+    /// channel reconnects, then sent just before this delete), and etcd serves the two
+    /// concurrently, so the create can land after the delete and leave a key that blocks
+    /// every waiter for as long as this process lives. So the key is deleted again once
+    /// such a create has had time to land ([`LATE_CREATE_SETTLE`], or twice the request
+    /// timeout if longer).
     fn delete_in_background(
         self: &Arc<Self>,
         name: String,
@@ -591,9 +598,17 @@ impl Shared {
         let shared = Arc::clone(self);
         runtime.spawn(async move {
             let mut warned = false;
+            let mut deletes_left = if revision.is_none() { 2 } else { 1 };
             while !lease.is_dead() {
                 match shared.delete_key(&name, &key, revision).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        deletes_left -= 1;
+                        if deletes_left == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(LATE_CREATE_SETTLE.max(shared.timeout() * 2)).await;
+                        continue;
+                    }
                     Err(error) if !warned => {
                         warned = true;
                         tracing::warn!(backend = BACKEND, lock = name.as_str(), %error,
@@ -677,6 +692,11 @@ impl Shared {
     /// 100 ms, which would add up to 100 ms to every hand-off that races the watch's creation.
     /// Deletions before the watch are seen by the check, later ones by the watch. A prefix
     /// (semaphores) is watched from `revision + 1`.
+    ///
+    /// The wait does not rest on the watch alone: the check is repeated every session-lease
+    /// TTL (and a prefix waiter reads the queue again), so a wake lost with a stream that
+    /// broke around a server restart, or a watch that is never confirmed, costs at most one
+    /// TTL.
     async fn wait_for_delete(
         &self,
         name: &str,
@@ -704,6 +724,7 @@ impl Shared {
                 None,
             ),
         };
+        let recheck = Duration::from_secs(lease.ttl_secs.max(1) as u64);
         let mut watch = self
             .watches
             .subscribe(&key, options)
@@ -711,12 +732,28 @@ impl Shared {
             .map_err(|e| e.with_lock(name))?;
         let mut dead = lease.dead.subscribe();
         let waited = async {
-            if let Some(create_revision) = incarnation {
-                watch.established().await?;
+            let Some(create_revision) = incarnation else {
+                tokio::select! {
+                    fired = watch.fired() => return fired,
+                    _ = tokio::time::sleep(recheck_jitter(recheck)) => return Ok(()),
+                }
+            };
+            let mut in_place = false;
+            loop {
+                if !in_place {
+                    // A check before the watch is in place can miss a later delete, so it
+                    // waits for the watch, but no longer than a re-check would.
+                    if let Ok(established) =
+                        tokio::time::timeout(recheck, watch.established()).await
+                    {
+                        established?;
+                        in_place = true;
+                    }
+                }
                 let found = self
                     .rpc("checking the predecessor", name, |mut c| {
                         let key = key.clone();
-                        async move { c.get(key, None).await }
+                        async move { c.get(key, Some(GetOptions::new().with_keys_only())).await }
                     })
                     .await?;
                 let still_there = found
@@ -726,8 +763,13 @@ impl Shared {
                 if !still_there {
                     return Ok(());
                 }
+                if in_place {
+                    tokio::select! {
+                        fired = watch.fired() => return fired,
+                        _ = tokio::time::sleep(recheck_jitter(recheck)) => {}
+                    }
+                }
             }
-            watch.fired().await
         };
         tokio::select! {
             waited = waited => waited.map_err(|e| e.with_lock(name)),
@@ -1149,6 +1191,10 @@ fn caused_by_lease_not_found(error: &Error) -> bool {
         .and_then(|source| source.downcast_ref::<etcd_client::Error>())
         .is_some_and(lease_not_found)
 }
+
+/// How long a create that got no answer is given to land before its key is deleted a second
+/// time (see `Shared::delete_in_background`).
+const LATE_CREATE_SETTLE: Duration = Duration::from_secs(1);
 
 /// How long requests are retried while etcd answers that it is overloaded.
 const OVERLOAD_RETRY_LIMIT: Duration = Duration::from_secs(30);

@@ -374,3 +374,64 @@ async fn acquisitions_after_the_session_lease_is_gone_use_a_new_lease() {
     }
     again.release().await.unwrap();
 }
+
+/// A create sent while etcd restarts can get no answer and still land after the delete that
+/// cleans it up, as etcd serves the two concurrently once it is ready (seen in the torture
+/// harness: a key left that way lives as long as the session lease and blocks every later
+/// waiter). Twenty acquisitions try again and again across a restart; then another client
+/// must get every one of those locks within the wait bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_that_land_after_their_cleanup_do_not_block_the_lock() {
+    let mut server = tokio::task::block_in_place(Etcd::start);
+    let backend = distlock_etcd::connect(&format!("{}?timeout=300ms", server.url()))
+        .await
+        .unwrap();
+    let locks = Locks::new(backend);
+    // The session lease first, so that creates are what the restart cuts off.
+    drop(locks.mutex("late-create-warm-up").acquire().await.unwrap());
+    let names: Vec<String> = (0..20).map(|i| format!("late-create-{i}")).collect();
+    let restarted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attempts: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let (locks, name, restarted) = (locks.clone(), name.clone(), restarted.clone());
+            tokio::spawn(async move {
+                let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
+                let mut failures = 0;
+                while tokio::time::Instant::now() < give_up {
+                    let after_restart = restarted.load(std::sync::atomic::Ordering::SeqCst);
+                    match locks.mutex(&name).no_wait().acquire().await {
+                        Ok(lease) => {
+                            lease.release().await.ok();
+                            if after_restart {
+                                break;
+                            }
+                        }
+                        Err(_) => failures += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                failures
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::task::block_in_place(|| server.restart(0));
+    restarted.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut failures = 0;
+    for attempt in attempts {
+        failures += attempt.await.unwrap();
+    }
+    assert!(failures > 0, "the restart cut off no acquisition");
+    let other = Locks::new(distlock_etcd::connect(&server.url()).await.unwrap());
+    for name in &names {
+        let lease = other
+            .mutex(name)
+            .wait(Duration::from_secs(10))
+            .acquire()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: a key was left behind: {e}"));
+        lease.release().await.unwrap();
+    }
+    drop(locks);
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use distlock_core::{
     AcquireRequest, Backend, BoxFuture, Capabilities, Error, ErrorKind, FencingToken, HeldLock,
     Holder, LeaseSignal, LockInfo, LockMode, LockName, OwnerId, OwnerInfo, Result, Wait, Waiter,
-    drift_margin,
+    drift_margin, recheck_jitter,
 };
 use futures_util::future::join_all;
 use redis::{PushInfo, PushKind, RedisError, Value};
@@ -384,9 +384,7 @@ fn recheck_delay(hint_ms: u64) -> Duration {
     } else {
         Duration::from_millis(hint_ms + 2).min(MAX_RECHECK)
     };
-    // Up to 10% jitter so waiters woken together do not re-check together.
-    let jitter = rand::random::<f64>() * 0.1;
-    base.mul_f64(1.0 - jitter).max(Duration::from_millis(2))
+    recheck_jitter(base)
 }
 
 impl RedisBackend {
