@@ -627,21 +627,50 @@ impl Shared {
     async fn entries(&self, name: &str, prefix: &str) -> Result<Arc<Listing>> {
         self.listings
             .read(prefix, || async {
-                let options = GetOptions::new()
-                    .with_prefix()
-                    .with_sort(SortTarget::Create, SortOrder::Ascend);
-                let response = self
-                    .rpc("reading the lock keys", name, |mut c| {
-                        let options = options.clone();
-                        async move { c.get(format!("{prefix}/"), Some(options)).await }
-                    })
+                let (entries, revision) = self
+                    .read_entries("reading the lock keys", name, &format!("{prefix}/"))
                     .await?;
-                Ok(Arc::new(Listing {
-                    entries: response.kvs().iter().map(Entry::from_kv).collect(),
-                    revision: response.header().map_or(0, |h| h.revision()),
-                }))
+                Ok(Arc::new(Listing { entries, revision }))
             })
             .await
+    }
+
+    /// Every key that starts with `scan`, in create order, and the revision they were read
+    /// at. Read in pages of [`LISTING_PAGE`] keys in key order, all at the first page's
+    /// revision: one answer with every key of a long queue could pass the client's 4 MiB
+    /// limit on a gRPC message, and would take the server longer than a request may. (A
+    /// page in create order would cost the server a sort of the whole range per page.)
+    async fn read_entries(&self, what: &str, name: &str, scan: &str) -> Result<(Vec<Entry>, i64)> {
+        let end = keys::range_end(scan);
+        let mut entries = Vec::new();
+        let mut from = scan.as_bytes().to_vec();
+        let mut revision = 0;
+        loop {
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LISTING_PAGE)
+                .with_revision(revision);
+            let response = self
+                .rpc(what, name, |mut c| {
+                    let (from, options) = (from.clone(), options.clone());
+                    async move { c.get(from, Some(options)).await }
+                })
+                .await?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            entries.extend(response.kvs().iter().map(Entry::from_kv));
+            match response.kvs().last() {
+                Some(last) if response.more() => {
+                    // The next key after `last`.
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        entries.sort_by_key(|e| e.create_revision);
+        Ok((entries, revision))
     }
 
     /// For an exclusive waiter: if its key (`key` at `revision`) is still there, the key just
@@ -1026,19 +1055,12 @@ impl Backend for EtcdBackend {
         Box::pin(async move {
             let root = &self.shared.config.root;
             let scan = format!("{root}{}", keys::escape(prefix));
-            let options = GetOptions::new()
-                .with_prefix()
-                .with_sort(SortTarget::Create, SortOrder::Ascend);
-            let response = self
+            let (entries, _) = self
                 .shared
-                .rpc("listing locks", prefix, |mut c| {
-                    let (scan, options) = (scan.clone(), options.clone());
-                    async move { c.get(scan, Some(options)).await }
-                })
+                .read_entries("listing locks", prefix, &scan)
                 .await?;
             let mut by_name: std::collections::BTreeMap<String, Vec<Entry>> = Default::default();
-            for kv in response.kvs() {
-                let entry = Entry::from_kv(kv);
+            for entry in entries {
                 let Some(name) = keys::name_of(root, &entry.key) else {
                     continue;
                 };
@@ -1195,6 +1217,9 @@ fn caused_by_lease_not_found(error: &Error) -> bool {
 /// How long a create that got no answer is given to land before its key is deleted a second
 /// time (see `Shared::delete_in_background`).
 const LATE_CREATE_SETTLE: Duration = Duration::from_secs(1);
+
+/// Keys per answer when reading a lock's queue (see `Shared::read_entries`).
+const LISTING_PAGE: i64 = 1000;
 
 /// How long requests are retried while etcd answers that it is overloaded.
 const OVERLOAD_RETRY_LIMIT: Duration = Duration::from_secs(30);

@@ -43,6 +43,21 @@ pub(crate) fn prefix(root: &str, name: &str) -> String {
     format!("{root}{}", escape(name))
 }
 
+/// The end of the key range of every key that starts with `prefix`: `prefix` with its last
+/// byte below 0xff raised by one (what etcd's `--prefix` reads), or `\0` (every key) when
+/// there is none.
+pub(crate) fn range_end(prefix: &str) -> Vec<u8> {
+    let bytes = prefix.as_bytes();
+    match bytes.iter().rposition(|&b| b < 0xff) {
+        Some(i) => {
+            let mut end = bytes[..=i].to_vec();
+            end[i] += 1;
+            end
+        }
+        None => vec![0],
+    }
+}
+
 /// The lock name a key `<root><escaped name>/<id>` belongs to.
 pub(crate) fn name_of(root: &str, key: &str) -> Option<String> {
     let rest = key.strip_prefix(root)?;
@@ -56,6 +71,14 @@ pub(crate) fn name_of(root: &str, key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_end_covers_exactly_the_prefix() {
+        assert_eq!(range_end("locks/a/"), b"locks/a0".to_vec());
+        // UTF-8 never holds 0xff: the last byte is raised, whatever it is.
+        assert_eq!(range_end("a\u{ff}"), vec![0x61, 0xc3, 0xc0]);
+        assert_eq!(range_end(""), vec![0]);
+    }
 
     #[test]
     fn escaping_round_trips_and_keeps_plain_names() {

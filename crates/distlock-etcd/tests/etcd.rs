@@ -435,3 +435,49 @@ async fn creates_that_land_after_their_cleanup_do_not_block_the_lock() {
     }
     drop(locks);
 }
+
+/// A queue longer than one page of a read (1,000 keys) is read whole and in create order:
+/// 2,500 foreign keys whose names sort the other way round from their creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_longer_than_a_page_is_read_whole_in_create_order() {
+    let server = tokio::task::block_in_place(Etcd::start);
+    let backend = distlock_etcd::connect(&server.url()).await.unwrap();
+    let prefix = backend.key_prefix("long-queue");
+    let mut client = backend.client();
+    let count = 2_500;
+    for batch in (0..count).collect::<Vec<_>>().chunks(100) {
+        let puts: Vec<_> = batch
+            .iter()
+            .map(|i| TxnOp::put(format!("{prefix}/{:05}", count - i), "{not json", None))
+            .collect();
+        client
+            .txn(distlock_etcd::etcd_client::Txn::new().and_then(puts))
+            .await
+            .unwrap();
+    }
+    let locks = Locks::new(backend);
+    let info = locks.inspect("long-queue").await.unwrap();
+    assert_eq!(info.holders.len(), 1, "one holder");
+    assert_eq!(info.waiters.len(), count - 1, "every other key waits");
+    // Keys put in one transaction share a create revision: the holder is one of the first
+    // hundred created, the last waiter one of the last hundred.
+    let number = |description: &Option<String>| -> usize {
+        let description = description.clone().unwrap_or_default();
+        let (_, rest) = description.split_once(&format!("{prefix}/")).unwrap();
+        rest[..5].parse().unwrap()
+    };
+    let first = number(&info.holders[0].owner.description);
+    assert!(first > count - 100, "the holder was created first: {first}");
+    let last = number(&info.waiters[count - 2].owner.description);
+    assert!(last <= 100, "the last waiter was created last: {last}");
+    let listed = locks.list("long-").await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].waiters.len(), count - 1);
+    let err = locks
+        .mutex("long-queue")
+        .no_wait()
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_would_block(), "{err}");
+}
