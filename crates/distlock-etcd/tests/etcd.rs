@@ -3,10 +3,12 @@
 //! member.
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use distlock_core::{LeaseState, Locks};
-use distlock_etcd::etcd_client::{GetOptions, TxnOp};
+use distlock_etcd::etcd_client::{GetOptions, Txn, TxnOp};
 use distlock_testkit::Process;
 use distlock_testkit::etcd::Etcd;
 
@@ -390,7 +392,7 @@ async fn creates_that_land_after_their_cleanup_do_not_block_the_lock() {
     // The session lease first, so that creates are what the restart cuts off.
     drop(locks.mutex("late-create-warm-up").acquire().await.unwrap());
     let names: Vec<String> = (0..20).map(|i| format!("late-create-{i}")).collect();
-    let restarted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let restarted = Arc::new(AtomicBool::new(false));
     let attempts: Vec<_> = names
         .iter()
         .map(|name| {
@@ -399,7 +401,7 @@ async fn creates_that_land_after_their_cleanup_do_not_block_the_lock() {
                 let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
                 let mut failures = 0;
                 while tokio::time::Instant::now() < give_up {
-                    let after_restart = restarted.load(std::sync::atomic::Ordering::SeqCst);
+                    let after_restart = restarted.load(Ordering::SeqCst);
                     match locks.mutex(&name).no_wait().acquire().await {
                         Ok(lease) => {
                             lease.release().await.ok();
@@ -417,7 +419,7 @@ async fn creates_that_land_after_their_cleanup_do_not_block_the_lock() {
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     tokio::task::block_in_place(|| server.restart(0));
-    restarted.store(true, std::sync::atomic::Ordering::SeqCst);
+    restarted.store(true, Ordering::SeqCst);
     let mut failures = 0;
     for attempt in attempts {
         failures += attempt.await.unwrap();
@@ -450,10 +452,7 @@ async fn a_queue_longer_than_a_page_is_read_whole_in_create_order() {
             .iter()
             .map(|i| TxnOp::put(format!("{prefix}/{:05}", count - i), "{not json", None))
             .collect();
-        client
-            .txn(distlock_etcd::etcd_client::Txn::new().and_then(puts))
-            .await
-            .unwrap();
+        client.txn(Txn::new().and_then(puts)).await.unwrap();
     }
     let locks = Locks::new(backend);
     let info = locks.inspect("long-queue").await.unwrap();
