@@ -356,8 +356,8 @@ impl EtcdBackend {
     pub async fn connect(config: EtcdConfig) -> Result<EtcdBackend> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
-            .with_keep_alive(Duration::from_secs(2), config.request_timeout)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive(HTTP2_PING_INTERVAL, config.request_timeout)
+            .with_keep_alive_while_idle(false);
         if let (Some(user), Some(password)) = (&config.user, config.password()) {
             options = options.with_user(user.clone(), password.to_owned());
         }
@@ -581,8 +581,7 @@ impl Shared {
     /// channel reconnects, then sent just before this delete), and etcd serves the two
     /// concurrently, so the create can land after the delete and leave a key that blocks
     /// every waiter for as long as this process lives. So the key is deleted again once
-    /// such a create has had time to land ([`LATE_CREATE_SETTLE`], or twice the request
-    /// timeout if longer).
+    /// such a create has had time to land ([`LATE_CREATE_SETTLE`]).
     fn delete_in_background(
         self: &Arc<Self>,
         name: String,
@@ -606,7 +605,7 @@ impl Shared {
                         if deletes_left == 0 {
                             break;
                         }
-                        tokio::time::sleep(LATE_CREATE_SETTLE.max(shared.timeout() * 2)).await;
+                        tokio::time::sleep(LATE_CREATE_SETTLE).await;
                         continue;
                     }
                     Err(error) if !warned => {
@@ -1214,8 +1213,18 @@ fn caused_by_lease_not_found(error: &Error) -> bool {
         .is_some_and(lease_not_found)
 }
 
+/// How often the client pings a connection that has streams open. etcd's server counts a
+/// ping sooner than `--grpc-keepalive-min-time` (5 s by default) after the last as a strike,
+/// and closes the connection, with every watch on it, after two strikes with nothing written
+/// back: a waiter whose only traffic is its watch lost it after about 8 s with pings every
+/// 2 s. Go's gRPC clients never ping more often than every 10 s; neither does this one. Pings
+/// on a connection without streams are strikes at any rate, so there are none.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How long a create that got no answer is given to land before its key is deleted a second
-/// time (see `Shared::delete_in_background`).
+/// time (see `Shared::delete_in_background`). The create and the first delete reach the
+/// server together and are served within moments of each other; a longer pause only keeps
+/// waiters behind the stray key longer.
 const LATE_CREATE_SETTLE: Duration = Duration::from_secs(1);
 
 /// Keys per answer when reading a lock's queue (see `Shared::read_entries`).

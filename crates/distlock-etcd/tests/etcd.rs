@@ -480,3 +480,32 @@ async fn a_queue_longer_than_a_page_is_read_whole_in_create_order() {
         .unwrap_err();
     assert!(err.is_would_block(), "{err}");
 }
+
+/// A waiter whose connection carries nothing but its watch for longer than etcd's gRPC ping
+/// policy allows (a ping sooner than `--grpc-keepalive-min-time`, 5 s by default, is a strike;
+/// after two strikes with nothing written back, etcd closes the connection) still gets the
+/// lock: the client's HTTP/2 pings must respect that policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_outlasts_the_servers_ping_policy() {
+    let server = tokio::task::block_in_place(Etcd::start);
+    let holder = Locks::new(distlock_etcd::connect(&server.url()).await.unwrap());
+    let waiter = Locks::new(distlock_etcd::connect(&server.url()).await.unwrap());
+    let lease = holder.mutex("quiet-wait").acquire().await.unwrap();
+    let waiting = tokio::spawn(async move {
+        waiter
+            .mutex("quiet-wait")
+            .wait(Duration::from_secs(40))
+            .acquire()
+            .await
+    });
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(!waiting.is_finished(), "{:?}", waiting.await);
+    lease.release().await.unwrap();
+    waiting
+        .await
+        .unwrap()
+        .expect("granted after the release")
+        .release()
+        .await
+        .unwrap();
+}
