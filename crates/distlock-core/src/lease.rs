@@ -550,12 +550,15 @@ type StartKey = (Instant, u64);
 pub(crate) struct RenewalStarter {
     state: StdMutex<StarterState>,
     wake: tokio::sync::Notify,
+    /// [`STARTER_LINGER`], shorter in tests.
+    linger: Duration,
 }
 
 struct StarterState {
     due: std::collections::BTreeMap<StartKey, std::sync::Weak<Inner>>,
     next_seq: u64,
-    /// The starter task, while it runs; it ends once no lease is waiting.
+    /// The starter task, while it runs; it ends once no lease has waited for a while
+    /// ([`STARTER_LINGER`]).
     task: Option<JoinHandle<()>>,
     /// When the task wakes next, unless woken earlier.
     wakes_at: Option<Instant>,
@@ -563,6 +566,10 @@ struct StarterState {
 
 impl RenewalStarter {
     pub(crate) fn new() -> Arc<RenewalStarter> {
+        Self::with_linger(STARTER_LINGER)
+    }
+
+    fn with_linger(linger: Duration) -> Arc<RenewalStarter> {
         Arc::new(RenewalStarter {
             state: StdMutex::new(StarterState {
                 due: std::collections::BTreeMap::new(),
@@ -571,6 +578,7 @@ impl RenewalStarter {
                 wakes_at: None,
             }),
             wake: tokio::sync::Notify::new(),
+            linger,
         })
     }
 
@@ -599,11 +607,21 @@ impl RenewalStarter {
     }
 }
 
+/// How long the starter task stays once no lease waits for its renewal. A client that takes
+/// and releases locks one after another empties the starter's map at every release: were the
+/// task to end then, every grant would spawn it anew, and the grant after a release usually
+/// comes within this.
+const STARTER_LINGER: Duration = Duration::from_secs(5);
+
 /// The starter task: starts the renewals that are due, then sleeps until the next one is due
-/// or a sooner one is registered; ends when no lease is waiting.
+/// or a sooner one is registered. It ends when it wakes to find no lease waiting and none
+/// registered for its linger ([`STARTER_LINGER`]).
 async fn start_renewals(starter: Arc<RenewalStarter>) {
+    // Registrations seen so far (`next_seq`), and since when none came with none waiting.
+    let mut seen = None;
+    let mut idle_since = Instant::now();
     loop {
-        let next = {
+        let (due, next) = {
             let mut state = starter.state.lock().unwrap();
             let now = Instant::now();
             let mut due = Vec::new();
@@ -613,22 +631,26 @@ async fn start_renewals(starter: Arc<RenewalStarter>) {
                 }
                 due.push(entry.remove());
             }
-            let next = state.due.first_key_value().map(|(key, _)| key.0);
+            if seen != Some(state.next_seq) {
+                seen = Some(state.next_seq);
+                idle_since = now;
+            }
+            let next = match state.due.first_key_value() {
+                Some((key, _)) => Some(key.0),
+                None => Some(idle_since + starter.linger).filter(|&end| end > now),
+            };
             state.wakes_at = next;
             if next.is_none() {
                 state.task = None;
             }
-            drop(state);
-            // Outside the starter's lock: `Inner::stop_renewal` takes the renewal's lock, then
-            // this one.
-            for lease in due.iter().filter_map(std::sync::Weak::upgrade) {
-                lease.begin_renewal();
-            }
-            match next {
-                Some(next) => next,
-                None => return,
-            }
+            (due, next)
         };
+        // Outside the starter's lock: `Inner::stop_renewal` takes the renewal's lock, then
+        // this one.
+        for lease in due.iter().filter_map(std::sync::Weak::upgrade) {
+            lease.begin_renewal();
+        }
+        let Some(next) = next else { return };
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
             _ = starter.wake.notified() => {}
@@ -815,13 +837,68 @@ mod tests {
         let metrics = tokio::runtime::Handle::current().metrics();
         assert_eq!(metrics.num_alive_tasks(), 1, "the starter only");
         assert_eq!(script.renewals.load(Ordering::SeqCst), 0);
-        // Due at 200 ms: each lease then has its renewal task, and the starter has ended.
+        // Due at 200 ms: each lease then has its renewal task, beside the starter.
         tokio::time::sleep(Duration::from_millis(350)).await;
         assert_eq!(script.renewals.load(Ordering::SeqCst), 3);
-        assert_eq!(metrics.num_alive_tasks(), 3, "one renewal task per lease");
+        assert_eq!(metrics.num_alive_tasks(), 4, "one renewal task per lease");
         for lease in &leases {
             lease.release().await.unwrap();
         }
+    }
+
+    /// Leases taken and released one after another are all served by one starter task, which
+    /// ends once none has come for its linger; the next lease starts it again.
+    #[tokio::test]
+    async fn the_starter_task_outlives_a_release_and_ends_when_idle() {
+        let linger = Duration::from_millis(300);
+        let starter = RenewalStarter::with_linger(linger);
+        let script = Arc::new(Script::default());
+        let ttl = Duration::from_millis(600);
+        let start = || {
+            let held = Box::new(ScriptedHeld(Arc::clone(&script), Instant::now()));
+            let name = LockName::new("linger", "test").unwrap();
+            let signal = LeaseSignal::new("test");
+            let owner = OwnerId::random();
+            Lease::start(
+                name,
+                "test",
+                LockMode::Exclusive,
+                owner,
+                ttl,
+                held,
+                signal,
+                &starter,
+            )
+        };
+        let task = |starter: &RenewalStarter| {
+            let state = starter.state.lock().unwrap();
+            state
+                .task
+                .as_ref()
+                .filter(|t| !t.is_finished())
+                .map(|t| t.id())
+        };
+        let mut first = None;
+        for _ in 0..20 {
+            // The starter first runs after the release, as when the release waits for a
+            // server: it finds no lease waiting.
+            start().release().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let current = task(&starter).expect("the starter stays between leases");
+            assert_eq!(*first.get_or_insert(current), current, "one starter task");
+        }
+        // It sleeps until the first lease's renewal would have been due (a third of the TTL),
+        // sees the leases that came meanwhile, then lingers.
+        let idle = Instant::now();
+        while task(&starter).is_some() {
+            assert!(idle.elapsed() < ttl / 3 + 2 * linger + Duration::from_secs(2));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(idle.elapsed() >= linger, "it lingered");
+        let lease = start();
+        assert!(task(&starter).is_some(), "the next lease starts it again");
+        lease.release().await.unwrap();
+        assert_eq!(script.renewals.load(Ordering::SeqCst), 0);
     }
 
     /// A lease lost before its first renewal still has what the backend keeps for it freed,
