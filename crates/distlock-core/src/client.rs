@@ -136,7 +136,7 @@ impl Locks {
         match outcome {
             Ok(held) => {
                 let waited = started.elapsed();
-                telemetry::acquired(backend, mode_label(mode), waited);
+                telemetry::acquired(backend, mode, waited);
                 span.in_scope(|| tracing::debug!(token = %held.token(), ?waited, "acquired"));
                 Ok(Lease::start(
                     request.name,
@@ -280,14 +280,6 @@ impl Locks {
     pub async fn force_release(&self, name: impl AsRef<str>) -> Result<usize> {
         let name = self.name(name)?;
         self.backend.force_release(&name).await
-    }
-}
-
-fn mode_label(mode: LockMode) -> &'static str {
-    match mode {
-        LockMode::Exclusive => "exclusive",
-        LockMode::Shared => "shared",
-        LockMode::Permits { .. } => "permits",
     }
 }
 

@@ -143,7 +143,10 @@ impl LeaseSignal {
                 false
             } else {
                 *state = LeaseState::Released;
-                true
+                // Notifying costs a walk over the channel's wakers, on every release, and
+                // with no receiver there is nobody to tell: the state is written either way,
+                // and a receiver made meanwhile reads it once this write lock is let go.
+                self.shared.state.receiver_count() > 0
             }
         });
     }

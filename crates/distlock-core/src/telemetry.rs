@@ -8,9 +8,13 @@
 //! | `distlock_hold_seconds` | histogram | `backend` |
 //! | `distlock_leases_lost_total` | counter | `backend` |
 
+use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
+use metrics::{Key, Label, Level, Metadata};
+
 use crate::error::ErrorKind;
+use crate::options::LockMode;
 
 /// Names of the metrics distlock records.
 pub mod names {
@@ -26,9 +30,73 @@ pub mod names {
     pub const LEASES_LOST: &str = "distlock_leases_lost_total";
 }
 
-pub(crate) fn acquired(backend: &'static str, mode: &'static str, waited: Duration) {
-    metrics::counter!(names::ACQUISITIONS, "backend" => backend, "mode" => mode).increment(1);
-    metrics::histogram!(names::WAIT_SECONDS, "backend" => backend).record(waited.as_secs_f64());
+/// The keys of one backend's metrics, built once per backend name and kept for the process's
+/// life. The `metrics` macros build a key from labels with runtime values at every call, which
+/// allocates and hashes on every acquisition and release even with no recorder installed;
+/// these are built once, so recording one is a lookup here and a call to the recorder.
+struct BackendKeys {
+    backend: &'static str,
+    /// [`names::ACQUISITIONS`] by mode, in [`mode_index`] order.
+    acquisitions: [Key; 3],
+    wait_seconds: Key,
+    hold_seconds: Key,
+    leases_lost: Key,
+}
+
+/// The `mode` label of each lock mode.
+const MODE_LABELS: [&str; 3] = ["exclusive", "shared", "permits"];
+
+fn mode_index(mode: LockMode) -> usize {
+    match mode {
+        LockMode::Exclusive => 0,
+        LockMode::Shared => 1,
+        LockMode::Permits { .. } => 2,
+    }
+}
+
+/// The keys of `backend`. The few backend names a process uses are each leaked once.
+fn keys(backend: &'static str) -> &'static BackendKeys {
+    static ALL: StdMutex<Vec<&'static BackendKeys>> = StdMutex::new(Vec::new());
+    let mut all = ALL.lock().unwrap();
+    if let Some(found) = all.iter().find(|keys| keys.backend == backend) {
+        return found;
+    }
+    let by_backend: &'static [Label] =
+        Box::leak(Box::new([Label::from_static_parts("backend", backend)]));
+    let with_mode = |mode: &'static str| -> Key {
+        let labels: &'static [Label] = Box::leak(Box::new([
+            Label::from_static_parts("backend", backend),
+            Label::from_static_parts("mode", mode),
+        ]));
+        Key::from_static_parts(names::ACQUISITIONS, labels)
+    };
+    let keys = Box::leak(Box::new(BackendKeys {
+        backend,
+        acquisitions: MODE_LABELS.map(with_mode),
+        wait_seconds: Key::from_static_parts(names::WAIT_SECONDS, by_backend),
+        hold_seconds: Key::from_static_parts(names::HOLD_SECONDS, by_backend),
+        leases_lost: Key::from_static_parts(names::LEASES_LOST, by_backend),
+    }));
+    all.push(keys);
+    keys
+}
+
+/// What the macros would record as the call site of every distlock metric.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+fn counter(key: &Key) -> metrics::Counter {
+    metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA))
+}
+
+fn histogram(key: &Key) -> metrics::Histogram {
+    metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA))
+}
+
+pub(crate) fn acquired(backend: &'static str, mode: LockMode, waited: Duration) {
+    let keys = keys(backend);
+    counter(&keys.acquisitions[mode_index(mode)]).increment(1);
+    histogram(&keys.wait_seconds).record(waited.as_secs_f64());
 }
 
 pub(crate) fn acquire_failed(backend: &'static str, kind: ErrorKind) {
@@ -37,9 +105,9 @@ pub(crate) fn acquire_failed(backend: &'static str, kind: ErrorKind) {
 }
 
 pub(crate) fn hold_time(backend: &'static str, held: Duration) {
-    metrics::histogram!(names::HOLD_SECONDS, "backend" => backend).record(held.as_secs_f64());
+    histogram(&keys(backend).hold_seconds).record(held.as_secs_f64());
 }
 
 pub(crate) fn lease_lost(backend: &'static str) {
-    metrics::counter!(names::LEASES_LOST, "backend" => backend).increment(1);
+    counter(&keys(backend).leases_lost).increment(1);
 }

@@ -14,14 +14,18 @@
 //! - At most [`POOL_CAP`] idle descriptors are kept per backend; beyond that they are closed.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 /// Idle descriptors kept per backend, across all names.
 pub(crate) const POOL_CAP: usize = 32;
 
 /// Idle, unlocked descriptions of lock files, by path.
+///
+/// Keyed by the path's bytes: a `Path` hashes component by component, which cost more than
+/// the rest of the pool's work on every acquire and release.
 #[derive(Debug)]
 pub(crate) struct Pool {
     inner: Mutex<Inner>,
@@ -30,7 +34,7 @@ pub(crate) struct Pool {
 #[derive(Debug, Default)]
 struct Inner {
     pid: u32,
-    idle: HashMap<PathBuf, Vec<File>>,
+    idle: HashMap<OsString, Vec<File>>,
     count: usize,
 }
 
@@ -67,7 +71,7 @@ impl Pool {
             let file = {
                 let mut inner = self.lock();
                 inner.check_pid(pid);
-                let file = inner.idle.get_mut(path)?.pop()?;
+                let file = inner.idle.get_mut(path.as_os_str())?.pop()?;
                 inner.count -= 1;
                 file
             };
@@ -87,10 +91,10 @@ impl Pool {
             return; // closes `file`
         }
         inner.count += 1;
-        match inner.idle.get_mut(path) {
+        match inner.idle.get_mut(path.as_os_str()) {
             Some(files) => files.push(file),
             None => {
-                inner.idle.insert(path.to_owned(), vec![file]);
+                inner.idle.insert(path.as_os_str().to_owned(), vec![file]);
             }
         }
     }
