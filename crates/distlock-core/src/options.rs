@@ -1,6 +1,7 @@
 //! What an acquisition asks for.
 
 use std::fmt;
+use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -154,6 +155,81 @@ impl OwnerInfo {
             since: SystemTime::now(),
         }
     }
+
+    /// This record as a JSON object, as its serde form writes it.
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(160 + self.host.len());
+        out.push(b'{');
+        self.write_json_members(&mut out, self.since, usize::MAX);
+        out.push(b'}');
+        String::from_utf8(out).expect("JSON of UTF-8 text is UTF-8")
+    }
+
+    /// Appends this record's JSON members (`"owner":…,"since":"…"`, without braces) to `out`,
+    /// with `since` in place of [`since`](Self::since) and the free text (description and
+    /// host) cut to at most `keep` bytes on a character boundary. Serde's form of the same
+    /// record reads them back.
+    ///
+    /// Backends write this at every grant: a direct writer costs a fraction of serde's
+    /// (which formats through `fmt` the owner id, the pid and the time).
+    pub fn write_json_members(&self, out: &mut Vec<u8>, since: SystemTime, keep: usize) {
+        out.extend_from_slice(b"\"owner\":\"");
+        out.extend_from_slice(&self.owner.hex());
+        out.push(b'"');
+        if let Some(description) = &self.description {
+            out.extend_from_slice(b",\"description\":");
+            write_json_str(out, cut(description, keep));
+        }
+        out.extend_from_slice(b",\"host\":");
+        write_json_str(out, cut(&self.host, keep));
+        out.extend_from_slice(b",\"pid\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.pid).as_bytes());
+        out.extend_from_slice(b",\"since\":\"");
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{}", humantime::format_rfc3339_millis(since));
+        out.push(b'"');
+    }
+}
+
+/// `text` cut to at most `keep` bytes on a character boundary.
+fn cut(text: &str, keep: usize) -> &str {
+    if text.len() <= keep {
+        return text;
+    }
+    let mut end = keep;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// `text` as a JSON string literal, escaped as serde_json escapes it.
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut plain = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.extend_from_slice(escape);
+        }
+        plain = i + 1;
+    }
+    out.extend_from_slice(&bytes[plain..]);
+    out.push(b'"');
 }
 
 /// This process's id, without a system call after the first: glibc does not cache `getpid`,
@@ -220,7 +296,41 @@ impl AcquireRequest {
 
 #[cfg(test)]
 mod tests {
-    use super::current_pid;
+    use super::*;
+
+    /// The hand-written JSON is what serde writes, and serde reads it back, whatever the free
+    /// text holds.
+    #[test]
+    fn owner_json_matches_serde() {
+        for description in [None, Some(""), Some("deploy \"v2\" \\ ünï\u{1}\n")] {
+            let mut owner = OwnerInfo::current(OwnerId::random(), description.map(str::to_owned));
+            owner.host = "host-1\t\u{7f}".to_owned();
+            owner.since = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+            let json = owner.to_json();
+            assert_eq!(json, serde_json::to_string(&owner).unwrap());
+            let back: OwnerInfo = serde_json::from_str(&json).unwrap();
+            let millis = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+            assert_eq!(
+                back,
+                OwnerInfo {
+                    since: millis,
+                    ..owner
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn owner_json_cuts_free_text_on_a_character_boundary() {
+        let mut owner = OwnerInfo::current(OwnerId::random(), Some("ééé".to_owned()));
+        owner.host = "abcdef".to_owned();
+        let mut out = b"{".to_vec();
+        owner.write_json_members(&mut out, owner.since, 3);
+        out.push(b'}');
+        let back: OwnerInfo = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back.description.as_deref(), Some("é"));
+        assert_eq!(back.host, "abc");
+    }
 
     #[test]
     fn the_cached_pid_follows_fork() {

@@ -61,15 +61,25 @@ impl OwnerId {
     pub const fn as_u128(self) -> u128 {
         self.0
     }
+
+    /// The id as 32 lower-case hex digits (ASCII), as [`Display`](fmt::Display) writes it,
+    /// without the formatting machinery: this runs several times per lock operation (script
+    /// arguments, owner records), where `{:032x}` on a `u128` costs more.
+    pub fn hex(self) -> [u8; 32] {
+        let mut digits = [0; 32];
+        hex::encode_to_slice(self.0.to_be_bytes(), &mut digits).expect("16 bytes, 32 digits");
+        digits
+    }
+
+    /// Appends [`hex`](Self::hex) to `out`.
+    pub fn push_hex(self, out: &mut String) {
+        out.push_str(std::str::from_utf8(&self.hex()).expect("hex digits are ASCII"));
+    }
 }
 
 impl fmt::Display for OwnerId {
-    /// 32 lower-case hex digits, encoded into a stack buffer: this runs several times per lock
-    /// operation (script arguments, owner records), where `{:032x}` on a `u128` costs more.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut digits = [0; 32];
-        hex::encode_to_slice(self.0.to_be_bytes(), &mut digits).expect("16 bytes, 32 digits");
-        f.write_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"))
+        f.write_str(std::str::from_utf8(&self.hex()).expect("hex digits are ASCII"))
     }
 }
 

@@ -61,26 +61,9 @@ fn write_json(
     tail: Tail,
     keep: usize,
 ) {
-    out.extend_from_slice(b"{\"owner\":\"");
-    write_hex_u128(out, owner.owner.as_u128());
-    out.push(b'"');
-    if let Some(description) = &owner.description {
-        out.extend_from_slice(b",\"description\":");
-        write_str(out, cut(description, keep));
-    }
-    out.extend_from_slice(b",\"host\":");
-    write_str(out, cut(&owner.host, keep));
-    // Integers with `itoa`, not `write!`: this runs at every grant, and the formatting
-    // machinery cost more than the rest of the record.
+    out.push(b'{');
+    owner.write_json_members(out, since, keep);
     let mut digits = itoa::Buffer::new();
-    out.extend_from_slice(b",\"pid\":");
-    out.extend_from_slice(digits.format(owner.pid).as_bytes());
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        out,
-        ",\"since\":\"{}\"",
-        humantime::format_rfc3339_millis(since)
-    );
     match mode {
         LockMode::Exclusive => out.extend_from_slice(b",\"mode\":\"exclusive\""),
         LockMode::Shared => out.extend_from_slice(b",\"mode\":\"shared\""),
@@ -105,49 +88,6 @@ fn write_json(
         }
     }
     out.push(b'}');
-}
-
-/// `text` cut to at most `keep` bytes on a character boundary.
-fn cut(text: &str, keep: usize) -> &str {
-    if text.len() <= keep {
-        return text;
-    }
-    let mut end = keep;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-fn write_hex_u128(out: &mut Vec<u8>, value: u128) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..32).rev() {
-        out.push(HEX[((value >> (shift * 4)) & 0xf) as usize]);
-    }
-}
-
-/// A JSON string literal.
-fn write_str(out: &mut Vec<u8>, text: &str) {
-    out.push(b'"');
-    let bytes = text.as_bytes();
-    let mut plain = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[plain..i]);
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{byte:04x}");
-        } else {
-            out.extend_from_slice(escape);
-        }
-        plain = i + 1;
-    }
-    out.extend_from_slice(&bytes[plain..]);
-    out.push(b'"');
 }
 
 #[cfg(test)]

@@ -531,8 +531,11 @@ fn from_millis(ms: i64) -> SystemTime {
 
 /// The `GET_LOCK` name a holder takes for its acquisition (owner id in hex), which tells
 /// readers whose holder row is current; 43 characters, within MySQL 8's limit of 64.
-fn owner_lock(owner: &str) -> String {
-    format!("{OWNER_LOCK_PREFIX}{owner}")
+fn owner_lock(owner: OwnerId) -> String {
+    let mut name = String::with_capacity(OWNER_LOCK_PREFIX.len() + 32);
+    name.push_str(OWNER_LOCK_PREFIX);
+    owner.push_hex(&mut name);
+    name
 }
 
 /// What every [`owner_lock`] starts with (a [`HASH_PREFIX`] name: no user name maps to it).
@@ -700,10 +703,11 @@ impl MySqlBackend {
         } else {
             format!("SET SESSION wait_timeout = {wait_timeout}; ")
         };
-        let owner =
-            self.shared.rows.as_ref().map(|_| {
-                hex_literal(owner_lock(&record.request.owner.owner.to_string()).as_bytes())
-            });
+        let owner = self
+            .shared
+            .rows
+            .as_ref()
+            .map(|_| hex_literal(owner_lock(record.request.owner.owner).as_bytes()));
         let offset = conn.token_offset.to_string();
         format!("{set}{}", grant_select(lock, owner.as_deref(), &offset))
     }
@@ -741,7 +745,7 @@ impl MySqlBackend {
         let offset = conn.token_offset;
         let sql = self.shared.grant_one_sql.as_str();
         let row = if self.shared.rows.is_some() {
-            let owner = owner_lock(&record.request.owner.owner.to_string());
+            let owner = owner_lock(record.request.owner.owner);
             let params = (key.as_bytes(), seconds, owner.as_bytes(), offset);
             exec_row(&mut conn.conn, sql, params).await?
         } else {
@@ -1497,9 +1501,6 @@ mod tests {
     fn the_prune_statement_names_the_owner_locks_the_grants_take() {
         assert!(PRUNE_HOLDERS_SQL.contains(&format!("'{OWNER_LOCK_PREFIX}'")));
         assert!(OWNER_LOCK_PREFIX.starts_with(HASH_PREFIX));
-        assert_eq!(
-            owner_lock(&OwnerId::from_u128(u128::MAX).to_string()).len(),
-            43
-        );
+        assert_eq!(owner_lock(OwnerId::from_u128(u128::MAX)).len(), 43);
     }
 }

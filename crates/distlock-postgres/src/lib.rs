@@ -1248,7 +1248,12 @@ impl PostgresBackend {
         single: Option<i64>,
         lock_params: &[(&(dyn ToSql + Sync), Type)],
     ) -> std::result::Result<Row, tokio_postgres::Error> {
-        let holder_name = format!(" {} {}", request.owner.pid, request.owner.owner);
+        // ` <pid> <owner id>`, pushed rather than `format!`ed: this runs at every acquisition.
+        let mut holder_name = String::with_capacity(44);
+        holder_name.push(' ');
+        holder_name.push_str(itoa::Buffer::new().format(request.owner.pid));
+        holder_name.push(' ');
+        request.owner.owner.push_hex(&mut holder_name);
         let ttl = request.options.ttl.as_millis() as i64;
         let conn = attempt.conn();
         // A released session keeps its grant's settings until the pool resets it
@@ -1256,11 +1261,13 @@ impl PostgresBackend {
         let same_ttl = conn.grant_ttl_ms.load(Ordering::Relaxed) == ttl;
         let set_keepalives = !same_ttl;
         let sql = sql.pick(conn.settled || !same_ttl);
-        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
+            Vec::with_capacity(3 + lock_params.len());
+        params.extend_from_slice(&[
             (&holder_name, Type::TEXT),
             (&ttl, Type::INT8),
             (&set_keepalives, Type::BOOL),
-        ];
+        ]);
         params.extend_from_slice(lock_params);
         let (keys, token): Row = match (single, conn.query_opt(sql, &params).await?) {
             (_, None) => (Vec::new(), None),

@@ -396,9 +396,7 @@ impl RedisBackend {
         let shared = &self.shared;
         let keys = Arc::new(LockKeys::new(request.name.as_str()));
         let owner = request.owner.owner.as_u128();
-        let mut info = Vec::with_capacity(256);
-        serde_json::to_writer(&mut info, &request.owner).expect("owner info serializes");
-        let info = String::from_utf8(info).expect("JSON is UTF-8");
+        let info = request.owner.to_json();
         let no_wait = matches!(request.options.wait, Wait::NoWait);
         let mut guard = CancelGuard {
             shared: shared.clone(),
