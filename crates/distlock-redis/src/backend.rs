@@ -214,7 +214,7 @@ impl Shared {
         ttl: Duration,
     ) -> Result<bool> {
         let mut call = ScriptCall::new(&scripts().extend, keys.all());
-        call.arg(OwnerId::from_u128(owner).to_string())
+        call.arg(&OwnerId::from_u128(owner).hex())
             .arg(ttl.as_millis() as u64);
         let extended: i64 = conn
             .invoke(&call)
@@ -233,7 +233,7 @@ impl Shared {
         contended: bool,
     ) -> Result<i64> {
         let mut call = ScriptCall::new(&scripts().release, keys.all());
-        call.arg(OwnerId::from_u128(owner).to_string());
+        call.arg(&OwnerId::from_u128(owner).hex());
         let released = if contended {
             conn.invoke_waking_first(&call).await
         } else {
@@ -312,7 +312,7 @@ impl Shared {
         write!(waiting, "{asked}|").expect("writing to a String cannot fail");
         waiting.push_str(&self.waiting_tail);
         let mut call = ScriptCall::new(&scripts().acquire, keys.all());
-        call.arg(request.owner.owner.to_string())
+        call.arg(&request.owner.owner.hex())
             .arg(terms.as_ref())
             .arg(request.options.ttl.as_millis() as u64)
             .arg(info)
