@@ -23,10 +23,10 @@ fn header(out: &mut String, report: &Report) {
         "Every figure on this page was measured by one run of `scripts/bench`, described below; \
          none is written by hand. Each floor is the raw work any lock on that backend must do, \
          measured in the same run, and distlock and its peers are reported as ratios to it. \
-         Regenerate with `scripts/bench` (under 30 minutes; it starts its own servers and \
-         installs the peers); check a change with `scripts/bench --quick` (a few minutes, \
-         writes to `target/bench/`), or one part with `--scenarios` and `--backends`. Charts \
-         are in [benchmarks/](benchmarks/).\n\n",
+         Regenerate with `scripts/bench` (it starts its own servers and installs the \
+         peers; the table below gives this run's time); check a change with `scripts/bench \
+         --quick` (a few minutes, writes to `target/bench/`), or one part with `--scenarios` \
+         and `--backends`. Charts are in [benchmarks/](benchmarks/).\n\n",
     );
     out.push_str("| | |\n|---|---|\n");
     let mut line = |k: &str, v: String| {
