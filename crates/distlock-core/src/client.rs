@@ -13,7 +13,7 @@ use crate::lease::RenewalStarter;
 use crate::lease::{Lease, LeaseSignal};
 use crate::name::LockName;
 use crate::options::{AcquireOptions, AcquireRequest, LockMode, OwnerInfo, Wait};
-use crate::telemetry;
+use crate::telemetry::{self, BackendKeys};
 use crate::token::OwnerId;
 
 /// A connection to one lock backend. Cheap to clone; clones share the backend.
@@ -21,6 +21,7 @@ use crate::token::OwnerId;
 pub struct Locks {
     backend: Arc<dyn Backend>,
     renewals: Arc<RenewalStarter>,
+    metrics: &'static BackendKeys,
 }
 
 impl fmt::Debug for Locks {
@@ -40,6 +41,7 @@ impl Locks {
     /// Wraps a shared backend.
     pub fn from_arc(backend: Arc<dyn Backend>) -> Self {
         Locks {
+            metrics: telemetry::keys(backend.name()),
             backend,
             renewals: RenewalStarter::new(),
         }
@@ -136,11 +138,11 @@ impl Locks {
         match outcome {
             Ok(held) => {
                 let waited = started.elapsed();
-                telemetry::acquired(backend, mode, waited);
+                telemetry::acquired(self.metrics, mode, waited);
                 span.in_scope(|| tracing::debug!(token = %held.token(), ?waited, "acquired"));
                 Ok(Lease::start(
                     request.name,
-                    backend,
+                    self.metrics,
                     mode,
                     owner,
                     request.options.ttl,

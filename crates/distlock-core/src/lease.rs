@@ -12,7 +12,7 @@ use crate::backend::HeldLock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::name::LockName;
 use crate::options::LockMode;
-use crate::telemetry;
+use crate::telemetry::{self, BackendKeys};
 use crate::token::{FencingToken, OwnerId};
 
 /// Where a lease is in its life.
@@ -180,7 +180,8 @@ pub fn recheck_jitter(base: Duration) -> Duration {
 
 struct Inner {
     name: LockName,
-    backend: &'static str,
+    /// The backend's metrics keys, which also name the backend.
+    metrics: &'static BackendKeys,
     mode: LockMode,
     owner: OwnerId,
     token: FencingToken,
@@ -253,7 +254,12 @@ impl Inner {
     }
 
     fn lost_error(&self) -> Error {
-        Error::new(ErrorKind::Lost, self.backend, self.signal.lost_reason()).with_lock(&self.name)
+        Error::new(
+            ErrorKind::Lost,
+            self.metrics.backend,
+            self.signal.lost_reason(),
+        )
+        .with_lock(&self.name)
     }
 }
 
@@ -277,7 +283,7 @@ pub struct Lease {
 impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
-            .field("backend", &self.inner.backend)
+            .field("backend", &self.inner.metrics.backend)
             .field("name", &self.inner.name)
             .field("mode", &self.inner.mode)
             .field("owner", &self.inner.owner)
@@ -292,7 +298,7 @@ impl Lease {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         name: LockName,
-        backend: &'static str,
+        metrics: &'static BackendKeys,
         mode: LockMode,
         owner: OwnerId,
         ttl: Duration,
@@ -302,7 +308,7 @@ impl Lease {
     ) -> Lease {
         let inner = Arc::new(Inner {
             name,
-            backend,
+            metrics,
             mode,
             owner,
             token: held.token(),
@@ -332,7 +338,7 @@ impl Lease {
 
     /// The backend holding the lock.
     pub fn backend(&self) -> &'static str {
-        self.inner.backend
+        self.inner.metrics.backend
     }
 
     /// How the lock is held.
@@ -443,7 +449,7 @@ impl Lease {
         }
         // The state may have moved to Lost while we were releasing; report it.
         self.inner.signal.released();
-        telemetry::hold_time(self.inner.backend, self.inner.acquired_at.elapsed());
+        telemetry::hold_time(self.inner.metrics, self.inner.acquired_at.elapsed());
         match result {
             Ok(()) if self.state() == LeaseState::Lost => Err(self.inner.lost_error()),
             other => other.map_err(|e| e.with_lock(&self.inner.name)),
@@ -471,11 +477,11 @@ impl Drop for Lease {
             let inner = Arc::clone(&self.inner);
             runtime.spawn(async move {
                 if let Err(error) = inner.held.release().await {
-                    tracing::warn!(backend = inner.backend, lock = ?inner.name, %error,
+                    tracing::warn!(backend = inner.metrics.backend, lock = ?inner.name, %error,
                         "distlock background release of a dropped lease failed");
                 }
                 inner.signal.released();
-                telemetry::hold_time(inner.backend, inner.acquired_at.elapsed());
+                telemetry::hold_time(inner.metrics, inner.acquired_at.elapsed());
             });
         }
     }
@@ -725,7 +731,7 @@ mod tests {
         let name = LockName::new("state-machine", "test").unwrap();
         let lease = Lease::start(
             name,
-            "test",
+            telemetry::keys("test"),
             LockMode::Exclusive,
             OwnerId::random(),
             ttl,
@@ -827,7 +833,7 @@ mod tests {
                 let signal = LeaseSignal::new("test");
                 Lease::start(
                     name,
-                    "test",
+                    telemetry::keys("test"),
                     mode,
                     OwnerId::random(),
                     ttl,
@@ -862,9 +868,10 @@ mod tests {
             let name = LockName::new("linger", "test").unwrap();
             let signal = LeaseSignal::new("test");
             let owner = OwnerId::random();
+            let metrics = telemetry::keys("test");
             Lease::start(
                 name,
-                "test",
+                metrics,
                 LockMode::Exclusive,
                 owner,
                 ttl,

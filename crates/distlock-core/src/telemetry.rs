@@ -33,9 +33,11 @@ pub mod names {
 /// The keys of one backend's metrics, built once per backend name and kept for the process's
 /// life. The `metrics` macros build a key from labels with runtime values at every call, which
 /// allocates and hashes on every acquisition and release even with no recorder installed;
-/// these are built once, so recording one is a lookup here and a call to the recorder.
-struct BackendKeys {
-    backend: &'static str,
+/// these are built once per backend name, looked up once per client ([`keys`]), and kept by
+/// the client and its leases, so recording one is a call to the recorder.
+pub(crate) struct BackendKeys {
+    /// The backend's name.
+    pub(crate) backend: &'static str,
     /// [`names::ACQUISITIONS`] by mode, in [`mode_index`] order.
     acquisitions: [Key; 3],
     wait_seconds: Key,
@@ -55,7 +57,7 @@ fn mode_index(mode: LockMode) -> usize {
 }
 
 /// The keys of `backend`. The few backend names a process uses are each leaked once.
-fn keys(backend: &'static str) -> &'static BackendKeys {
+pub(crate) fn keys(backend: &'static str) -> &'static BackendKeys {
     static ALL: StdMutex<Vec<&'static BackendKeys>> = StdMutex::new(Vec::new());
     let mut all = ALL.lock().unwrap();
     if let Some(found) = all.iter().find(|keys| keys.backend == backend) {
@@ -93,8 +95,7 @@ fn histogram(key: &Key) -> metrics::Histogram {
     metrics::with_recorder(|recorder| recorder.register_histogram(key, &METADATA))
 }
 
-pub(crate) fn acquired(backend: &'static str, mode: LockMode, waited: Duration) {
-    let keys = keys(backend);
+pub(crate) fn acquired(keys: &BackendKeys, mode: LockMode, waited: Duration) {
     counter(&keys.acquisitions[mode_index(mode)]).increment(1);
     histogram(&keys.wait_seconds).record(waited.as_secs_f64());
 }
@@ -104,8 +105,8 @@ pub(crate) fn acquire_failed(backend: &'static str, kind: ErrorKind) {
         .increment(1);
 }
 
-pub(crate) fn hold_time(backend: &'static str, held: Duration) {
-    histogram(&keys(backend).hold_seconds).record(held.as_secs_f64());
+pub(crate) fn hold_time(keys: &BackendKeys, held: Duration) {
+    histogram(&keys.hold_seconds).record(held.as_secs_f64());
 }
 
 pub(crate) fn lease_lost(backend: &'static str) {
